@@ -1,0 +1,142 @@
+"""Site configuration as frozen dataclasses loaded from TOML.
+
+A site admin writes as little as possible: everything has a default, and every unknown key or wrong value
+is refused with the key's name and what it accepts, so a typo never silently changes what is trained.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("auto", "dicom", "nifti", "png", "npz")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong: the message names the file, the key and the accepted values."""
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """Maps a DICOM series to a channel when ``pattern`` (a case-insensitive regular expression) is found in
+    the series' ``field`` (a DICOM keyword such as SeriesDescription, ProtocolName or Modality)."""
+
+    channel: str
+    pattern: str
+    field: str = "SeriesDescription"
+
+
+# Order matters: the first rule that matches wins, so specific names come before general ones.
+DEFAULT_DICOM_RULES: tuple[ChannelRule, ...] = (
+    ChannelRule("mask", r"mask|seg|label|roi"),
+    ChannelRule("flair", r"flair"),
+    ChannelRule("t1post", r"t1.*(post|gd|\+c|contrast|mprage.*gd)"),
+    ChannelRule("t1pre", r"t1"),
+    ChannelRule("t2", r"t2"),
+    ChannelRule("ct", r"^CT$", field="Modality"),
+    ChannelRule("xray", r"^(CR|DX)$", field="Modality"),
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a site's images are and how to read them.
+
+    channels: schema channel names in model order; empty means "what the format provides".
+    mask_values: raw values of mask files mapped to labels 1..K in order (e.g. JSRT [150, 200, 250]);
+        empty means masks are already 0/1/2... label maps (PNG masks: any non-zero pixel is label 1).
+    resolution: in-plane size (and depth, for 3D) examples are resized to; 0 means the suggested one.
+    """
+
+    path: str = ""
+    format: str = "auto"
+    channels: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    mask_values: tuple[int, ...] = ()
+    resolution: int = 0
+    slices: bool = True  # cut 3D volumes into 2D slices for a 2D model
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+    npz_split: str = "train"
+    dicom_rules: tuple[ChannelRule, ...] = DEFAULT_DICOM_RULES
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"[data] format = {self.format!r} is not one of {list(FORMATS)}")
+        if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
+            raise ConfigError("[data] needs 0 <= lower_percentile < upper_percentile <= 100, got "
+                              f"{self.lower_percentile}, {self.upper_percentile}")
+        if self.resolution < 0:
+            raise ConfigError(f"[data] resolution must be 0 (suggested) or a positive size, got {self.resolution}")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Everything a site admin configures. Later sections (training, privacy, server) join this."""
+
+    site_id: str = "site"
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _build(cls: type, values: dict[str, Any], where: str, source: str) -> Any:
+    """Instantiate a frozen dataclass from a TOML table, refusing unknown keys by name."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in [{where}]; known keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        f = known[name]
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else "")
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{source}: [{where}] {name} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{source}: [{where}] {name} must be a number, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{source}: [{where}] {name} must be a string, got {value!r}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def data_config_from_dict(table: dict[str, Any], source: str = "<config>") -> DataConfig:
+    table = dict(table)
+    rules = table.pop("dicom_rules", None)
+    config = _build(DataConfig, table, "data", source)
+    if rules is not None:
+        if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+            raise ConfigError(f"{source}: [[data.dicom_rules]] must be a list of tables "
+                              "with channel, pattern and optionally field")
+        parsed = []
+        for r in rules:
+            if "channel" not in r or "pattern" not in r:
+                raise ConfigError(f"{source}: each [[data.dicom_rules]] needs 'channel' and 'pattern', got {r}")
+            parsed.append(_build(ChannelRule, r, "data.dicom_rules", source))
+        config = DataConfig(**{**{f.name: getattr(config, f.name) for f in fields(DataConfig)},
+                               "dicom_rules": tuple(parsed)})
+    return config
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read a site.toml. Raises ConfigError naming the file and the key on any mistake."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass the path of your site.toml") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(raw) - {"site_id", "data"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: ['site_id', 'data']")
+    data = data_config_from_dict(raw.get("data", {}), str(path))
+    return SiteConfig(site_id=str(raw.get("site_id", "site")), data=data)

@@ -1,0 +1,136 @@
+"""NIfTI folders (images/ + labels/, the Medical Segmentation Decathlon layout) -> (C, D, H, W) examples."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..config import DataConfig
+from ..schema import ChannelSchema, Example
+from .files import require_path, walk_files
+from .masks import to_labels
+from .problems import DataError, DataProblem, LoadedData
+
+log = logging.getLogger(__name__)
+
+LABEL_FOLDERS = ("labels", "labelsTr", "masks", "segmentations")
+IMAGE_FOLDERS = ("images", "imagesTr")
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.endswith(".nii") or path.name.endswith(".nii.gz")
+
+
+def stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def find_folder(root: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A NIfTI volume in closest-to-RAS orientation as (M, D, H, W) float32 and spacing (D, H, W) in mm.
+
+    M is the number of modalities (4th NIfTI axis), 1 for a plain 3D image; 2D images get D = 1.
+    """
+    image = nib.as_closest_canonical(nib.load(str(path)))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if data.ndim == 2:
+        data, zooms = data[:, :, None], (*zooms[:2], 1.0)
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise ValueError(f"expected a 2D, 3D or 4D image, got {data.ndim} dimensions {data.shape}")
+    # (X, Y, Z, M) -> (M, Z, Y, X): axial slices first, then rows (anterior-posterior), columns (left-right)
+    volume = np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))[:, :, ::-1, :])
+    return volume, (zooms[2], zooms[1], zooms[0])
+
+
+def _schema(config: DataConfig, modalities: int) -> ChannelSchema:
+    if config.channels:
+        images = [c for c in config.channels if not c.startswith("mask")]
+        if len(images) != modalities:
+            raise DataError(config.path or "nifti", f"config names {len(images)} image channel(s) {images} but the "
+                            f"NIfTI images have {modalities} modalities", "list one channel per modality in [data] channels")
+        return ChannelSchema(tuple(config.channels), config.class_names)
+    images = ("image",) if modalities == 1 else tuple(f"image{i}" for i in range(modalities))
+    return ChannelSchema((*images, "mask"), config.class_names)
+
+
+def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
+    """Image/label pairs matched by file name; an image without a label loads with its mask unavailable."""
+    root = require_path(root)
+    problems: list[DataProblem] = []
+    image_dir = find_folder(root, IMAGE_FOLDERS) or root
+    label_dir = find_folder(root, LABEL_FOLDERS)
+    images = [p for p in walk_files(image_dir, problems) if is_nifti(p)]
+    if image_dir == root and label_dir is not None:
+        images = [p for p in images if label_dir not in p.parents]
+    labels = {stem(p): p for p in walk_files(label_dir, problems) if is_nifti(p)} if label_dir else {}
+    if not images:
+        raise DataError(image_dir, "no NIfTI image (.nii or .nii.gz) found",
+                        "point meddiff at a folder with images/ (and labels/) holding .nii.gz files")
+    image_stems = {stem(p) for p in images}
+    for name, path in sorted(labels.items()):
+        if name not in image_stems:
+            problems.append(DataProblem(str(path), "label without a matching image (same file name in images/)",
+                                        "add the image or remove the label"))
+    schema: ChannelSchema | None = None
+    examples: list[Example] = []
+    for path in images:
+        try:
+            volume, spacing = read_volume(path)
+        except Exception as e:
+            problems.append(DataProblem(str(path), f"cannot read NIfTI image ({type(e).__name__}: {e})",
+                                        "re-export the file; check that it is not truncated"))
+            continue
+        if not np.isfinite(volume).all():
+            problems.append(DataProblem(str(path), "image contains NaN or infinite values",
+                                        "fix or re-export the file (e.g. replace NaN by 0)"))
+            continue
+        if schema is None:
+            schema = _schema(config, volume.shape[0])
+        modalities = len(schema.image_indices)
+        if volume.shape[0] != modalities:
+            problems.append(DataProblem(str(path), f"{volume.shape[0]} modalities, the data set has {modalities}",
+                                        "give every image the same modalities"))
+            continue
+        image = np.zeros((schema.num_channels, *volume.shape[1:]), dtype=np.float32)
+        available = np.zeros(schema.num_channels, dtype=bool)
+        image[list(schema.image_indices)] = volume
+        available[list(schema.image_indices)] = True
+        label_path = labels.get(stem(path))
+        if label_path is None and label_dir is not None:
+            problems.append(DataProblem(str(path), "image has no label file; loaded without mask", skipped=False))
+        if label_path is not None and schema.mask_indices:
+            try:
+                label, _ = read_volume(label_path)
+                if label.shape[1:] != volume.shape[1:]:
+                    raise ValueError(f"label shape {label.shape[1:]} differs from image shape {volume.shape[1:]}")
+                if not np.isfinite(label).all():
+                    raise ValueError("label contains NaN or infinite values")
+                image[schema.mask_indices[0]] = to_labels(label[0], config.mask_values)
+                available[schema.mask_indices[0]] = True
+            except Exception as e:
+                problems.append(DataProblem(str(label_path), f"label not used ({e}); image loaded without mask",
+                                            "re-export the label on the image's grid"))
+        examples.append(Example(image=image, available=available, patient=stem(path), study=stem(path),
+                                source=str(path), spacing=spacing))
+    if schema is None:
+        raise DataError(image_dir, f"none of the {len(images)} NIfTI image(s) could be read",
+                        "see the problems listed for each file")
+    top = max([int(e.image[list(schema.mask_indices)].max()) for e in examples if schema.mask_indices] or [1])
+    schema = ChannelSchema(schema.channels, schema.class_names, max(1, len(config.mask_values) or top))
+    return LoadedData(schema, examples, problems, str(root), "nifti")

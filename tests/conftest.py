@@ -1,0 +1,27 @@
+"""Shared test fixtures: where the real data is, and skipping with a reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDDIFF_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared(relative: str) -> Path:
+    """A path inside the shared real data, or skip the test saying what is missing."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (set MEDDIFF_DATA to the folder of the shared data sets)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Tests run on 2-core machines: keep torch from oversubscribing."""
+    import torch
+    torch.set_num_threads(2)
+    yield

@@ -57,3 +57,19 @@ def test_channel_rules_from_config_choose_the_channels(tmp_path):
     assert data.examples[0].image.shape == (2, 24, 320, 260)
     unused = [p for p in data.skipped if "no channel rule matches" in p.reason]
     assert len(unused) == 3  # T1pre, T1post and FLAIR series are reported as not used
+
+
+def test_channel_with_other_geometry_is_dropped_with_a_reason(tmp_path):
+    study = tmp_path / "study"
+    shutil.copytree(shared("pgbm/dicom/PGBM-001_1992-04-02"), study)
+    for f in study.glob("*MaskTumor*/*.dcm"):  # mask series shifted 20 mm: no longer on the images' grid
+        ds = pydicom.dcmread(f)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + 20.0]
+        ds.save_as(f)
+    data = load_dicom(study, DataConfig())
+    example = data.examples[0]
+    assert not example.available[data.schema.index("mask")]
+    assert example.available[[data.schema.index(c) for c in ("t1pre", "t1post", "flair", "t2")]].all()
+    reasons = [p.reason for p in data.skipped if "MaskTumor" in p.path]
+    assert reasons and "slice positions differ" in reasons[0]

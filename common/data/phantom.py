@@ -94,7 +94,6 @@ def anatomy(rng: np.random.Generator, size: int, ndim: int, lesion: bool) -> np.
 
 def render(tissue: np.ndarray, rng: np.random.Generator, scanner: ScannerEffect) -> dict[str, np.ndarray]:
     """Contrast images (float32) from a tissue map, with texture and the site's scanner effects."""
-    ndim = tissue.ndim
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in tissue.shape], indexing="ij"))
     bias = 1.0 + scanner.bias_strength * smooth_field(rng, grid, 1.0, terms=3)
     images = {}
@@ -112,7 +111,6 @@ def render(tissue: np.ndarray, rng: np.random.Generator, scanner: ScannerEffect)
             image = np.hypot(signal + rng.normal(0, sigma, tissue.shape), rng.normal(0, sigma, tissue.shape))
         images[name] = image.astype(np.float32)
     images["mask"] = (tissue == LESION).astype(np.float32)
-    del ndim
     return images
 
 

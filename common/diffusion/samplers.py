@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .schedules import DiscreteVP, Schedule, logsnr_times
+from .schedules import Schedule, logsnr_times
 
 Tensor = torch.Tensor
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -20,9 +20,8 @@ Hook = Callable[[Tensor, Tensor, Tensor], Tensor] | None
 
 
 def _coefficients(schedule: Schedule, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return (schedule.alpha(t).to(x.dtype).reshape(shape) if t.dim() else schedule.alpha(t).to(x.dtype),
-            schedule.sigma(t).to(x.dtype).reshape(shape) if t.dim() else schedule.sigma(t).to(x.dtype))
+    """alpha(t), sigma(t) in x's dtype for one (scalar) time of the sampling grid."""
+    return schedule.alpha(t).to(x.dtype), schedule.sigma(t).to(x.dtype)
 
 
 def _eps(eps_fn: EpsFn, x: Tensor, t: Tensor) -> Tensor:
@@ -237,5 +236,3 @@ def get_sampler(name: str):
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
 
-
-__all__ = ["SAMPLERS", "get_sampler", "DiscreteVP"]

@@ -7,7 +7,7 @@ is refused with the key's name and what it accepts, so a typo never silently cha
 from __future__ import annotations
 
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,7 @@ def data_config_from_dict(table: dict[str, Any], source: str = "<config>") -> Da
             if "channel" not in r or "pattern" not in r:
                 raise ConfigError(f"{source}: each [[data.dicom_rules]] needs 'channel' and 'pattern', got {r}")
             parsed.append(_build(ChannelRule, r, "data.dicom_rules", source))
-        config = DataConfig(**{**{f.name: getattr(config, f.name) for f in fields(DataConfig)},
-                               "dicom_rules": tuple(parsed)})
+        config = replace(config, dicom_rules=tuple(parsed))
     return config
 
 

@@ -7,7 +7,7 @@ loaded examples only, so it reads nothing beyond the data folder and writes noth
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from rich.console import Console
@@ -47,7 +47,6 @@ class Fingerprint:
     suggested_resolution_gpu: int = 64
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
         return asdict(self)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from rich.console import Console
 
 from . import __version__
+from .common.checkpoint import CheckpointError
 from .common.config import ConfigError, DataConfig, load_site_config
 from .common.data.problems import DataError
 
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+
+    from .commands import generate, train
+    train.add_parser(commands)
+    generate.add_parser(commands)
     return parser
 
 
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DataError, ConfigError) as e:
+    except (DataError, ConfigError, CheckpointError) as e:
         print(f"meddiff: error: {e}", file=sys.stderr)
         return 2
 

@@ -42,7 +42,8 @@ def choose_conditions(available: torch.Tensor, p_condition: float, generator: to
 def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.Tensor, available: torch.Tensor,
                      labels: torch.Tensor | None = None, config: LossConfig = LossConfig(),
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Masked eps-MSE per example, shape (B,) (the shape Opacus' ghost clipping needs).
+    """Masked MSE of the network output against its target (the noise, or the EDM/v target; see
+    parametrization.py), per example, shape (B,) (the shape Opacus' ghost clipping needs).
 
     x0: (B, C, *spatial) in [-1, 1]; available: (B, C) bool; labels: (B,) or None (-1 = unlabelled).
     """
@@ -59,8 +60,10 @@ def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.T
         labels = torch.where(labels < 0, torch.full_like(labels, model.null_class), labels)
         drop = (torch.rand(batch, generator=generator) < config.p_uncond).to(labels.device)
         labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
-    pred = model(x_t, schedule.network_time(t).to(x0.dtype), x0, given, labels)
+    p = model.parametrization
+    output = model(p.network_input(x_t, alpha, sigma), schedule.network_time(t).to(x0.dtype), x0, given, labels)
+    target = p.target(x0, noise, x_t, alpha, sigma)
     weight = diffused.to(x0.dtype).reshape(diffused.shape + (1,) * (x0.dim() - 2))
-    per_element = (pred - noise) ** 2 * weight
+    per_element = (output.float() - target) ** 2 * weight
     voxels = x0[0, 0].numel()
     return per_element.flatten(1).sum(1) / (weight.flatten(1).sum(1) * voxels).clamp_min(1.0)

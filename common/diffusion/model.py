@@ -15,6 +15,7 @@ from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
 from ..schema import ChannelSchema
+from .parametrization import Parametrization
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,23 @@ class ModelConfig:
     num_res_blocks: int = 1
     num_head_channels: int = 32
     norm_num_groups: int = 32
+    prediction: str = "v"  # see parametrization.py: "v" (EDM preconditioning) or "eps"
+    sigma_data: float = 0.5
 
 
 class ConditionalDenoiser(nn.Module):
-    """eps prediction for all schema channels given x_t, the clean condition channels and a class label."""
+    """The network output for all schema channels given x_t, the clean condition channels and a class label.
+
+    ``forward`` is the raw network: its x_t is already scaled and its output is in the configured
+    parametrisation (``self.parametrization`` converts both; see parametrization.py).
+    """
 
     def __init__(self, schema: ChannelSchema, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
         self.schema, self.config = schema, config
         c = schema.num_channels
         self.null_class = schema.num_classes  # index of the "no class given" embedding
+        self.parametrization = Parametrization(config.prediction, config.sigma_data)
         self.unet = DiffusionModelUNet(
             spatial_dims=config.spatial_dims, in_channels=3 * c, out_channels=c,
             channels=config.channels, attention_levels=config.attention_levels,
@@ -56,3 +64,4 @@ class ConditionalDenoiser(nn.Module):
                 labels = torch.full((x_t.shape[0],), self.null_class, dtype=torch.long, device=x_t.device)
             return self.unet(inputs, timesteps=timesteps, class_labels=labels)
         return self.unet(inputs, timesteps=timesteps)
+

@@ -1,0 +1,65 @@
+"""Checkpoint files that load without unpickling arbitrary objects.
+
+One file holds tensors (nested dicts of tensors, numbers and strings, as state dicts are) and a JSON metadata
+string. It is written to a temporary file and renamed, so a crash never leaves a half-written checkpoint, and
+read with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers: a
+checkpoint received from another site cannot run code on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "meddiff-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or not ours: the message names the file."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (state dicts, tensors, numbers) and ``meta`` (JSON-serialisable) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, "meta_json": json.dumps(meta, default=str), **state}
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict]:
+    """(state, meta) of a checkpoint written by :func:`save_checkpoint`; never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; pass the model.pt written by `meddiff train`")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); "
+                              "it may be truncated or not a meddiff checkpoint") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a meddiff checkpoint (no '{FORMAT}' marker)")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this meddiff "
+                              f"reads ({VERSION}); upgrade meddiff")
+    meta = json.loads(payload.pop("meta_json"))
+    for key in ("format", "version"):
+        payload.pop(key)
+    return payload, meta

@@ -120,7 +120,7 @@ def main() -> None:
     table.add_row("training step", f"{baseline_train:.1f}", f"{ours_train:.1f}", f"{ours_train / baseline_train:.2f}")
     table.add_row(f"DDIM sampling, {args.sample_steps} steps", f"{baseline_sampling:.2f}", f"{ours_sampling:.2f}",
                   f"{ours_sampling / baseline_sampling:.2f}")
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

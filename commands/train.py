@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     summary = {**asdict(result), "total_steps": trainer.step, "checkpoint": str(checkpoint), **meta}
     (out / "train.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"trained {result.steps} steps (total {trainer.step})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
     for key in ("loss", "seconds", "images_per_second", "skipped_nonfinite"):
-        table.add_row(key.replace("_", " "), f"{summary[key]:.4g}" if isinstance(summary[key], float)
+        table.add_row("mean loss" if key == "loss" else key.replace("_", " "), f"{summary[key]:.4g}" if isinstance(summary[key], float)
                       else str(summary[key]))
     table.add_row("checkpoint", str(checkpoint))
     console.print(table)

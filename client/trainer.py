@@ -47,6 +47,7 @@ class TrainConfig:
     p_uncond: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
+    proximal_mu: float = 0.0  # FedProx: mu / 2 ||w - w_global||^2 keeps a site near the global model
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -116,6 +117,7 @@ class LocalTrainer:
         self.step = 0
         self.resolution = 0  # recorded from the first data trained on; tasks resize their inputs to it
         self.autocast = cuda and config.precision in ("auto", "bf16")
+        self.anchor: list[torch.Tensor] | None = None  # the global weights of this round (FedProx)
 
     # -- training ---------------------------------------------------------------------------------------------
 
@@ -128,7 +130,11 @@ class LocalTrainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             losses = per_example_loss(self.model, self.schedule, batch.images, batch.available,
                                       batch.labels, self.loss_config, self.generator)
-        return losses.float().mean()
+        loss = losses.float().mean()
+        if self.config.proximal_mu > 0 and self.anchor is not None:
+            distance = sum(((p - a) ** 2).sum() for p, a in zip(self.model.parameters(), self.anchor))
+            loss = loss + 0.5 * self.config.proximal_mu * distance
+        return loss
 
     def train(self, data: TrainingTensors, steps: int | None = None, *, progress: bool = False,
               checkpoint_path: str | Path | None = None, checkpoint_meta: dict | None = None) -> TrainResult:
@@ -189,6 +195,7 @@ class LocalTrainer:
     def load_weights(self, weights: dict[str, torch.Tensor], *, reset_ema: bool = True) -> None:
         """Load (global) weights; strict, so a model of another shape is refused with the offending keys."""
         self.model.load_state_dict(weights, strict=True)
+        self.anchor = [p.detach().clone() for p in self.model.parameters()]
         if reset_ema:
             self.ema.module.load_state_dict(weights, strict=True)
 

@@ -80,7 +80,7 @@ class SiteConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def _build(cls: type, values: dict[str, Any], where: str, source: str) -> Any:
+def build_section(cls: type, values: dict[str, Any], where: str, source: str) -> Any:
     """Instantiate a frozen dataclass from a TOML table, refusing unknown keys by name."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
@@ -106,12 +106,14 @@ def _build(cls: type, values: dict[str, Any], where: str, source: str) -> Any:
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{source}: [{where}] {e}") from None
 
 
 def data_config_from_dict(table: dict[str, Any], source: str = "<config>") -> DataConfig:
     table = dict(table)
     rules = table.pop("dicom_rules", None)
-    config = _build(DataConfig, table, "data", source)
+    config = build_section(DataConfig, table, "data", source)
     if rules is not None:
         if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
             raise ConfigError(f"{source}: [[data.dicom_rules]] must be a list of tables "
@@ -120,7 +122,7 @@ def data_config_from_dict(table: dict[str, Any], source: str = "<config>") -> Da
         for r in rules:
             if "channel" not in r or "pattern" not in r:
                 raise ConfigError(f"{source}: each [[data.dicom_rules]] needs 'channel' and 'pattern', got {r}")
-            parsed.append(_build(ChannelRule, r, "data.dicom_rules", source))
+            parsed.append(build_section(ChannelRule, r, "data.dicom_rules", source))
         config = replace(config, dicom_rules=tuple(parsed))
     return config
 

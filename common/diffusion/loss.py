@@ -41,16 +41,17 @@ def choose_conditions(available: torch.Tensor, p_condition: float, generator: to
 
 def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.Tensor, available: torch.Tensor,
                      labels: torch.Tensor | None = None, config: LossConfig = LossConfig(),
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
     """Masked MSE of the network output against its target (the noise, or the EDM/v target; see
     parametrization.py), per example, shape (B,) (the shape Opacus' ghost clipping needs).
 
-    x0: (B, C, *spatial) in [-1, 1]; available: (B, C) bool; labels: (B,) or None (-1 = unlabelled).
+    x0: (B, C, *spatial) in [-1, 1]; available: (B, C) bool; labels: (B,) or None (-1 = unlabelled);
+    t: (B,) schedule times, drawn uniformly when None (evaluation passes them to report loss per noise band).
     """
     batch = x0.shape[0]
     given = choose_conditions(available, config.p_condition, generator)
     diffused = available & ~given
-    t = sample_times(schedule, batch, generator, x0.device)
+    t = sample_times(schedule, batch, generator, x0.device) if t is None else t.to(x0.device)
     shape = (batch,) + (1,) * (x0.dim() - 1)
     alpha = schedule.alpha(t).to(x0.dtype).reshape(shape)
     sigma = schedule.sigma(t).to(x0.dtype).reshape(shape)

@@ -1,0 +1,65 @@
+"""The Flower ClientApp: thin handlers around ``local_round`` (all logic is testable without Flower).
+
+What leaves the site: the model weights (an ArrayRecord named ``arrays``) and the scalar metrics in
+``ALLOWED_METRICS``, nothing else; a handler that tried to send another key would fail before sending.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..common.run_spec import RunSpec
+from .local_round import evaluate_round, train_round
+from .site_data import SiteData
+
+log = logging.getLogger(__name__)
+
+ALLOWED_METRICS = frozenset({
+    "num-examples", "train-loss", "steps", "seconds", "images-per-second", "skipped-nonfinite",
+    "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
+})
+
+SiteProvider = Callable[[Context], SiteData]
+
+
+def metric_record(metrics: dict) -> MetricRecord:
+    """Scalar metrics only, and only allow-listed keys: nothing derived from images beyond these leaves."""
+    leaked = sorted(set(metrics) - ALLOWED_METRICS)
+    if leaked:
+        raise ValueError(f"refusing to send metric keys outside the allow-list: {leaked}")
+    return MetricRecord({k: float(v) if isinstance(v, float) else int(v) for k, v in metrics.items()})
+
+
+def make_client_app(site_provider: SiteProvider) -> ClientApp:
+    """A ClientApp whose site data comes from ``site_provider(context)`` (simulation partition or site.toml)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        config = msg.content["config"]
+        spec = RunSpec.from_config(config)
+        site = site_provider(context)
+        weights = msg.content["arrays"].to_torch_state_dict()
+        mu = float(config.get("proximal-mu", 0.0))
+        server_round = int(config["server-round"])
+        new_weights, metrics = train_round(spec, weights, site, int(config["local-steps"]), server_round, mu,
+                                           context.node_config.get("device") or None)
+        log.info("site %s round %d: %d steps, loss %.4f", site.site_id, server_round, metrics["steps"],
+                 metrics["train-loss"])
+        content = RecordDict({"arrays": ArrayRecord.from_torch_state_dict(new_weights),
+                              "metrics": metric_record(metrics)})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        config = msg.content["config"]
+        spec = RunSpec.from_config(config)
+        metrics = evaluate_round(spec, msg.content["arrays"].to_torch_state_dict(), site_provider(context),
+                                 seed=int(config.get("server-round", 0)), device=context.node_config.get("device") or None)
+        return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
+
+    return app

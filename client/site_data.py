@@ -1,0 +1,46 @@
+"""A site's data as the federation needs it: aligned to the run's channel schema, split into train and held-out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..common.data.tensors import TrainingTensors
+from ..common.schema import ChannelSchema
+
+
+@dataclass(frozen=True)
+class SiteData:
+    site_id: str
+    train: TrainingTensors
+    holdout: TrainingTensors | None = None
+
+
+def align_to_schema(data: TrainingTensors, schema: ChannelSchema) -> TrainingTensors:
+    """Reorder the site's channels to the run's by name; channels the site lacks become unavailable.
+
+    Raises ValueError naming channels the run does not know (the site would train on something nobody asked for).
+    """
+    extra = sorted(set(data.schema.channels) - set(schema.channels))
+    if extra:
+        raise ValueError(f"site channels {extra} are not in the run's schema {list(schema.channels)}; "
+                         "map them with [data] channels in site.toml")
+    if data.schema.channels == schema.channels:
+        return TrainingTensors(schema, data.images, data.available, data.labels)
+    n = len(data)
+    images = torch.zeros((n, schema.num_channels, *data.spatial), dtype=data.images.dtype)
+    available = torch.zeros((n, schema.num_channels), dtype=torch.bool)
+    for i, name in enumerate(data.schema.channels):
+        images[:, schema.index(name)] = data.images[:, i]
+        available[:, schema.index(name)] = data.available[:, i]
+    return TrainingTensors(schema, images, available, data.labels)
+
+
+def holdout_split(data: TrainingTensors, fraction: float, seed: int = 0) -> tuple[TrainingTensors, TrainingTensors | None]:
+    """(train, held-out): a random ``fraction`` (at least one example when fraction > 0) kept out of training."""
+    if fraction <= 0 or len(data) < 2:
+        return data, None
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    k = max(1, int(round(fraction * len(data))))
+    return data.subset(order[k:]), data.subset(order[:k])

@@ -1,0 +1,125 @@
+"""The coordinator's round loop: Flower strategies aggregate; we validate replies, keep an EMA, checkpoint every
+round and resume from the last complete one.
+
+Written as a loop over the strategy's own ``configure_*`` / ``aggregate_*`` (instead of ``Strategy.start``)
+because ``start`` cannot begin at round k + 1, cannot filter replies before aggregation, and cannot save the
+strategy's state between rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from ..common.diffusion.model import ConditionalDenoiser
+from ..common.run_spec import RunSpec
+from .run_store import RoundState, RunStore
+from .settings import FederationSettings
+from .strategies import make_strategy, restore_strategy_state, strategy_state
+from .validation import validate_updates
+
+log = logging.getLogger(__name__)
+
+
+def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
+    """The round-0 global model: the same for the same seed, wherever it is created."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.train.seed)
+        return {k: v.detach().clone() for k, v in ConditionalDenoiser(spec.schema, spec.model).state_dict().items()}
+
+
+def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def _filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray], settings: FederationSettings,
+                    server_round: int) -> tuple[list[Message], list[dict]]:
+    """Replies that may be aggregated, and one record per rejected or failed reply."""
+    rejected, candidates = [], {}
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            rejected.append({"node": node, "reason": f"site error: {reply.error.reason}"})
+            continue
+        if "arrays" not in reply.content.array_records:
+            rejected.append({"node": node, "reason": "reply carries no 'arrays' record"})
+            continue
+        candidates[node] = reply
+    verdicts = validate_updates({n: _numpy(m.content["arrays"]) for n, m in candidates.items()}, global_arrays,
+                                settings.max_norm_ratio)
+    accepted = []
+    for verdict in verdicts:
+        if verdict.accepted:
+            accepted.append(candidates[verdict.node_id])
+        else:
+            rejected.append({"node": verdict.node_id, "reason": verdict.reason})
+    for r in rejected:
+        log.warning("round %d: reply from node %s rejected: %s", server_round, r["node"], r["reason"])
+    return accepted, rejected
+
+
+def _site_metrics(replies: list[Message]) -> dict[str, dict]:
+    out = {}
+    for reply in replies:
+        if not reply.has_error() and "metrics" in reply.content.metric_records:
+            out[str(reply.metadata.src_node_id)] = dict(reply.content["metrics"])
+    return out
+
+
+def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_dir: str | Path,
+                   resume: bool = False) -> RunStore:
+    """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``."""
+    store = RunStore(run_dir)
+    store.start({"spec": spec.to_config(), "settings": asdict(settings)}, resume=resume)
+    strategy = make_strategy(settings)
+    state = store.latest() if resume else None
+    if state is None:
+        weights = initial_weights(spec)
+        state = RoundState(0, weights, {k: v.clone() for k, v in weights.items()}, {})
+    else:
+        restore_strategy_state(strategy, state.strategy)
+        log.info("resuming %s after round %d", run_dir, state.round)
+    random.seed(settings.seed * 7_919 + state.round)  # Flower samples nodes with the global `random`
+    arrays = ArrayRecord.from_torch_state_dict(state.weights)
+    config = {**spec.to_config(), "local-steps": settings.local_steps}
+    for server_round in range(state.round + 1, settings.rounds + 1):
+        started = time.perf_counter()
+        messages = strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid)
+        replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
+        accepted, rejected = _filter_replies(replies, _numpy(arrays), settings, server_round)
+        train_metrics = _site_metrics(accepted)
+        if len(accepted) < settings.min_sites:
+            log.error("round %d: %d accepted replies, fewer than min_sites = %d; the global model is kept",
+                      server_round, len(accepted), settings.min_sites)
+            aggregated = None
+        else:
+            aggregated, _ = strategy.aggregate_train(server_round, accepted)
+        if aggregated is not None:
+            arrays = aggregated
+        weights = arrays.to_torch_state_dict()
+        decay = min(settings.server_ema_decay, (1 + server_round) / (10 + server_round))  # warm-up as in the trainer
+        ema = {k: decay * state.ema[k] + (1 - decay) * weights[k] if weights[k].is_floating_point() else weights[k]
+               for k in weights}
+        evaluation = {}
+        if settings.evaluate:
+            eval_messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
+            evaluation = _site_metrics(list(grid.send_and_receive(eval_messages, timeout=settings.timeout)))
+        seconds = time.perf_counter() - started
+        state = RoundState(server_round, weights, ema, strategy_state(strategy))
+        sites = sorted(train_metrics)
+        entry = {"sites": sites, "schema": spec.schema.to_dict(), "aggregated": aggregated is not None,
+                 "strategy": settings.strategy,
+                 "eval_loss": float(np.mean([m["eval-loss"] for m in evaluation.values()])) if evaluation else None}
+        store.save_round(state, spec.model_meta(), entry,
+                         {"seconds": seconds, "train": train_metrics, "evaluate": evaluation, "rejected": rejected})
+        log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", server_round, seconds,
+                 len(accepted), len(rejected))
+    return store

@@ -1,0 +1,101 @@
+"""The coordinator's run directory: a checkpoint after every round, the model registry, per-round metrics.
+
+    RUN_DIR/run.json                 settings, schema and model of the run (resume checks it is the same run)
+    RUN_DIR/checkpoints/round-0003.pt  global weights, their EMA, strategy state, round (a meddiff model file:
+                                     ``meddiff generate --model`` reads it)
+    RUN_DIR/registry.jsonl           one line per saved model: round, sites, schema, metrics, path
+    RUN_DIR/metrics.jsonl            one line per round: per-site training/evaluation metrics, rejections
+
+Files are written atomically and the registry line is appended only after its checkpoint is on disk, so a crash
+at any moment leaves the last complete round to resume from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a crash: everything before it is intact
+    return lines
+
+
+@dataclass
+class RoundState:
+    round: int
+    weights: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    strategy: dict[str, dict[str, np.ndarray]]
+
+
+class RunStore:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
+        self.checkpoints = self.dir / "checkpoints"
+
+    def start(self, description: dict, *, resume: bool) -> None:
+        """Create the run, or on resume check that ``description`` matches the run being resumed."""
+        path = self.dir / "run.json"
+        if path.exists() and not resume:
+            raise CheckpointError(f"{self.dir} already holds a run; resume it (--resume {self.dir}) or choose "
+                                  "another run directory (nothing was overwritten)")
+        if resume:
+            if not path.exists():
+                raise CheckpointError(f"{self.dir}: no run to resume (run.json is missing)")
+            saved = json.loads(path.read_text())
+            if saved != json.loads(json.dumps(description, default=str)):
+                changed = sorted(k for k in set(saved) | set(description) if saved.get(k) != description.get(k))
+                raise CheckpointError(f"{self.dir}: the run config differs from the run being resumed in {changed}; "
+                                      "resume with the same config")
+            return
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(description, indent=2, default=str))
+
+    def registry(self) -> list[dict]:
+        return _read_lines(self.dir / "registry.jsonl")
+
+    def metrics(self) -> list[dict]:
+        return _read_lines(self.dir / "metrics.jsonl")
+
+    def save_round(self, state: RoundState, model_meta: dict, entry: dict, round_metrics: dict) -> Path:
+        path = self.checkpoints / f"round-{state.round:04d}.pt"
+        strategy = {name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+                    for name, arrays in state.strategy.items()}
+        save_checkpoint(path, {"model": state.weights, "ema": state.ema, "strategy": strategy, "step": state.round},
+                        {**model_meta, "step": state.round, "round": state.round, "registry": entry})
+        _append_line(self.dir / "metrics.jsonl", {"round": state.round, **round_metrics})
+        _append_line(self.dir / "registry.jsonl", {**entry, "round": state.round, "path": str(path)})
+        return path
+
+    def latest(self) -> RoundState | None:
+        """The last round whose checkpoint and registry line were both written, or None."""
+        for entry in reversed(self.registry()):
+            try:
+                state, _ = load_checkpoint(entry["path"])
+            except CheckpointError:
+                continue
+            strategy = {name: {k: v.numpy() for k, v in arrays.items()} for name, arrays in state["strategy"].items()}
+            return RoundState(int(state["step"]), state["model"], state["ema"], strategy)
+        return None

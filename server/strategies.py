@@ -1,0 +1,44 @@
+"""Flower strategies by name, and the optimizer state some of them carry between rounds (for resume)."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.serverapp import strategy as flower
+
+from .settings import FederationSettings
+
+# FedOpt-family state that must survive a restart for an exact resume
+_STATE_ATTRIBUTES = ("m_t", "v_t")
+
+
+def make_strategy(settings: FederationSettings) -> flower.Strategy:
+    common = dict(fraction_train=settings.fraction_train, fraction_evaluate=1.0 if settings.evaluate else 0.0,
+                  min_train_nodes=settings.min_sites, min_evaluate_nodes=settings.min_sites,
+                  min_available_nodes=settings.min_sites)
+    name = settings.strategy
+    if name == "fedavg":
+        return flower.FedAvg(**common)
+    if name == "fedprox":
+        return flower.FedProx(**common, proximal_mu=settings.proximal_mu)
+    if name == "fedadam":
+        return flower.FedAdam(**common, eta=settings.server_learning_rate)
+    if name == "fedyogi":
+        return flower.FedYogi(**common, eta=settings.server_learning_rate)
+    if name == "fedmedian":
+        return flower.FedMedian(**common)
+    if name == "fedtrimmedavg":
+        return flower.FedTrimmedAvg(**common, beta=settings.trimmed_beta)
+    if name == "krum":
+        return flower.Krum(**common, num_malicious_nodes=settings.krum_malicious)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def strategy_state(strategy: flower.Strategy) -> dict[str, dict[str, np.ndarray]]:
+    """Server-optimizer moments (FedAdam, FedYogi) as plain arrays, empty for stateless strategies."""
+    return {name: dict(getattr(strategy, name)) for name in _STATE_ATTRIBUTES
+            if isinstance(getattr(strategy, name, None), dict)}
+
+
+def restore_strategy_state(strategy: flower.Strategy, state: dict[str, dict[str, np.ndarray]]) -> None:
+    for name, arrays in state.items():
+        setattr(strategy, name, {k: np.asarray(v) for k, v in arrays.items()})

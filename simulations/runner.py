@@ -1,0 +1,48 @@
+"""``meddiff simulate``: a scenario on the Flower Simulation Engine (Ray), one virtual SuperNode per hospital."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..client.client_app import make_client_app
+from ..server.run_store import RunStore
+from ..server.server_app import make_server_app
+from .scenario import Scenario, run_spec, site_partitions
+
+log = logging.getLogger(__name__)
+
+
+def _site_provider(scenario: Scenario):
+    def provide(context):
+        torch.set_num_threads(scenario.data.threads_per_site)
+        _, sites = site_partitions(scenario)
+        return sites[int(context.node_config["partition-id"])]
+    return provide
+
+
+def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verbose: bool = False) -> RunStore:
+    """Run the scenario's rounds; returns the run's store (checkpoints, registry, metrics)."""
+    from flwr.simulation import run_simulation
+
+    run_dir = Path(run_dir).resolve()
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_HOME", str(run_dir / ".flwr"))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    spec = run_spec(scenario)
+    server_app = make_server_app(spec, scenario.federation, run_dir, resume)
+    client_app = make_client_app(_site_provider(scenario))
+    threads = scenario.data.threads_per_site
+    cores = max(1, os.cpu_count() or 1)
+    backend = {"client_resources": {"num_cpus": threads, "num_gpus": 0.0},
+               "init_args": {"num_cpus": max(cores, threads), "include_dashboard": False,
+                             "logging_level": logging.ERROR, "log_to_driver": verbose}}
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.data.sites,
+                   backend_config=backend, verbose_logging=verbose)
+    store = RunStore(run_dir)
+    if not store.registry():
+        raise RuntimeError(f"the simulation ended without completing a round; see the log above ({run_dir})")
+    return store

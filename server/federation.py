@@ -102,8 +102,9 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
             aggregated = None
         else:
             aggregated, _ = strategy.aggregate_train(server_round, accepted)
-        if aggregated is not None:
-            arrays = aggregated
+        if aggregated is not None:  # server optimizers (FedAdam, ...) compute in float64: keep the model's dtypes
+            weights = {k: v.to(state.weights[k].dtype) for k, v in aggregated.to_torch_state_dict().items()}
+            arrays = ArrayRecord.from_torch_state_dict(weights)
         weights = arrays.to_torch_state_dict()
         decay = min(settings.server_ema_decay, (1 + server_round) / (10 + server_round))  # warm-up as in the trainer
         ema = {k: decay * state.ema[k] + (1 - decay) * weights[k] if weights[k].is_floating_point() else weights[k]

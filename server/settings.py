@@ -21,7 +21,7 @@ class FederationSettings:
     max_norm_ratio: float = 10.0  # reject an update whose norm exceeds this multiple of the others' median
     server_ema_decay: float = 0.9  # EMA of the global model over rounds
     proximal_mu: float = 0.01  # FedProx
-    server_learning_rate: float = 0.01  # FedAdam / FedYogi eta
+    server_learning_rate: float = 0.001  # FedAdam / FedYogi eta: each weight moves up to about this much per round
     trimmed_beta: float = 0.2  # FedTrimmedAvg
     krum_malicious: int = 0
     evaluate: bool = True  # ask sites for their held-out denoising loss every round

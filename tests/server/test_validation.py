@@ -1,0 +1,61 @@
+"""Bad replies are rejected by node id and the aggregate equals the aggregate of the honest replies."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from meddiff.server.federation import _filter_replies
+from meddiff.server.settings import FederationSettings
+from meddiff.server.validation import validate_updates
+
+GLOBAL = {"w": np.zeros((4, 3), np.float32), "b": np.zeros(3, np.float32)}
+
+
+def _update(scale: float, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (v + scale * rng.normal(size=v.shape)).astype(np.float32) for k, v in GLOBAL.items()}
+
+
+def _reply(node: int, arrays: dict[str, np.ndarray], examples: int = 10) -> Message:
+    """A train reply as the SuperLink hands it to the ServerApp, from node ``node``."""
+    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                          "metrics": MetricRecord({"num-examples": examples})})
+    metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="i",
+                        group_id="1", created_at=time.time(), ttl=3600.0, message_type="train")
+    return Message(content=content, metadata=metadata)
+
+
+def test_nan_wrong_shape_and_huge_updates_are_rejected_by_node():
+    updates = {1: _update(0.1, 1), 2: _update(0.1, 2), 3: _update(0.1, 3)}
+    updates[4] = {**_update(0.1, 4), "w": np.full((4, 3), np.nan, np.float32)}
+    updates[5] = {**_update(0.1, 5), "b": np.zeros(4, np.float32)}
+    updates[6] = _update(10.0, 6)  # about 100x the others' update norm
+    updates[7] = {"w": updates[1]["w"]}
+    verdicts = {v.node_id: v for v in validate_updates(updates, GLOBAL, max_norm_ratio=10.0)}
+    assert [n for n, v in verdicts.items() if v.accepted] == [1, 2, 3]
+    assert "NaN" in verdicts[4].reason and "shape" in verdicts[5].reason
+    assert "median" in verdicts[6].reason and "missing" in verdicts[7].reason
+
+
+def test_with_two_sites_one_huge_update_is_still_caught():
+    verdicts = validate_updates({1: _update(0.1, 1), 2: _update(10.0, 2)}, GLOBAL, 10.0)
+    assert [v.accepted for v in verdicts] == [True, False]
+
+
+def test_the_aggregate_of_a_round_with_bad_replies_equals_the_honest_aggregate():
+    honest = [_reply(1, _update(0.1, 1), 10), _reply(2, _update(0.1, 2), 30), _reply(3, _update(0.1, 3), 20)]
+    bad = [_reply(4, {**_update(0.1, 4), "w": np.full((4, 3), np.inf, np.float32)}),
+           _reply(5, {**_update(0.1, 5), "w": np.zeros((3, 4), np.float32)}),
+           _reply(6, _update(10.0, 6), 1000)]
+    accepted, rejected = _filter_replies(honest + bad, GLOBAL, FederationSettings(), server_round=1)
+    assert sorted(r["node"] for r in rejected) == [4, 5, 6]
+    with_filter, _ = FedAvg().aggregate_train(1, accepted)
+    expected, _ = FedAvg().aggregate_train(1, honest)
+    for key in GLOBAL:
+        assert np.array_equal(with_filter[key].numpy(), expected[key].numpy())
+    unfiltered, _ = FedAvg().aggregate_train(1, [m for m in honest + bad if m.metadata.src_node_id != 5])
+    assert not np.isfinite(unfiltered["w"].numpy()).all()  # without validation the round would be ruined

@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
+	rm -rf demo_out
 	$(VENV)/bin/meddiff demo --out demo_out
 
 test: $(STAMP)

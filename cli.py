@@ -60,21 +60,13 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the built-in phantom: for now its fingerprint and a PNG grid of examples."""
-    from .common.data.fingerprint import compute_fingerprint, render_fingerprint
-    from .common.data.phantom import phantom_dataset
-    from .common.data.transforms import prepare
-    from .common.grid import example_grid
+    """The main job on the built-in data: 3 phantom hospitals train one model on the Flower Simulation Engine."""
+    from .commands import simulate
 
-    console = Console()
-    console.rule("meddiff demo: digital phantom, 3 virtual hospitals")
-    out = Path(args.out)
-    for site in range(3):
-        data = phantom_dataset(args.n, size=args.size, site=site, seed=args.seed)
-        render_fingerprint(compute_fingerprint(data), console)
-        ready = prepare(data.examples[:6], data.schema, args.size, slices=False)
-        console.print(f"site {site}: grid of examples -> {example_grid(ready, data.schema, out / f'site{site}_grid.png')}")
-    return 0
+    Console().rule("meddiff demo: 3 virtual hospitals (digital phantom), federated training, report")
+    return simulate.run(argparse.Namespace(scenario=None, out=str(Path(args.out) / "phantom"), resume=False,
+                                           rounds=args.rounds, local_steps=None, data=None, sample_every=2,
+                                           verbose_flower=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,16 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.set_defaults(func=cmd_phantom)
 
-    demo = commands.add_parser("demo", help="the main job on the built-in phantom data")
+    demo = commands.add_parser("demo", help="the main job on the built-in phantom: a 3-hospital simulation")
     demo.add_argument("--out", default="demo_out")
-    demo.add_argument("--n", type=int, default=24)
-    demo.add_argument("--size", type=int, default=64)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--rounds", type=int, default=None, help="override the scenario's rounds")
     demo.set_defaults(func=cmd_demo)
 
-    from .commands import generate, train
+    from .commands import generate, simulate, train
     train.add_parser(commands)
     generate.add_parser(commands)
+    simulate.add_parser(commands)
     return parser
 
 

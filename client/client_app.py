@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 ALLOWED_METRICS = frozenset({
     "num-examples", "train-loss", "steps", "seconds", "images-per-second", "skipped-nonfinite",
     "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
+    "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
 })
 
 SiteProvider = Callable[[Context], SiteData]
@@ -32,6 +33,10 @@ def metric_record(metrics: dict) -> MetricRecord:
     if leaked:
         raise ValueError(f"refusing to send metric keys outside the allow-list: {leaked}")
     return MetricRecord({k: float(v) if isinstance(v, float) else int(v) for k, v in metrics.items()})
+
+
+def _partition(context: Context) -> dict:
+    return {"partition-id": int(context.node_config["partition-id"])} if "partition-id" in context.node_config else {}
 
 
 def make_client_app(site_provider: SiteProvider) -> ClientApp:
@@ -48,6 +53,7 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
         server_round = int(config["server-round"])
         new_weights, metrics = train_round(spec, weights, site, int(config["local-steps"]), server_round, mu,
                                            context.node_config.get("device") or None)
+        metrics.update(_partition(context))
         log.info("site %s round %d: %d steps, loss %.4f", site.site_id, server_round, metrics["steps"],
                  metrics["train-loss"])
         content = RecordDict({"arrays": ArrayRecord.from_torch_state_dict(new_weights),
@@ -60,6 +66,7 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
         spec = RunSpec.from_config(config)
         metrics = evaluate_round(spec, msg.content["arrays"].to_torch_state_dict(), site_provider(context),
                                  seed=int(config.get("server-round", 0)), device=context.node_config.get("device") or None)
+        metrics.update(_partition(context))
         return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
 
     return app

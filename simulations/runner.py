@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,6 +25,23 @@ def _site_provider(scenario: Scenario):
     return provide
 
 
+def _write_sites(scenario: Scenario, run_dir: Path) -> None:
+    """What each virtual hospital holds (for the report): sizes, labels, channels."""
+    schema, sites = site_partitions(scenario)
+    summary = []
+    for index, site in enumerate(sites):
+        labels = site.train.labels.tolist() + (site.holdout.labels.tolist() if site.holdout is not None else [])
+        names = schema.class_names
+        counts = {names[k] if 0 <= k < len(names) else "unlabelled": labels.count(k) for k in sorted(set(labels))}
+        present = site.train.available.any(dim=0).tolist()
+        summary.append({"site": f"site-{index}", "train": len(site.train),
+                        "holdout": len(site.holdout) if site.holdout is not None else 0, "labels": counts,
+                        "channels": [c for c, p in zip(schema.channels, present) if p],
+                        "missing": [c for c, p in zip(schema.channels, present) if not p]})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "sites.json").write_text(json.dumps(summary, indent=2))
+
+
 def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verbose: bool = False) -> RunStore:
     """Run the scenario's rounds; returns the run's store (checkpoints, registry, metrics)."""
     from flwr.simulation import run_simulation
@@ -33,6 +51,8 @@ def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verb
     os.environ.setdefault("FLWR_HOME", str(run_dir / ".flwr"))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     spec = run_spec(scenario)
+    if not resume:
+        _write_sites(scenario, run_dir)
     server_app = make_server_app(spec, scenario.federation, run_dir, resume)
     client_app = make_client_app(_site_provider(scenario))
     threads = scenario.data.threads_per_site

@@ -1,0 +1,123 @@
+"""The run report: one HTML page with the data split per site, loss curves per site and sample grids.
+
+Everything is read from the run directory (metrics.jsonl, registry.jsonl, sites.json, checkpoints), so a
+report can be rebuilt for any run, also one that was resumed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..common.diffusion.generate import Conditioning, sample  # noqa: E402
+from ..common.diffusion.loading import load_model  # noqa: E402
+from ..common.grid import example_grid  # noqa: E402
+from ..common.schema import Example  # noqa: E402
+from ..server.run_store import RunStore  # noqa: E402
+
+
+def _site_name(metrics: dict, node: str) -> str:
+    return f"site-{int(metrics['partition-id'])}" if "partition-id" in metrics else f"node {node[-6:]}"
+
+
+def _curves(rounds: list[dict], section: str, key: str) -> dict[str, list[tuple[int, float]]]:
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for entry in rounds:
+        for node, metrics in entry.get(section, {}).items():
+            if key in metrics:
+                curves.setdefault(_site_name(metrics, node), []).append((entry["round"], metrics[key]))
+    return dict(sorted(curves.items()))
+
+
+def _plot(curves: dict, title: str, ylabel: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    for name, points in curves.items():
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set(title=title, xlabel="round", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
+    loaded = load_model(checkpoint, device="cpu")
+    size, c = loaded.resolution, loaded.schema.num_channels
+    labels = torch.arange(n) % loaded.schema.num_classes if loaded.schema.num_classes else None
+    conditioning = Conditioning(torch.zeros(n, c, size, size), torch.zeros(n, c, dtype=torch.bool), labels)
+    images = sample(loaded.model, loaded.schedule, conditioning, steps=steps,
+                    generator=torch.Generator().manual_seed(0)).numpy()
+    return example_grid([Example(image=x, available=np.ones(c, dtype=bool)) for x in images], loaded.schema, path)
+
+
+def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
+    """Write RUN_DIR/report.html (+ figures/); samples from the EMA model every ``sample_every`` rounds
+    (0 = only the last round)."""
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    rounds, registry = store.metrics(), store.registry()
+    rounds = list({r["round"]: r for r in rounds}.values())  # a re-run round after a crash replaces its line
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    train = _plot(_curves(rounds, "train", "train-loss"), "local training loss", "loss", figures / "train_loss.png")
+    held_out = _plot(_curves(rounds, "evaluate", "eval-loss"), "held-out denoising loss", "loss",
+                     figures / "eval_loss.png")
+    chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
+    if registry and registry[-1] not in chosen:
+        chosen.append(registry[-1])
+    images = sample(loaded.model, loaded.schedule, conditioning, steps=steps,
+                    generator=torch.Generator().manual_seed(0)).numpy()
+    return example_grid([Example(image=x, available=np.ones(c, dtype=bool)) for x in images], loaded.schema, path)
+
+
+def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
+    """Write RUN_DIR/report.html (+ figures/); samples from the EMA model every ``sample_every`` rounds
+    (0 = only the last round)."""
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    rounds, registry = store.metrics(), store.registry()
+    rounds = list({r["round"]: r for r in rounds}.values())  # a re-run round after a crash replaces its line
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    train = _plot(_curves(rounds, "train", "train-loss"), "local training loss", "loss", figures / "train_loss.png")
+    held_out = _plot(_curves(rounds, "evaluate", "eval-loss"), "held-out denoising loss", "loss",
+                     figures / "eval_loss.png")
+    chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
+    if registry and registry[-1] not in chosen:
+        chosen.append(registry[-1])
+    grids = [(e["round"], _samples(e["path"], figures / f"samples_round{e['round']:04d}.png")) for e in chosen]
+    sites = json.loads((run_dir / "sites.json").read_text()) if (run_dir / "sites.json").exists() else []
+    rows = "".join(
+        f"<tr><td>{html.escape(s['site'])}</td><td>{s['train']}</td><td>{s['holdout']}</td>"
+        f"<td>{html.escape(json.dumps(s['labels']))}</td><td>{html.escape(', '.join(s['channels']))}</td>"
+        f"<td>{html.escape(', '.join(s['missing']) or '-')}</td></tr>" for s in sites)
+    round_rows = "".join(
+        f"<tr><td>{r['round']}</td><td>{r['seconds']:.1f}</td><td>{len(r['train'])}</td><td>{len(r['rejected'])}</td>"
+        f"<td>{html.escape('; '.join(str(x['node']) + ': ' + x['reason'] for x in r['rejected'])) or '-'}</td></tr>"
+        for r in rounds)
+    images = "".join(f"<figure><img src='figures/{p.name}'><figcaption>round {r}: EMA model, DDIM 25 steps, "
+                     f"one row per sample (t1, t2, flair, ...)</figcaption></figure>" for r, p in grids)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>meddiff run {html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
+<h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(registry)} rounds.</p>
+<h2>Data split per site</h2><table><tr><th>site</th><th>train</th><th>held-out</th><th>labels</th><th>channels</th>
+<th>missing</th></tr>{rows}</table>
+<h2>Losses per round</h2><img src="figures/{train.name}"> <img src="figures/{held_out.name}">
+<h2>Rounds</h2><table><tr><th>round</th><th>seconds</th><th>sites aggregated</th><th>rejected</th><th>why</th></tr>
+{round_rows}</table><h2>Samples</h2>{images}</body></html>"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path

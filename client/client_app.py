@@ -24,7 +24,7 @@ ALLOWED_METRICS = frozenset({
     "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
 })
 
-SiteProvider = Callable[[Context], SiteData]
+SiteProvider = Callable[[Context, RunSpec], SiteData]  # the run spec says at which resolution
 
 
 def metric_record(metrics: dict) -> MetricRecord:
@@ -40,14 +40,15 @@ def _partition(context: Context) -> dict:
 
 
 def make_client_app(site_provider: SiteProvider) -> ClientApp:
-    """A ClientApp whose site data comes from ``site_provider(context)`` (simulation partition or site.toml)."""
+    """A ClientApp whose site data comes from ``site_provider(context, spec)`` (a simulation partition, or the
+    data named by the site's site.toml)."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
-        site = site_provider(context)
+        site = site_provider(context, spec)
         weights = msg.content["arrays"].to_torch_state_dict()
         mu = float(config.get("proximal-mu", 0.0))
         server_round = int(config["server-round"])
@@ -64,7 +65,7 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
-        metrics = evaluate_round(spec, msg.content["arrays"].to_torch_state_dict(), site_provider(context),
+        metrics = evaluate_round(spec, msg.content["arrays"].to_torch_state_dict(), site_provider(context, spec),
                                  seed=int(config.get("server-round", 0)), device=context.node_config.get("device") or None)
         metrics.update(_partition(context))
         return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def _site_provider(scenario: Scenario):
-    def provide(context):
+    def provide(context, spec):
         torch.set_num_threads(scenario.data.threads_per_site)
         _, sites = site_partitions(scenario)
         return sites[int(context.node_config["partition-id"])]

@@ -1,0 +1,61 @@
+"""federation.toml: what the coordinator runs.
+
+    run_dir = "runs/consortium-1"
+    [schema]     channels = ["t1", "t2", "mask"], class_names = [], mask_labels = 1, resolution = 64
+    [federation] rounds, local_steps, strategy, min_sites, ... (settings.py)
+    [train]      batch_size, learning_rate, schedule, ... (the site's local training recipe)
+    [model]      channels, attention_levels, ...
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..client.trainer import TrainConfig
+from ..common.config import ConfigError, build_section
+from ..common.diffusion.model import ModelConfig
+from ..common.run_spec import RunSpec
+from ..common.schema import ChannelSchema
+from .settings import FederationSettings
+
+
+@dataclass(frozen=True)
+class SchemaSection:
+    channels: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    mask_labels: int = 1
+    resolution: int = 64
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    spec: RunSpec
+    settings: FederationSettings
+    run_dir: Path
+
+
+def load_federation_config(path: str | Path) -> FederationConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: federation config not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(raw) - {"run_dir", "schema", "federation", "train", "model"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) or key(s) {unknown}")
+    source = str(path)
+    schema = build_section(SchemaSection, raw.get("schema", {}), "schema", source)
+    if not schema.channels:
+        raise ConfigError(f"{path}: [schema] channels is required, e.g. channels = ['t1', 't2', 'mask']")
+    spec = RunSpec(ChannelSchema(schema.channels, schema.class_names, schema.mask_labels), schema.resolution,
+                   build_section(ModelConfig, raw.get("model", {}), "model", source),
+                   build_section(TrainConfig, raw.get("train", {}), "train", source))
+    settings = build_section(FederationSettings, raw.get("federation", {}), "federation", source)
+    run_dir = Path(raw.get("run_dir", "runs/federation"))
+    if not run_dir.is_absolute():
+        run_dir = path.parent / run_dir
+    return FederationConfig(spec, settings, run_dir)

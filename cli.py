@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=None, help="override the scenario's rounds")
     demo.set_defaults(func=cmd_demo)
 
-    from .commands import generate, simulate, train
+    from .commands import deploy, generate, simulate, train
+    deploy.add_parsers(commands, site)
     train.add_parser(commands)
     generate.add_parser(commands)
     simulate.add_parser(commands)

@@ -81,3 +81,27 @@ def _try_register(home, credentials, site) -> bool:
         return True
     except RuntimeError:
         return False
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5:9092", "hospital.example.org:9092", "0.0.0.0:9092"])
+def test_insecure_is_refused_off_loopback(address):
+    from meddiff.common.config import ConfigError
+    from meddiff.server.deployment import require_loopback_for_insecure
+
+    with pytest.raises(ConfigError, match="loopback"):
+        require_loopback_for_insecure(address, insecure=True)
+    require_loopback_for_insecure(address, insecure=False)
+    require_loopback_for_insecure("127.0.0.1:9092", insecure=True)
+
+
+def test_site_start_checks_its_config_before_connecting(tmp_path, capsys):
+    from meddiff.cli import main
+
+    (tmp_path / "site.toml").write_text('site_id = "a"\n[data]\npath = ""\n')
+    assert main(["site", "start", "--config", str(tmp_path / "site.toml"), "--superlink", "127.0.0.1:1",
+                 "--insecure"]) == 2
+    assert "[data] path is empty" in capsys.readouterr().err
+    (tmp_path / "site.toml").write_text('site_id = "a"\n[data]\npath = "phantom"\n')
+    assert main(["site", "start", "--config", str(tmp_path / "site.toml"), "--superlink", "10.1.1.1:9092",
+                 "--insecure"]) == 2
+    assert "loopback" in capsys.readouterr().err

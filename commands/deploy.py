@@ -1,0 +1,135 @@
+"""Deployment commands: ``meddiff certs``, ``meddiff coordinator start``, ``meddiff site start``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+from pathlib import Path
+
+from rich.console import Console
+
+from ..common.config import ConfigError
+
+console = Console()
+
+
+def add_parsers(commands, site_commands) -> None:
+    certs = commands.add_parser("certs", help="create a CA, the coordinator's TLS certificate and site key pairs")
+    certs.add_argument("--out", required=True, help="folder for ca.crt, server.pem/.key and sites/<name>[.pub]")
+    certs.add_argument("--hosts", default="127.0.0.1,localhost",
+                       help="names and IPs the coordinator is reached at (comma-separated)")
+    certs.add_argument("--sites", default="", help="site names to create key pairs for (comma-separated)")
+    certs.set_defaults(func=run_certs)
+
+    coordinator = commands.add_parser("coordinator", help="coordinator commands").add_subparsers(
+        dest="coordinator_command", required=True)
+    start = coordinator.add_parser("start", help="start the SuperLink, register the sites' keys, run the federation")
+    start.add_argument("--config", required=True, help="federation.toml")
+    start.add_argument("--certs", help="folder written by `meddiff certs` (required unless --insecure)")
+    start.add_argument("--host", default="127.0.0.1", help="address the SuperLink listens on")
+    start.add_argument("--port", type=int, default=9092)
+    start.add_argument("--insecure", action="store_true", help="no TLS, no authentication: loopback only")
+    start.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last round")
+    start.add_argument("--wait-for-sites", type=float, default=600.0, help="seconds to wait for min_sites online")
+    start.set_defaults(func=run_coordinator)
+
+    site = site_commands.add_parser("start", help="start this site's SuperNode (foreground)")
+    site.add_argument("--config", required=True, help="site.toml ([data] path and how to read it)")
+    site.add_argument("--superlink", required=True, help="coordinator address HOST:PORT")
+    site.add_argument("--ca", help="ca.crt from the coordinator (required unless --insecure)")
+    site.add_argument("--key", help="this site's private key from `meddiff certs` (SuperNode authentication)")
+    site.add_argument("--port", type=int, default=9094, help="local port of the SuperNode's own API")
+    site.add_argument("--insecure", action="store_true", help="no TLS: loopback only")
+    site.set_defaults(func=run_site)
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    from ..common.certs import create_credentials
+
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+    if not hosts:
+        raise ConfigError("--hosts needs at least one host name or IP")
+    paths = create_credentials(args.out, hosts, sites)
+    console.print(f"CA {paths['ca']} (give it to every site); coordinator certificate {paths['server_cert']} for "
+                  f"{hosts}; site keys in {Path(args.out) / 'sites'} (give each site its private key only)")
+    return 0
+
+
+def run_coordinator(args: argparse.Namespace) -> int:
+    from ..server.deployment import (Credentials, ProcessGroup, flower_env, online_nodes, register_site,
+                                     require_loopback_for_insecure, submit_run, superlink_command, wait_for,
+                                     write_cli_config)
+    from ..server.federation_config import load_federation_config
+    from ..server.run_store import RunStore
+
+    config = load_federation_config(args.config)
+    address = f"{args.host}:{args.port}"
+    require_loopback_for_insecure(address, args.insecure)
+    credentials = None
+    if not args.insecure:
+        if not args.certs:
+            raise ConfigError("--certs is required (create them with `meddiff certs`), or --insecure on loopback")
+        credentials = Credentials(Path(args.certs))
+        credentials.check()
+    home = config.run_dir / ".flwr"
+    client_address = f"127.0.0.1:{args.port}" if args.host in ("0.0.0.0", "::") else address
+    with ProcessGroup() as group:
+        group.start("superlink", superlink_command(args.host, args.port, config.run_dir / "superlink.db", credentials),
+                    flower_env(home), config.run_dir / "logs" / "superlink.log")
+        write_cli_config(home, client_address, credentials.ca if credentials else None)
+        if credentials:
+            keys = credentials.site_public_keys()
+            if not keys:
+                raise ConfigError(f"{credentials.folder / 'sites'} has no site public keys (*.pub)")
+            for key in keys:
+                wait_for(lambda: _register(home, key), 60, f"the SuperLink to register {key.name}")
+            console.print(f"registered {len(keys)} site keys: {[k.stem for k in keys]}")
+        need = config.settings.min_sites
+        console.print(f"SuperLink on {address}; waiting for {need} sites (up to {args.wait_for_sites:.0f} s)")
+        wait_for(lambda: online_nodes(home) >= need, args.wait_for_sites, f"{need} sites online", every=3.0)
+        result = submit_run(home, Path(args.config), args.resume, timeout=10 * 24 * 3600)
+        console.print(result.stdout[-4000:])
+        if result.returncode != 0:
+            console.print(f"[red]the run failed[/red]: {result.stderr[-2000:]}")
+            return 1
+    registry = RunStore(config.run_dir).registry()
+    if registry:
+        console.print(f"{len(registry)} rounds; latest global model {registry[-1]['path']}")
+    return 0
+
+
+def _register(home, key) -> bool:
+    from ..server.deployment import register_site
+
+    try:
+        register_site(home, key, key.stem)
+        return True
+    except RuntimeError as e:
+        return "already" in str(e).lower()
+
+
+def run_site(args: argparse.Namespace) -> int:
+    from ..common.config import load_site_config
+    from ..server.deployment import flower_env, require_loopback_for_insecure, supernode_command
+
+    site = load_site_config(args.config)  # refuse a broken site.toml before connecting anywhere
+    if not site.data.path:
+        raise ConfigError(f"{args.config}: [data] path is empty; set it to the site's data folder")
+    require_loopback_for_insecure(args.superlink, args.insecure)
+    if not args.insecure and not args.ca:
+        raise ConfigError("--ca is required (the coordinator's ca.crt), or --insecure on loopback")
+    home = Path(args.config).resolve().parent / ".meddiff-site"
+    command = supernode_command(args.superlink, args.port, Path(args.config), None if args.insecure else Path(args.ca),
+                                Path(args.key) if args.key else None)
+    console.print(f"site {site.site_id}: connecting to {args.superlink} "
+                  f"({'TLS' if not args.insecure else 'INSECURE, loopback'}), data {site.data.path}")
+    process = subprocess.Popen(command, env=flower_env(home))
+
+    def forward(signum, _frame):
+        process.send_signal(signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, forward)
+    return process.wait()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import torch
 from flwr.app import Context
 
 from ..common.config import load_site_config
@@ -29,6 +30,9 @@ def _load(site_config: str, resolution: int) -> SiteData:
 
 
 def site_from_node_config(context: Context, spec: RunSpec) -> SiteData:
+    threads = int(context.node_config.get("threads", 0) or 0)
+    if threads > 0:  # several SuperNodes on one machine must not oversubscribe its cores
+        torch.set_num_threads(threads)
     path = context.node_config.get("site-config")
     if not path:
         raise ValueError("this SuperNode has no site config: start it with "

@@ -40,6 +40,7 @@ def add_parsers(commands, site_commands) -> None:
     site.add_argument("--ca", help="ca.crt from the coordinator (required unless --insecure)")
     site.add_argument("--key", help="this site's private key from `meddiff certs` (SuperNode authentication)")
     site.add_argument("--port", type=int, default=9094, help="local port of the SuperNode's own API")
+    site.add_argument("--threads", type=int, default=0, help="CPU threads for training (default: all cores)")
     site.add_argument("--insecure", action="store_true", help="no TLS: loopback only")
     site.set_defaults(func=run_site)
 
@@ -122,7 +123,7 @@ def run_site(args: argparse.Namespace) -> int:
         raise ConfigError("--ca is required (the coordinator's ca.crt), or --insecure on loopback")
     home = Path(args.config).resolve().parent / ".meddiff-site"
     command = supernode_command(args.superlink, args.port, Path(args.config), None if args.insecure else Path(args.ca),
-                                Path(args.key) if args.key else None)
+                                Path(args.key) if args.key else None, threads=args.threads)
     console.print(f"site {site.site_id}: connecting to {args.superlink} "
                   f"({'TLS' if not args.insecure else 'INSECURE, loopback'}), data {site.data.path}")
     process = subprocess.Popen(command, env=flower_env(home))

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +93,11 @@ def superlink_command(host: str, port: int, state: Path, credentials: Credential
 
 
 def supernode_command(superlink: str, port: int, site_config: Path, ca: Path | None, private_key: Path | None,
-                      max_retries: int | None = None) -> list[str]:
+                      max_retries: int | None = None, threads: int = 0) -> list[str]:
+    """threads: torch CPU threads of the site's training (0 = torch's default, all cores)."""
+    node_config = f'site-config="{Path(site_config).resolve()}" threads={threads}'
     command = [str(BIN / "flower-supernode"), "--superlink", superlink, "--port", str(port),
-               "--node-config", f'site-config="{Path(site_config).resolve()}"']
+               "--node-config", node_config]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
     if ca is None:
@@ -109,6 +112,10 @@ def write_cli_config(home: Path, address: str, ca: Path | None, name: str = "med
     security = f'root-certificates = "{ca.resolve()}"' if ca else "insecure = true"
     (home / "config.toml").write_text(f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\n'
                                       f'address = "{address}"\n{security}\n')
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 @dataclass
@@ -151,6 +158,9 @@ class ProcessGroup:
             self.stop(name)
 
     def __enter__(self) -> "ProcessGroup":
+        # a SIGTERM to us must still stop our children: turn it into SystemExit so __exit__ runs
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -63,7 +63,7 @@ class Federation:
             register_site(self.home, self.credentials.folder / "sites" / f"{site}.pub", site)
             (self.tmp / f"{site}.toml").write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
             self.group.start(site, supernode_command(self.address, free_port(), self.tmp / f"{site}.toml",
-                                                     self.credentials.ca, self.credentials.site_key(site)),
+                                                     self.credentials.ca, self.credentials.site_key(site), threads=1),
                              flower_env(self.tmp / site), self.tmp / "logs" / f"{site}.log")
         wait_for(lambda: online_nodes(self.home) == len(self.sites), 120, "all sites online")
         return self

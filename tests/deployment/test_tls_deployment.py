@@ -53,7 +53,7 @@ def test_two_rounds_over_tls_with_authenticated_sites_and_a_refused_stranger(tmp
             wait_for(lambda: _try_register(home, credentials, site), 60, f"registering {site}")
             (tmp_path / f"{site}.toml").write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
             group.start(site, supernode_command(address, free_port(), tmp_path / f"{site}.toml", credentials.ca,
-                                                credentials.site_key(site)),
+                                                credentials.site_key(site), threads=1),
                         flower_env(tmp_path / site), tmp_path / "logs" / f"{site}.log")
         stranger = group.start("stranger", supernode_command(address, free_port(), tmp_path / "site-a.toml",
                                                              credentials.ca, credentials.site_key("stranger"),

@@ -1,0 +1,153 @@
+"""Federation overhead: what a round costs beyond local training, bytes per site per round, simulation memory.
+
+    .venv/bin/python benchmarks/federation_overhead.py                  # simulation, 2 sites, then 10 and 50 sites
+    .venv/bin/python benchmarks/federation_overhead.py --deployment     # also real SuperLink/SuperNodes with TLS
+
+Overhead = round wall time - the slowest site's local training time (the sites train in parallel: as many
+sites as CPU actors). Bytes = the serialised ArrayRecord a site sends (the weights) per round; the global model
+sent to it is the same size. Memory = the peak resident memory of the whole process tree (driver, Ray, actors),
+sampled every 0.2 s from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from meddiff.server.federation import initial_weights
+from meddiff.server.run_store import RunStore
+from meddiff.simulations.runner import simulate
+from meddiff.simulations.scenario import load_scenario, run_spec
+
+
+def _tree_rss_bytes(root: int) -> int:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            pages = int(Path(f"/proc/{entry}/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+class PeakMemory:
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _round_rows(store: RunStore) -> list[tuple[int, float, float]]:
+    rows = []
+    for entry in store.metrics():
+        train = [m["seconds"] for m in entry["train"].values()]
+        rows.append((entry["round"], entry["seconds"], max(train) if train else 0.0))
+    return rows
+
+
+def _scenario(sites: int, steps: int, rounds: int, examples: int):
+    base = load_scenario()
+    return replace(base, data=replace(base.data, sites=sites, examples_per_site=examples, missing_channels=()),
+                   federation=replace(base.federation, rounds=rounds, local_steps=steps, evaluate=False,
+                                      min_sites=min(2, sites)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--local-steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-sites", default="10,50")
+    parser.add_argument("--deployment", action="store_true")
+    args = parser.parse_args()
+    console = Console(width=120)
+    table = Table(title=f"federation overhead, {os.cpu_count()} CPUs, default phantom model (32 px, 1.1 M parameters)")
+    for column in ("engine", "sites", "round", "round s", "slowest local training s", "overhead s", "overhead %"):
+        table.add_column(column, justify="right")
+    scenario = _scenario(2, args.local_steps, args.rounds, 32)
+    weights = initial_weights(run_spec(scenario))
+    from flwr.app import ArrayRecord
+    sent = ArrayRecord.from_torch_state_dict(weights).count_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = simulate(scenario, Path(tmp) / "sim")
+        for r, total, train in _round_rows(store):
+            table.add_row("simulation (Ray)", "2", str(r), f"{total:.1f}", f"{train:.1f}", f"{total - train:.1f}",
+                          f"{100 * (total - train) / total:.1f}")
+        if args.deployment:
+            for r, total, train in _deployment_rounds(Path(tmp), args.local_steps, args.rounds):
+                table.add_row("deployment (TLS)", "2", str(r), f"{total:.1f}", f"{train:.1f}",
+                              f"{total - train:.1f}", f"{100 * (total - train) / total:.1f}")
+        memory = Table(title="simulation memory (1 round, 5 local steps, 8 examples per site)")
+        for column in ("virtual sites", "peak RSS of the process tree"):
+            memory.add_column(column, justify="right")
+        for sites in [int(s) for s in args.memory_sites.split(",") if s]:
+            with PeakMemory() as peak:
+                simulate(_scenario(sites, 5, 1, 8), Path(tmp) / f"mem{sites}")
+            memory.add_row(str(sites), f"{peak.peak / 2**30:.2f} GiB")
+    console.print(table)
+    console.print(f"bytes per site per round: {sent / 2**20:.2f} MiB up (the weights) and the same down; "
+                  "metrics are a few hundred bytes")
+    console.print(memory)
+
+
+def _deployment_rounds(tmp: Path, steps: int, rounds: int):
+    from meddiff.common.certs import create_credentials
+    from meddiff.server.deployment import (Credentials, ProcessGroup, flower_env, free_port, online_nodes,
+                                           register_site, submit_run, superlink_command, supernode_command,
+                                           wait_for, write_cli_config)
+
+    credentials = Credentials(tmp / "certs")
+    create_credentials(credentials.folder, ["127.0.0.1"], ["site-a", "site-b"])
+    home, port = tmp / "coordinator", free_port()
+    address = f"127.0.0.1:{port}"
+    config = tmp / "federation.toml"
+    config.write_text(f'run_dir = "{tmp / "deployed"}"\n[schema]\nchannels = ["t1", "t2", "flair", "ct", "mask"]\n'
+                      f'class_names = ["healthy", "lesion"]\nresolution = 32\n[federation]\nrounds = {rounds}\n'
+                      f'local_steps = {steps}\nevaluate = false\n')
+    with ProcessGroup() as group:
+        group.start("superlink", superlink_command("127.0.0.1", port, tmp / "state.db", credentials),
+                    flower_env(home), tmp / "superlink.log")
+        write_cli_config(home, address, credentials.ca)
+        time.sleep(8)
+        for site in ("site-a", "site-b"):
+            register_site(home, credentials.folder / "sites" / f"{site}.pub", site)
+            (tmp / f"{site}.toml").write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
+            group.start(site, supernode_command(address, free_port(), tmp / f"{site}.toml", credentials.ca,
+                                                credentials.site_key(site), threads=1), flower_env(tmp / site),
+                        tmp / f"{site}.log")
+        wait_for(lambda: online_nodes(home) == 2, 120, "sites online")
+        submit_run(home, config, resume=False, timeout=3600)
+    return _round_rows(RunStore(tmp / "deployed"))
+
+
+if __name__ == "__main__":
+    main()

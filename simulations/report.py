@@ -77,26 +77,6 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
     chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
     if registry and registry[-1] not in chosen:
         chosen.append(registry[-1])
-    images = sample(loaded.model, loaded.schedule, conditioning, steps=steps,
-                    generator=torch.Generator().manual_seed(0)).numpy()
-    return example_grid([Example(image=x, available=np.ones(c, dtype=bool)) for x in images], loaded.schema, path)
-
-
-def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
-    """Write RUN_DIR/report.html (+ figures/); samples from the EMA model every ``sample_every`` rounds
-    (0 = only the last round)."""
-    run_dir = Path(run_dir)
-    store = RunStore(run_dir)
-    rounds, registry = store.metrics(), store.registry()
-    rounds = list({r["round"]: r for r in rounds}.values())  # a re-run round after a crash replaces its line
-    figures = run_dir / "figures"
-    figures.mkdir(exist_ok=True)
-    train = _plot(_curves(rounds, "train", "train-loss"), "local training loss", "loss", figures / "train_loss.png")
-    held_out = _plot(_curves(rounds, "evaluate", "eval-loss"), "held-out denoising loss", "loss",
-                     figures / "eval_loss.png")
-    chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
-    if registry and registry[-1] not in chosen:
-        chosen.append(registry[-1])
     grids = [(e["round"], _samples(e["path"], figures / f"samples_round{e['round']:04d}.png")) for e in chosen]
     sites = json.loads((run_dir / "sites.json").read_text()) if (run_dir / "sites.json").exists() else []
     rows = "".join(

@@ -14,7 +14,7 @@ from meddiff.cli import main
 from meddiff.common.checkpoint import load_checkpoint
 from meddiff.server.federation import initial_weights
 from meddiff.simulations.runner import simulate
-from meddiff.simulations.scenario import ScenarioData, Scenario, load_scenario, run_spec
+from meddiff.simulations.scenario import Scenario, load_scenario, run_spec
 
 TINY = """
 name = "tiny"
@@ -108,3 +108,17 @@ def test_resuming_with_another_config_is_refused(scenario, tmp_path):
     store.start({"settings": {"rounds": 3}}, resume=False)
     with pytest.raises(CheckpointError, match="differs"):
         store.start({"settings": {"rounds": 4}}, resume=True)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_pneumonia_with_dirichlet_skew_runs_from_the_command_line(tmp_path):
+    from tests.conftest import shared
+
+    data = shared("medmnist/pneumoniamnist.npz")
+    assert main(["simulate", "pneumonia", "--data", str(data), "--out", str(tmp_path / "run"), "--rounds", "1",
+                 "--local-steps", "3"]) == 0
+    sites = json.loads((tmp_path / "run" / "sites.json").read_text())
+    shares = [s["labels"].get("class1", 0) / (s["train"] + s["holdout"]) for s in sites]
+    assert len(sites) == 3 and max(shares) - min(shares) > 0.3  # label skew
+    assert (tmp_path / "run" / "report.html").exists()

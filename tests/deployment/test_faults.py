@@ -5,78 +5,15 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from meddiff.common.certs import create_credentials
 from meddiff.common.checkpoint import load_checkpoint
-from meddiff.server.deployment import (Credentials, ProcessGroup, flower_env, free_port, online_nodes,
-                                       register_site, submit_run, superlink_command, supernode_command, wait_for,
-                                       write_cli_config)
+from meddiff.server.deployment import online_nodes, submit_run, wait_for
 from meddiff.server.run_store import RunStore
-
-FEDERATION = """
-run_dir = "{run_dir}"
-[schema]
-channels = ["t1", "t2", "flair", "ct", "mask"]
-class_names = ["healthy", "lesion"]
-resolution = 16
-[federation]
-rounds = {rounds}
-local_steps = {steps}
-min_sites = 2
-timeout = 300
-evaluate = false
-[train]
-batch_size = 4
-[model]
-channels = [8, 16]
-attention_levels = [false, true]
-num_head_channels = 8
-norm_num_groups = 8
-"""
-
-
-class Federation:
-    """A SuperLink and registered SuperNodes on loopback, all stopped by PID at the end."""
-
-    def __init__(self, tmp: Path, sites: list[str]) -> None:
-        self.tmp, self.sites, self.group = tmp, sites, ProcessGroup()
-        self.credentials = Credentials(tmp / "certs")
-        create_credentials(self.credentials.folder, ["127.0.0.1"], sites)
-        self.home, self.port = tmp / "coordinator", free_port()
-        self.address = f"127.0.0.1:{self.port}"
-
-    def start_superlink(self) -> None:
-        self.group.start("superlink", superlink_command("127.0.0.1", self.port, self.tmp / "state.db",
-                                                        self.credentials),
-                         flower_env(self.home), self.tmp / "logs" / "superlink.log")
-        write_cli_config(self.home, self.address, self.credentials.ca)
-        wait_for(lambda: online_nodes(self.home) >= 0 and _up(self.home), 60, "the SuperLink")
-
-    def start(self) -> "Federation":
-        self.start_superlink()
-        for site in self.sites:
-            register_site(self.home, self.credentials.folder / "sites" / f"{site}.pub", site)
-            (self.tmp / f"{site}.toml").write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
-            self.group.start(site, supernode_command(self.address, free_port(), self.tmp / f"{site}.toml",
-                                                     self.credentials.ca, self.credentials.site_key(site), threads=1),
-                             flower_env(self.tmp / site), self.tmp / "logs" / f"{site}.log")
-        wait_for(lambda: online_nodes(self.home) == len(self.sites), 120, "all sites online")
-        return self
-
-    def config(self, name: str, rounds: int, steps: int) -> Path:
-        path = self.tmp / f"{name}.toml"
-        path.write_text(FEDERATION.format(run_dir=self.tmp / name, rounds=rounds, steps=steps))
-        return path
-
-
-def _up(home: Path) -> bool:
-    from meddiff.server.deployment import flwr
-    return '"success": true' in flwr(home, "supernode", "list", "--format", "json", timeout=30).stdout
+from tests.deployment.loopback import Federation
 
 
 def _submit_in_background(federation: Federation, config: Path, resume: bool = False) -> dict:
@@ -96,7 +33,7 @@ def test_a_site_killed_during_a_round_does_not_stop_the_round(tmp_path):
         federation.start()
         config = federation.config("run", rounds=1, steps=150)
         outcome = _submit_in_background(federation, config)
-        site_c_log = tmp_path / "logs" / "site-c.log"
+        site_c_log = federation.log("site-c")
         wait_for(lambda: "Received" in site_c_log.read_text() or "ClientApp" in site_c_log.read_text(), 120,
                  "site-c to receive its training message", every=0.5)
         federation.group.stop("site-c", sig=signal.SIGKILL)  # the hospital's machine dies mid-round

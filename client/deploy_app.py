@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from flwr.app import Context
 
@@ -19,7 +17,6 @@ from .site_data import SiteData, holdout_split
 HOLDOUT = 0.1
 
 
-@lru_cache(maxsize=2)
 def _load(site_config: str, resolution: int) -> SiteData:
     config = load_site_config(site_config)
     if not config.data.path:

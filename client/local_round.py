@@ -10,9 +10,11 @@ from dataclasses import replace
 import torch
 
 from ..common.diffusion.loss import LossConfig, per_example_loss
+from ..common.diffusion.model import ConditionalDenoiser
+from ..common.diffusion.schedules import make_schedule
 from ..common.run_spec import RunSpec
 from .site_data import SiteData, align_to_schema
-from .trainer import LocalTrainer
+from .trainer import LocalTrainer, default_device
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,19 @@ def evaluate_round(spec: RunSpec, weights: dict[str, torch.Tensor], site: SiteDa
     """Held-out denoising loss overall and per noise band (t in quarters of [0, 1]), all channels diffused."""
     data = site.holdout if site.holdout is not None and len(site.holdout) else site.train
     data = align_to_schema(data, spec.schema)
-    trainer = LocalTrainer(spec.schema, spec.model, spec.train, device)
-    trainer.load_weights(weights)
-    model = trainer.model.eval()
+    device = torch.device(device) if device else default_device()
+    model = ConditionalDenoiser(spec.schema, spec.model)  # no optimizer or EMA: evaluation only reads weights
+    model.load_state_dict(weights, strict=True)
+    model.to(device).eval()
+    schedule = make_schedule(spec.train.schedule)
     generator = torch.Generator().manual_seed(seed)
     metrics = {"num-examples": len(data), "held-out": int(site.holdout is not None)}
     band_losses = []
     for index, (low, high) in enumerate(BANDS, start=1):
         t = low + (high - low) * torch.rand(len(data), generator=generator, dtype=torch.float64)
-        t = t.clamp(min=getattr(trainer.schedule, "t_min", 1e-3))
-        losses = per_example_loss(model, trainer.schedule, data.images.to(trainer.device),
-                                  data.available.to(trainer.device), data.labels.to(trainer.device),
+        t = t.clamp(min=getattr(schedule, "t_min", 1e-3))
+        losses = per_example_loss(model, schedule, data.images.to(device), data.available.to(device),
+                                  data.labels.to(device),
                                   LossConfig(p_condition=0.0, p_uncond=0.0), generator, t)
         band_losses.append(float(losses.mean()))
         metrics[f"eval-loss-band{index}"] = band_losses[-1]

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from ..common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..common.checkpoint import save_checkpoint
 from ..common.data.tensors import TrainingTensors
-from ..common.diffusion.loading import model_config_from_dict
+from ..common.diffusion.loading import model_meta, open_model_checkpoint
 from ..common.diffusion.loss import LossConfig, per_example_loss
 from ..common.diffusion.model import ConditionalDenoiser, ModelConfig
 from ..common.diffusion.schedules import make_schedule
@@ -192,37 +192,29 @@ class LocalTrainer:
     def ema_weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
 
-    def load_weights(self, weights: dict[str, torch.Tensor], *, reset_ema: bool = True) -> None:
-        """Load (global) weights; strict, so a model of another shape is refused with the offending keys."""
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load (global) weights into the model and its EMA; strict, so a model of another shape is refused
+        with the offending keys."""
         self.model.load_state_dict(weights, strict=True)
         self.anchor = [p.detach().clone() for p in self.model.parameters()]
-        if reset_ema:
-            self.ema.module.load_state_dict(weights, strict=True)
+        self.ema.module.load_state_dict(weights, strict=True)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
-
-    def metadata(self, extra: dict | None = None) -> dict:
-        return {"kind": "meddiff-model", "step": self.step, "resolution": self.resolution,
-                "schema": self.schema.to_dict(),
-                "model_config": asdict(self.model_config), "train_config": asdict(self.config),
-                "schedule": self.config.schedule, **(extra or {})}
 
     def save(self, path: str | Path, extra_meta: dict | None = None) -> Path:
         state = {"model": self.weights(), "ema": self.ema_weights(),
                  "ema_count": self.ema.n_averaged.detach().cpu(),
                  "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
                  "generator": self.generator.get_state(), "step": self.step}
-        return save_checkpoint(path, state, self.metadata(extra_meta))
+        meta = model_meta(self.schema, self.model_config, self.config, self.resolution, step=self.step,
+                          **(extra_meta or {}))
+        return save_checkpoint(path, state, meta)
 
     @classmethod
     def resume(cls, path: str | Path, device: str | torch.device | None = None,
                config: TrainConfig | None = None) -> "LocalTrainer":
         """A trainer in exactly the state of checkpoint ``path``; ``config`` may change e.g. the total steps."""
-        state, meta = load_checkpoint(path)
-        if meta.get("kind") != "meddiff-model":
-            raise CheckpointError(f"{path}: not a model checkpoint (kind {meta.get('kind')!r})")
-        schema = ChannelSchema.from_dict(meta["schema"])
-        model_config = model_config_from_dict(meta["model_config"])
+        state, meta, schema, model_config = open_model_checkpoint(path)
         saved = TrainConfig.from_dict(meta["train_config"])
         trainer = cls(schema, model_config, config or saved, device)
         trainer.model.load_state_dict(state["model"])

@@ -59,7 +59,7 @@ def run_certs(args: argparse.Namespace) -> int:
 
 
 def run_coordinator(args: argparse.Namespace) -> int:
-    from ..server.deployment import (Credentials, ProcessGroup, flower_env, online_nodes, register_site,
+    from ..server.deployment import (Credentials, ProcessGroup, flower_env, online_nodes,
                                      require_loopback_for_insecure, submit_run, superlink_command, wait_for,
                                      write_cli_config)
     from ..server.federation_config import load_federation_config

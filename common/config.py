@@ -127,17 +127,23 @@ def data_config_from_dict(table: dict[str, Any], source: str = "<config>") -> Da
     return config
 
 
-def load_site_config(path: str | Path) -> SiteConfig:
-    """Read a site.toml. Raises ConfigError naming the file and the key on any mistake."""
-    path = Path(path)
+def read_toml(path: Path, known: set[str], missing: str) -> dict[str, Any]:
+    """A config file's top-level tables, refusing unknown ones; ``missing`` says what to do when it is absent."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; pass the path of your site.toml") from None
+        raise ConfigError(f"{path}: {missing}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    unknown = sorted(set(raw) - {"site_id", "data"})
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: ['site_id', 'data']")
+        raise ConfigError(f"{path}: unknown section(s) or key(s) {unknown}; known: {sorted(known)}")
+    return raw
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read a site.toml. Raises ConfigError naming the file and the key on any mistake."""
+    path = Path(path)
+    raw = read_toml(path, {"site_id", "data"}, "config file not found; pass the path of your site.toml")
     data = data_config_from_dict(raw.get("data", {}), str(path))
     return SiteConfig(site_id=str(raw.get("site_id", "site")), data=data)

@@ -7,10 +7,10 @@ a model it was not asked for, and the checkpoint of every round records it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from ..client.trainer import TrainConfig
-from .diffusion.loading import model_config_from_dict
+from .diffusion.loading import model_config_from_dict, model_meta
 from .diffusion.model import ModelConfig
 from .schema import ChannelSchema
 
@@ -37,9 +37,4 @@ class RunSpec:
 
     def model_meta(self) -> dict:
         """Checkpoint metadata in the format ``load_model`` reads."""
-        return {"kind": "meddiff-model", "schema": self.schema.to_dict(), "model_config": asdict(self.model),
-                "train_config": asdict(self.train), "schedule": self.train.schedule, "resolution": self.resolution,
-                "data": {"source": self.data_source}}
-
-    def with_train(self, **changes) -> "RunSpec":
-        return replace(self, train=replace(self.train, **changes))
+        return model_meta(self.schema, self.model, self.train, self.resolution, data={"source": self.data_source})

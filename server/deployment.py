@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -209,7 +208,3 @@ def submit_run(home: Path, federation_config: Path, resume: bool, timeout: float
     run_config = f'federation-config="{federation_config.resolve()}" resume={"true" if resume else "false"}'
     return flwr(home, "run", str(app_directory()), "meddiff", "--run-config", run_config, "--stream",
                 timeout=timeout)
-
-
-def which(binary: str) -> bool:
-    return (BIN / binary).exists() or shutil.which(binary) is not None

@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..client.trainer import TrainConfig
-from ..common.config import ConfigError, build_section
+from ..common.config import ConfigError, build_section, read_toml
 from ..common.diffusion.model import ModelConfig
 from ..common.run_spec import RunSpec
 from ..common.schema import ChannelSchema
@@ -38,15 +37,8 @@ class FederationConfig:
 
 def load_federation_config(path: str | Path) -> FederationConfig:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: federation config not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    unknown = sorted(set(raw) - {"run_dir", "schema", "federation", "train", "model"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) or key(s) {unknown}")
+    raw = read_toml(path, {"run_dir", "schema", "federation", "train", "model"},
+                    "federation config not found; pass the path of your federation.toml")
     source = str(path)
     schema = build_section(SchemaSection, raw.get("schema", {}), "schema", source)
     if not schema.channels:

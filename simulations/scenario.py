@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..client.site_data import SiteData, holdout_split
 from ..client.trainer import TrainConfig
-from ..common.config import ConfigError, DataConfig, build_section, data_config_from_dict
+from ..common.config import ConfigError, DataConfig, build_section, data_config_from_dict, read_toml
 from ..common.data.loader import load_dataset
 from ..common.data.phantom import SCHEMA as PHANTOM_SCHEMA, phantom_example, site_scanner
 from ..common.data.tensors import stack_examples
@@ -76,16 +75,8 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     path = Path(path) if path else BUILTIN / "phantom.toml"
     if not path.is_file() and (BUILTIN / f"{path}.toml").is_file():
         path = BUILTIN / f"{path}.toml"  # a built-in scenario by name
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: scenario file not found; built-in scenarios: "
-                          f"{sorted(p.stem for p in BUILTIN.glob('*.toml'))}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    unknown = sorted(set(raw) - set(SECTIONS) - {"name"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
+    raw = read_toml(path, {*SECTIONS, "name"}, "scenario file not found; built-in scenarios: "
+                                                f"{sorted(p.stem for p in BUILTIN.glob('*.toml'))}")
     source = str(path)
     try:
         return Scenario(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,14 +28,27 @@ def model_config_from_dict(values: dict) -> ModelConfig:
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
-    """Load a checkpoint written by ``meddiff train`` (or a global model saved by the server)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def model_meta(schema: ChannelSchema, model: ModelConfig, train_config, resolution: int, **extra) -> dict:
+    """The metadata every model file carries (``meddiff train`` checkpoints and the server's round checkpoints)
+    so that :func:`load_model` can rebuild the network. train_config: the ``TrainConfig`` dataclass."""
+    return {"kind": "meddiff-model", "schema": schema.to_dict(), "model_config": asdict(model),
+            "train_config": asdict(train_config), "schedule": train_config.schedule, "resolution": resolution,
+            **extra}
+
+
+def open_model_checkpoint(path: str | Path) -> tuple[dict, dict, ChannelSchema, ModelConfig]:
+    """(state, meta, schema, model config) of a model file; refuses files that are not models."""
     state, meta = load_checkpoint(path)
     if meta.get("kind") != "meddiff-model":
         raise CheckpointError(f"{path}: not a model checkpoint (kind {meta.get('kind')!r})")
-    schema = ChannelSchema.from_dict(meta["schema"])
-    model = ConditionalDenoiser(schema, model_config_from_dict(meta["model_config"]))
+    return state, meta, ChannelSchema.from_dict(meta["schema"]), model_config_from_dict(meta["model_config"])
+
+
+def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
+    """Load a checkpoint written by ``meddiff train`` (or a global model saved by the server)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state, meta, schema, model_config = open_model_checkpoint(path)
+    model = ConditionalDenoiser(schema, model_config)
     weights = state["ema"] if use_ema and "ema" in state else state["model"]
     try:
         model.load_state_dict(weights, strict=True)

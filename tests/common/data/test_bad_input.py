@@ -16,7 +16,7 @@ from PIL import Image
 from meddiff.common.config import ConfigError, load_site_config
 from meddiff.common.data.loader import load_dataset
 from meddiff.common.data.problems import DataError
-from tests.conftest import REPO, shared
+from tests.conftest import shared
 
 
 def _copy_series(tmp_path, count=4):

@@ -50,7 +50,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint not found; pass the model.pt written by `meddiff train`")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run the file's code: never say that
+        raise CheckpointError(f"{path}: not a meddiff checkpoint, or it holds objects other than tensors; "
+                              "refused, because loading those could run code from the file") from None
+    except (RuntimeError, EOFError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); "
                               "it may be truncated or not a meddiff checkpoint") from None

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/federation_overhead.py                  # simulation, 2 sites, then 10 and 50 sites
     .venv/bin/python benchmarks/federation_overhead.py --deployment     # also real SuperLink/SuperNodes with TLS
+    .venv/bin/python benchmarks/federation_overhead.py --deployment --no-simulation --memory-sites "" \
+        --local-steps 600 --rounds 2                                     # the deployment at a realistic round length
 
 Overhead = round wall time - the slowest site's local training time (the sites train in parallel: as many
 sites as CPU actors). Bytes = the serialised ArrayRecord a site sends (the weights) per round; the global model
@@ -22,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from meddiff.common.wire import pack
 from meddiff.server.federation import initial_weights
 from meddiff.server.run_store import RunStore
 from meddiff.simulations.runner import simulate
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-sites", default="10,50")
     parser.add_argument("--deployment", action="store_true")
+    parser.add_argument("--no-simulation", action="store_true", help="only the deployment rows (with --deployment)")
     args = parser.parse_args()
     console = Console(width=120)
     table = Table(title=f"federation overhead, {os.cpu_count()} CPUs, default phantom model (32 px, 1.1 M parameters)")
@@ -95,11 +99,10 @@ def main() -> None:
         table.add_column(column, justify="right")
     scenario = _scenario(2, args.local_steps, args.rounds, 32)
     weights = initial_weights(run_spec(scenario))
-    from flwr.app import ArrayRecord
-    sent = ArrayRecord.from_torch_state_dict(weights).count_bytes()
+    sent = pack(weights).count_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        store = simulate(scenario, Path(tmp) / "sim")
-        for r, total, train in _round_rows(store):
+        store = None if args.no_simulation else simulate(scenario, Path(tmp) / "sim")
+        for r, total, train in _round_rows(store) if store else []:
             table.add_row("simulation (Ray)", "2", str(r), f"{total:.1f}", f"{train:.1f}", f"{total - train:.1f}",
                           f"{100 * (total - train) / total:.1f}")
         if args.deployment:

@@ -1,6 +1,6 @@
 """The Flower ClientApp: thin handlers around ``local_round`` (all logic is testable without Flower).
 
-What leaves the site: the model weights (an ArrayRecord named ``arrays``) and the scalar metrics in
+What leaves the site: the model weights (an ArrayRecord named ``arrays``, packed by ``common.wire``) and the scalar metrics in
 ``ALLOWED_METRICS``, nothing else; a handler that tried to send another key would fail before sending.
 """
 
@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..common.run_spec import RunSpec
+from ..common.wire import pack, unpack
+from ..privacy.ledger import BudgetExceeded
+from ..privacy.private_round import private_train_round
 from .local_round import evaluate_round, train_round
 from .site_data import SiteData
 
@@ -21,8 +24,11 @@ log = logging.getLogger(__name__)
 ALLOWED_METRICS = frozenset({
     "num-examples", "train-loss", "steps", "seconds", "images-per-second", "skipped-nonfinite",
     "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
+    "epsilon", "delta", "noise-multiplier",  # the site's sample-level DP guarantee after this round (no data)
     "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
 })
+
+BUDGET_EXCEEDED = 4001  # error code of a round a site refused because of its privacy budget
 
 SiteProvider = Callable[[Context, RunSpec], SiteData]  # the run spec says at which resolution
 
@@ -49,23 +55,35 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
         site = site_provider(context, spec)
-        weights = msg.content["arrays"].to_torch_state_dict()
+        layout = spec.weight_layout()
+        weights = unpack(msg.content["arrays"], layout)
         mu = float(config.get("proximal-mu", 0.0))
         server_round = int(config["server-round"])
-        new_weights, metrics = train_round(spec, weights, site, int(config["local-steps"]), server_round, mu,
-                                           context.node_config.get("device") or None)
+        steps, device = int(config["local-steps"]), context.node_config.get("device") or None
+        released = None
+        if site.privacy.enabled:
+            try:
+                new_weights, metrics, released = private_train_round(
+                    spec, weights, site, steps, server_round, int(config["rounds"]), str(context.run_id), device)
+            except BudgetExceeded as refusal:
+                log.error("%s", refusal)
+                return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
+        else:
+            new_weights, metrics = train_round(spec, weights, site, steps, server_round, mu, device)
         metrics.update(_partition(context))
         log.info("site %s round %d: %d steps, loss %.4f", site.site_id, server_round, metrics["steps"],
                  metrics["train-loss"])
-        content = RecordDict({"arrays": ArrayRecord.from_torch_state_dict(new_weights),
+        content = RecordDict({"arrays": pack(new_weights, layout),
                               "metrics": metric_record(metrics)})
+        if released:
+            released()
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
-        metrics = evaluate_round(spec, msg.content["arrays"].to_torch_state_dict(), site_provider(context, spec),
+        metrics = evaluate_round(spec, unpack(msg.content["arrays"], spec.weight_layout()), site_provider(context, spec),
                                  seed=int(config.get("server-round", 0)), device=context.node_config.get("device") or None)
         metrics.update(_partition(context))
         return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)

@@ -1,29 +1,40 @@
-"""The ClientApp a hospital's SuperNode runs: its data comes from the site.toml named in the node config.
+"""The ClientApp a hospital's SuperNode runs: its data comes from the site.toml named in the node config, prepared
+once and cached next to it (``.meddiff-site/prepared/<site_id>/``), because every message starts a new process.
 
     flower-supernode ... --node-config 'site-config="/etc/meddiff/site.toml"'
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from flwr.app import Context
 
 from ..common.config import load_site_config
-from ..common.data.training_set import load_training_set
+from ..common.data.prepared_cache import load_training_set_cached
 from ..common.run_spec import RunSpec
 from .client_app import make_client_app
-from .site_data import SiteData, holdout_split
-
-HOLDOUT = 0.1
+from .site_data import HOLDOUT_FRACTION, SiteData, holdout_split
 
 
 def _load(site_config: str, resolution: int) -> SiteData:
     config = load_site_config(site_config)
     if not config.data.path:
         raise ValueError(f"{site_config}: [data] path is empty; set it to the site's data folder")
-    training = load_training_set(config.data.path, config.data, resolution)
-    train, holdout = holdout_split(training.tensors, HOLDOUT)
-    return SiteData(config.site_id, train, holdout)
+    state = site_state_dir(site_config)
+    training = load_training_set_cached(config.data.path, config.data, resolution, state / "prepared" / config.site_id)
+    train, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
+    return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id))
+
+
+def site_state_dir(site_config: str | Path) -> Path:
+    """What a site keeps beside its site.toml: Flower's home, the prepared-data cache, the privacy ledger."""
+    return Path(site_config).resolve().parent / ".meddiff-site"
+
+
+def ledger_path(state_dir: Path, site_id: str) -> Path:
+    return state_dir / "privacy" / f"{site_id}.sqlite"
 
 
 def site_from_node_config(context: Context, spec: RunSpec) -> SiteData:

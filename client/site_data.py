@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from ..common.config import PrivacyConfig
 from ..common.data.tensors import TrainingTensors
 from ..common.schema import ChannelSchema
+
+
+HOLDOUT_FRACTION = 0.1  # kept out of training at every site (evaluation, and the memorisation audit's calibration)
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,8 @@ class SiteData:
     site_id: str
     train: TrainingTensors
     holdout: TrainingTensors | None = None
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # the site's own choice, not the server's
+    ledger_path: Path | None = None  # where the site's privacy ledger lives (required when privacy is enabled)
 
 
 def align_to_schema(data: TrainingTensors, schema: ChannelSchema) -> TrainingTensors:

@@ -112,6 +112,7 @@ def _register(home, key) -> bool:
 
 
 def run_site(args: argparse.Namespace) -> int:
+    from ..client.deploy_app import site_state_dir
     from ..common.config import load_site_config
     from ..server.deployment import flower_env, require_loopback_for_insecure, supernode_command
 
@@ -121,7 +122,7 @@ def run_site(args: argparse.Namespace) -> int:
     require_loopback_for_insecure(args.superlink, args.insecure)
     if not args.insecure and not args.ca:
         raise ConfigError("--ca is required (the coordinator's ca.crt), or --insecure on loopback")
-    home = Path(args.config).resolve().parent / ".meddiff-site"
+    home = site_state_dir(args.config)
     command = supernode_command(args.superlink, args.port, Path(args.config), None if args.insecure else Path(args.ca),
                                 Path(args.key) if args.key else None, threads=args.threads)
     console.print(f"site {site.site_id}: connecting to {args.superlink} "

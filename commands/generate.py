@@ -33,6 +33,12 @@ def add_parser(commands) -> None:
     p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--out", required=True, help="folder for samples.npz, grid.png and generate.json")
+    p.add_argument("--audit-data", help="the site's training data (a path, or phantom) for the memorisation audit "
+                                        "(default: the model's own training data when it is on this machine)")
+    p.add_argument("--site-config", help="site.toml saying how to read --audit-data")
+    p.add_argument("--audit-alpha", type=float, default=0.01,
+                   help="flag samples closer to the training set than this quantile of held-out images")
+    p.add_argument("--no-audit", action="store_true", help="skip the memorisation audit (never for export)")
     p.set_defaults(func=run)
 
 
@@ -100,24 +106,60 @@ def run(args: argparse.Namespace) -> int:
             advance()
     seconds = time.perf_counter() - start
     images = torch.cat(batches).numpy()
+    label_array = np.full(args.n, -1) if labels is None else labels.numpy()
+    console = Console()
+    audit = None if args.no_audit else _audit(args, loaded, images, console)
+    if audit is not None:
+        keep = ~np.asarray(audit.pop("flagged"), dtype=bool)
+        images, label_array = images[keep], label_array[keep]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    label_array = np.full(args.n, -1) if labels is None else labels.numpy()
     np.savez_compressed(out / "samples.npz", **{c: images[:, i] for i, c in enumerate(schema.channels)},
                         labels=label_array, given=given.numpy(), channels=np.asarray(schema.channels))
-    shown = [Example(image=images[i], available=np.ones(schema.num_channels, dtype=bool)) for i in range(min(16, args.n))]
+    shown = [Example(image=images[i], available=np.ones(schema.num_channels, dtype=bool))
+             for i in range(min(16, len(images)))]
     grid = example_grid(shown, schema, out / "grid.png")
     report = {"model": str(args.model), "n": args.n, "sampler": args.sampler, "steps": args.steps,
               "guidance": args.guidance, "class": args.class_name, "given": args.given, "seed": args.seed,
               "ema": not args.raw_weights, "seconds": seconds, "images_per_second": args.n / seconds,
-              "resolution": size, "device": str(loaded.device)}
-    console = Console()
+              "resolution": size, "device": str(loaded.device), "kept": int(len(images)), "audit": audit}
     if loaded.meta.get("data", {}).get("source") == "phantom" and not args.given:
         report["phantom_check"] = _phantom_check(images, label_array if labels is not None else None, size, console)
     (out / "generate.json").write_text(json.dumps(report, indent=2))
     console.print(f"{args.n} samples ({args.sampler}, {args.steps} steps) in {seconds:.1f} s "
                   f"({args.n / seconds:.1f} img/s) -> {out / 'samples.npz'}, {grid}")
     return 0
+
+
+def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Console) -> dict | None:
+    """Near-copy audit of the samples against the training data, and the loss-based membership AUROC."""
+    from ..client.site_data import HOLDOUT_FRACTION, align_to_schema, holdout_split
+    from ..common.config import DataConfig, load_site_config
+    from ..common.data.training_set import load_training_set
+    from ..privacy.memorisation import audit_near_copies, denoising_losses, membership_auroc
+
+    source = args.audit_data or loaded.meta.get("data", {}).get("source", "")
+    if source != "phantom" and not (source and Path(source).exists()):
+        console.print("[yellow]not audited for memorisation: pass --audit-data (the site's training data) "
+                      "before these samples leave the site")
+        return None
+    config = load_site_config(args.site_config).data if args.site_config else DataConfig()
+    data = align_to_schema(load_training_set(source, config, loaded.resolution).tensors, loaded.schema)
+    if source == "phantom":  # the phantom's held-out images are fresh draws the model never saw
+        train = data
+        holdout = load_training_set(source, config, loaded.resolution, phantom_n=64, seed=12345).tensors
+    else:  # the split `meddiff train` and the site's ClientApp both keep out (10 %, seed 0)
+        train, holdout = holdout_split(data, HOLDOUT_FRACTION)
+    result = audit_near_copies(torch.from_numpy(images), train, holdout, args.audit_alpha)
+    members = train.subset(torch.arange(min(len(train), 4 * len(holdout))))
+    auroc = membership_auroc(denoising_losses(loaded.model, loaded.schedule, members),
+                             denoising_losses(loaded.model, loaded.schedule, holdout))
+    summary = {**result.summary(), "membership_auroc": auroc, "members": len(members), "holdout": len(holdout),
+               "data": source, "flagged": result.flagged.tolist()}
+    console.print(f"memorisation audit against {source}: {int(result.flagged.sum())} of {len(images)} samples "
+                  f"({100 * result.fraction_flagged:.1f} %) closer to a training image than {100 * (1 - args.audit_alpha):.0f} % "
+                  f"of held-out images, dropped; loss-based membership AUROC {auroc:.3f} (0.5 = no signal)")
+    return summary
 
 
 def _phantom_check(images: np.ndarray, labels: np.ndarray | None, size: int, console: Console) -> dict:

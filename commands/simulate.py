@@ -19,6 +19,8 @@ def add_parser(commands) -> None:
     p.add_argument("--rounds", type=int, help="override [federation] rounds")
     p.add_argument("--local-steps", type=int, help="override [federation] local_steps")
     p.add_argument("--data", help="override [scenario] data (a path, or phantom)")
+    p.add_argument("--epsilon", type=float,
+                   help="sample-level DP-SGD at every virtual site with this target epsilon per run (and budget)")
     p.add_argument("--sample-every", type=int, default=0, help="sample grids every K rounds (default: last only)")
     p.add_argument("--verbose-flower", action="store_true", help="show Flower's and Ray's own logs")
     p.set_defaults(func=run)
@@ -35,12 +37,19 @@ def run(args: argparse.Namespace) -> int:
                                                  (("rounds", args.rounds), ("local_steps", args.local_steps))
                                                  if v is not None})
     data = replace(scenario.data, data=args.data) if args.data else scenario.data
-    scenario = replace(scenario, federation=federation, data=data)
+    privacy = scenario.privacy
+    if args.epsilon is not None:
+        privacy = replace(privacy, enabled=True, target_epsilon=args.epsilon, budget_epsilon=args.epsilon)
+    scenario = replace(scenario, federation=federation, data=data, privacy=privacy)
     out = Path(args.out or Path("runs") / scenario.name)
     console = Console()
     console.print(f"scenario {scenario.name}: {scenario.data.sites} sites on {scenario.data.data} "
                   f"({scenario.data.split} split), {federation.rounds} rounds x {federation.local_steps} local steps, "
                   f"{federation.strategy}; run directory {out}")
+    if privacy.enabled:
+        console.print(f"privacy: sample-level DP-SGD at each site, target epsilon {privacy.target_epsilon:g} per run "
+                      f"(budget {privacy.budget:g}), delta {privacy.delta or '1/(10 N)'}, {privacy.accountant.upper()} "
+                      f"accountant, clip {privacy.max_grad_norm:g}, noise multiplicity {privacy.noise_multiplicity}")
     started = time.perf_counter()
     store = simulate(scenario, out, resume=args.resume, verbose=args.verbose_flower)
     report = write_report(out, scenario.name, args.sample_every)

@@ -65,6 +65,7 @@ def _model_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..client.trainer import LocalTrainer, TrainConfig
     from ..common.config import DataConfig, load_site_config
+    from ..client.site_data import HOLDOUT_FRACTION, holdout_split
     from ..common.data.training_set import load_training_set
 
     out = Path(args.out)
@@ -98,12 +99,16 @@ def run(args: argparse.Namespace) -> int:
     elif training.resolution != trainer.resolution:
         raise ConfigError(f"{checkpoint} was trained at {trainer.resolution} px; the data is prepared at "
                           f"{training.resolution} px (pass --resolution {trainer.resolution})")
-    data = training.tensors
+    data, holdout = training.tensors, None
+    if args.data != "phantom":  # kept out for the memorisation audit of `meddiff generate` (the phantom has fresh draws)
+        data, holdout = holdout_split(data, HOLDOUT_FRACTION)
     parameters = sum(p.numel() for p in trainer.model.parameters())
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "
                   f"{list(data.schema.channels)} at {training.resolution} px; model {parameters / 1e6:.2f} M "
                   f"parameters on {trainer.device}; schedule {trainer.config.schedule}")
     meta = {"data": {"source": training.source, "examples": len(data), "studies": training.studies}}
+    if holdout is not None:
+        meta["data"]["holdout"] = {"fraction": HOLDOUT_FRACTION, "seed": 0, "examples": len(holdout)}
     result = trainer.train(data, progress=True, checkpoint_path=checkpoint, checkpoint_meta=meta)
     summary = {**asdict(result), "total_steps": trainer.step, "checkpoint": str(checkpoint), **meta}
     (out / "train.json").write_text(json.dumps(summary, indent=2))

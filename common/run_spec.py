@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 
 from ..client.trainer import TrainConfig
 from .diffusion.loading import model_config_from_dict, model_meta
-from .diffusion.model import ModelConfig
+from .diffusion.model import ConditionalDenoiser, ModelConfig
 from .schema import ChannelSchema
+from .wire import layout_of
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,7 @@ class RunSpec:
     def model_meta(self) -> dict:
         """Checkpoint metadata in the format ``load_model`` reads."""
         return model_meta(self.schema, self.model, self.train, self.resolution, data={"source": self.data_source})
+
+    def weight_layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Names and shapes of the model's weights, in state-dict order (see ``common.wire``)."""
+        return layout_of(ConditionalDenoiser(self.schema, self.model).state_dict())

@@ -30,6 +30,7 @@ def flower_env(home: Path) -> dict[str, str]:
     """Environment for Flower processes: their own FLWR_HOME, no telemetry, our venv's binaries first."""
     home.mkdir(parents=True, exist_ok=True)
     return {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.25",  # start a ClientApp/ServerApp within 0.25 s, not 1 s
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
+from ..common.wire import Layout, WireFormatError, pack, unpack, unpack_numpy
 from .run_store import RoundState, RunStore
 from .settings import FederationSettings
 from .strategies import make_strategy, restore_strategy_state, strategy_state
@@ -36,14 +37,10 @@ def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in ConditionalDenoiser(spec.schema, spec.model).state_dict().items()}
 
 
-def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in record.items()}
-
-
-def _filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray], settings: FederationSettings,
-                    server_round: int) -> tuple[list[Message], list[dict]]:
+def _filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray], layout: Layout,
+                    settings: FederationSettings, server_round: int) -> tuple[list[Message], list[dict]]:
     """Replies that may be aggregated, and one record per rejected or failed reply."""
-    rejected, candidates = [], {}
+    rejected, candidates, unpacked = [], {}, {}
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -52,9 +49,13 @@ def _filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray]
         if "arrays" not in reply.content.array_records:
             rejected.append({"node": node, "reason": "reply carries no 'arrays' record"})
             continue
+        try:
+            unpacked[node] = unpack_numpy(reply.content["arrays"], layout)
+        except WireFormatError as error:
+            rejected.append({"node": node, "reason": str(error)})
+            continue
         candidates[node] = reply
-    verdicts = validate_updates({n: _numpy(m.content["arrays"]) for n, m in candidates.items()}, global_arrays,
-                                settings.max_norm_ratio)
+    verdicts = validate_updates(unpacked, global_arrays, settings.max_norm_ratio)
     accepted = []
     for verdict in verdicts:
         if verdict.accepted:
@@ -88,13 +89,14 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         restore_strategy_state(strategy, state.strategy)
         log.info("resuming %s after round %d", run_dir, state.round)
     random.seed(settings.seed * 7_919 + state.round)  # Flower samples nodes with the global `random`
-    arrays = ArrayRecord.from_torch_state_dict(state.weights)
-    config = {**spec.to_config(), "local-steps": settings.local_steps}
+    layout = spec.weight_layout()
+    arrays = pack(state.weights, layout)
+    config = {**spec.to_config(), "local-steps": settings.local_steps, "rounds": settings.rounds}
     for server_round in range(state.round + 1, settings.rounds + 1):
         started = time.perf_counter()
         messages = strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid)
         replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
-        accepted, rejected = _filter_replies(replies, _numpy(arrays), settings, server_round)
+        accepted, rejected = _filter_replies(replies, unpack_numpy(arrays, layout), layout, settings, server_round)
         train_metrics = _site_metrics(accepted)
         if len(accepted) < settings.min_sites:
             log.error("round %d: %d accepted replies, fewer than min_sites = %d; the global model is kept",
@@ -102,15 +104,14 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
             aggregated = None
         else:
             aggregated, _ = strategy.aggregate_train(server_round, accepted)
-        if aggregated is not None:  # server optimizers (FedAdam, ...) compute in float64: keep the model's dtypes
-            weights = {k: v.to(state.weights[k].dtype) for k, v in aggregated.to_torch_state_dict().items()}
-            arrays = ArrayRecord.from_torch_state_dict(weights)
-        weights = arrays.to_torch_state_dict()
+        if aggregated is not None:  # server optimizers (FedAdam, ...) compute in float64: back to float32
+            arrays = ArrayRecord({key: Array(value.numpy().astype(np.float32)) for key, value in aggregated.items()})
+        weights = unpack(arrays, layout)
         decay = min(settings.server_ema_decay, (1 + server_round) / (10 + server_round))  # warm-up as in the trainer
         ema = {k: decay * state.ema[k] + (1 - decay) * weights[k] if weights[k].is_floating_point() else weights[k]
                for k in weights}
         evaluation = {}
-        if settings.evaluate:
+        if settings.evaluates_after(server_round):
             eval_messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
             evaluation = _site_metrics(list(grid.send_and_receive(eval_messages, timeout=settings.timeout)))
         seconds = time.perf_counter() - started

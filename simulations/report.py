@@ -74,6 +74,19 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
     train = _plot(_curves(rounds, "train", "train-loss"), "local training loss", "loss", figures / "train_loss.png")
     held_out = _plot(_curves(rounds, "evaluate", "eval-loss"), "held-out denoising loss", "loss",
                      figures / "eval_loss.png")
+    epsilon_curves = _curves(rounds, "train", "epsilon")
+    privacy = ""
+    if epsilon_curves:
+        figure = _plot(epsilon_curves, "sample-level DP epsilon per site (total after the round)", "epsilon",
+                       figures / "epsilon.png")
+        last = {site: points[-1][1] for site, points in sorted(epsilon_curves.items())}
+        deltas = sorted({m["delta"] for r in rounds for m in r["train"].values() if "delta" in m})
+        privacy = (f"<h2>Privacy</h2><p>Sample-level differential privacy at each site (DP-SGD, Opacus, per-example "
+                   f"clipping, Poisson sampling), RDP/PRV accountant as configured, delta {', '.join(f'{d:.2g}' for d in deltas)} "
+                   f"(1/(10 N) per site unless set). Epsilon after the last round: "
+                   f"{html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. It protects each training "
+                   f"image of a site against everyone who sees the weights; it is not site-level DP.</p>"
+                   f"<img src='figures/{figure.name}'>")
     chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
     if registry and registry[-1] not in chosen:
         chosen.append(registry[-1])
@@ -97,7 +110,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;marg
 <th>missing</th></tr>{rows}</table>
 <h2>Losses per round</h2><img src="figures/{train.name}"> <img src="figures/{held_out.name}">
 <h2>Rounds</h2><table><tr><th>round</th><th>seconds</th><th>sites aggregated</th><th>rejected</th><th>why</th></tr>
-{round_rows}</table><h2>Samples</h2>{images}</body></html>"""
+{round_rows}</table>{privacy}<h2>Samples</h2>{images}</body></html>"""
     path = run_dir / "report.html"
     path.write_text(page)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,11 +18,13 @@ from .scenario import Scenario, run_spec, site_partitions
 log = logging.getLogger(__name__)
 
 
-def _site_provider(scenario: Scenario):
+def _site_provider(scenario: Scenario, run_dir: Path):
     def provide(context, spec):
         torch.set_num_threads(scenario.data.threads_per_site)
         _, sites = site_partitions(scenario)
-        return sites[int(context.node_config["partition-id"])]
+        partition = int(context.node_config["partition-id"])
+        return replace(sites[partition], privacy=scenario.privacy,
+                       ledger_path=run_dir / "privacy" / f"site-{partition}.sqlite")
     return provide
 
 
@@ -54,7 +57,7 @@ def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verb
     if not resume:
         _write_sites(scenario, run_dir)
     server_app = make_server_app(spec, scenario.federation, run_dir, resume)
-    client_app = make_client_app(_site_provider(scenario))
+    client_app = make_client_app(_site_provider(scenario, run_dir))
     threads = scenario.data.threads_per_site
     cores = max(1, os.cpu_count() or 1)
     backend = {"client_resources": {"num_cpus": threads, "num_gpus": 0.0},

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..client.site_data import SiteData, holdout_split
 from ..client.trainer import TrainConfig
-from ..common.config import ConfigError, DataConfig, build_section, data_config_from_dict, read_toml
+from ..common.config import (ConfigError, DataConfig, PrivacyConfig, build_section, data_config_from_dict,
+                             read_toml)
 from ..common.data.loader import load_dataset
 from ..common.data.phantom import SCHEMA as PHANTOM_SCHEMA, phantom_example, site_scanner
 from ..common.data.tensors import stack_examples
@@ -64,10 +65,11 @@ class Scenario:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data_config: DataConfig = field(default_factory=DataConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # every virtual site's [privacy] choice
     source: str = ""
 
 
-SECTIONS = ("scenario", "federation", "train", "model", "data")
+SECTIONS = ("scenario", "federation", "train", "model", "data", "privacy")
 
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
@@ -85,7 +87,8 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
             federation=build_section(FederationSettings, raw.get("federation", {}), "federation", source),
             train=build_section(TrainConfig, raw.get("train", {}), "train", source),
             model=build_section(ModelConfig, raw.get("model", {}), "model", source),
-            data_config=data_config_from_dict(raw.get("data", {}), source), source=source)
+            data_config=data_config_from_dict(raw.get("data", {}), source),
+            privacy=build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", source), source=source)
     except ConfigError:
         raise
     except ValueError as e:

@@ -41,12 +41,14 @@ def choose_conditions(available: torch.Tensor, p_condition: float, generator: to
 
 def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.Tensor, available: torch.Tensor,
                      labels: torch.Tensor | None = None, config: LossConfig = LossConfig(),
-                     generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                     network: torch.nn.Module | None = None) -> torch.Tensor:
     """Masked MSE of the network output against its target (the noise, or the EDM/v target; see
     parametrization.py), per example, shape (B,) (the shape Opacus' ghost clipping needs).
 
     x0: (B, C, *spatial) in [-1, 1]; available: (B, C) bool; labels: (B,) or None (-1 = unlabelled);
     t: (B,) schedule times, drawn uniformly when None (evaluation passes them to report loss per noise band).
+    network: what to call instead of ``model`` (the same model wrapped, e.g. by Opacus for per-example gradients).
     """
     batch = x0.shape[0]
     given = choose_conditions(available, config.p_condition, generator)
@@ -62,7 +64,8 @@ def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.T
         drop = (torch.rand(batch, generator=generator) < config.p_uncond).to(labels.device)
         labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
     p = model.parametrization
-    output = model(p.network_input(x_t, alpha, sigma), schedule.network_time(t).to(x0.dtype), x0, given, labels)
+    output = (network or model)(p.network_input(x_t, alpha, sigma), schedule.network_time(t).to(x0.dtype), x0, given,
+                                labels)
     target = p.target(x0, noise, x_t, alpha, sigma)
     weight = diffused.to(x0.dtype).reshape(diffused.shape + (1,) * (x0.dim() - 2))
     per_element = (output.float() - target) ** 2 * weight

@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+import torch
+from flwr.app import Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from meddiff.common.wire import layout_of, pack, unpack_numpy
 from meddiff.server.federation import _filter_replies
 from meddiff.server.settings import FederationSettings
 from meddiff.server.validation import validate_updates
 
 GLOBAL = {"w": np.zeros((4, 3), np.float32), "b": np.zeros(3, np.float32)}
+LAYOUT = layout_of({k: torch.from_numpy(v) for k, v in GLOBAL.items()})
 
 
 def _update(scale: float, seed: int) -> dict[str, np.ndarray]:
@@ -22,7 +25,7 @@ def _update(scale: float, seed: int) -> dict[str, np.ndarray]:
 
 def _reply(node: int, arrays: dict[str, np.ndarray], examples: int = 10) -> Message:
     """A train reply as the SuperLink hands it to the ServerApp, from node ``node``."""
-    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+    content = RecordDict({"arrays": pack({k: torch.from_numpy(v) for k, v in arrays.items()}),
                           "metrics": MetricRecord({"num-examples": examples})})
     metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="i",
                         group_id="1", created_at=time.time(), ttl=3600.0, message_type="train")
@@ -49,13 +52,16 @@ def test_with_two_sites_one_huge_update_is_still_caught():
 def test_the_aggregate_of_a_round_with_bad_replies_equals_the_honest_aggregate():
     honest = [_reply(1, _update(0.1, 1), 10), _reply(2, _update(0.1, 2), 30), _reply(3, _update(0.1, 3), 20)]
     bad = [_reply(4, {**_update(0.1, 4), "w": np.full((4, 3), np.inf, np.float32)}),
-           _reply(5, {**_update(0.1, 5), "w": np.zeros((3, 4), np.float32)}),
+           _reply(5, {**_update(0.1, 5), "w": np.zeros((5, 3), np.float32)}),  # packed: 18 values, not 15
            _reply(6, _update(10.0, 6), 1000)]
-    accepted, rejected = _filter_replies(honest + bad, GLOBAL, FederationSettings(), server_round=1)
-    assert sorted(r["node"] for r in rejected) == [4, 5, 6]
+    accepted, rejected = _filter_replies(honest + bad, GLOBAL, LAYOUT, FederationSettings(), server_round=1)
+    reasons = {r["node"]: r["reason"] for r in rejected}
+    assert sorted(reasons) == [4, 5, 6]
+    assert "w: contains NaN" in reasons[4] and "18 values, the model has 15" in reasons[5] and "median" in reasons[6]
     with_filter, _ = FedAvg().aggregate_train(1, accepted)
     expected, _ = FedAvg().aggregate_train(1, honest)
-    for key in GLOBAL:
-        assert np.array_equal(with_filter[key].numpy(), expected[key].numpy())
+    assert np.array_equal(with_filter["weights"].numpy(), expected["weights"].numpy())
+    manual = sum(n * unpack_numpy(m.content["arrays"], LAYOUT)["w"] for n, m in zip((10, 30, 20), honest)) / 60
+    assert np.allclose(unpack_numpy(with_filter, LAYOUT)["w"], manual, atol=1e-6)
     unfiltered, _ = FedAvg().aggregate_train(1, [m for m in honest + bad if m.metadata.src_node_id != 5])
-    assert not np.isfinite(unfiltered["w"].numpy()).all()  # without validation the round would be ruined
+    assert not np.isfinite(unfiltered["weights"].numpy()).all()  # without validation the round would be ruined

@@ -1,0 +1,111 @@
+"""The site's privacy ledger: its epsilon is Opacus's, a budget refuses the round that would pass it, and a
+process killed mid-round leaves a ledger that never under-reports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from opacus.accountants import PRVAccountant, RDPAccountant
+
+from meddiff.privacy.accounting import noise_for_run
+from meddiff.privacy.ledger import BudgetExceeded, PrivacyLedger
+from tests.conftest import REPO
+
+DELTA, Q, STEPS = 1e-4, 0.05, 60
+
+
+@pytest.mark.parametrize("kind,fresh", [("rdp", RDPAccountant), ("prv", PRVAccountant)])
+def test_ledger_epsilon_equals_a_fresh_opacus_accountant_fed_the_same_steps(tmp_path, kind, fresh):
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite", kind)
+    rounds = [(1.1, Q, STEPS), (1.1, Q, STEPS), (0.9, 2 * Q, STEPS // 2)]  # a second run with other settings
+    accountant = fresh()
+    for index, (noise, rate, steps) in enumerate(rounds, start=1):
+        reservation = ledger.reserve("run-a" if index < 3 else "run-b", index, steps, rate, noise, DELTA, 1e9)
+        ledger.released(reservation)
+        for _ in range(steps):
+            accountant.step(noise_multiplier=noise, sample_rate=rate)
+        expected = accountant.get_epsilon(DELTA)
+        assert reservation.epsilon_total == pytest.approx(expected, abs=1e-6)
+        assert ledger.spent(DELTA) == pytest.approx(expected, abs=1e-6)
+    assert [e["status"] for e in PrivacyLedger(tmp_path / "ledger.sqlite", kind).entries()] == ["released"] * 3
+
+
+def test_a_budget_of_one_refuses_exactly_the_round_that_would_pass_it(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite")
+    noise = noise_for_run(1.0, DELTA, Q, 4 * STEPS)  # a 4-round run planned to end just under epsilon 1
+    accountant, refused_at = RDPAccountant(), None
+    for server_round in range(1, 7):
+        would_be = RDPAccountant()
+        would_be.history = list(accountant.history) + [(noise, Q, STEPS)]
+        try:
+            ledger.reserve("run", server_round, STEPS, Q, noise, DELTA, budget=1.0)
+        except BudgetExceeded as refusal:
+            refused_at = server_round
+            assert "past its budget of 1" in str(refusal) and "nothing was trained" in str(refusal)
+            assert would_be.get_epsilon(DELTA) > 1.0
+            break
+        assert would_be.get_epsilon(DELTA) <= 1.0
+        accountant = would_be
+    assert refused_at == 5
+    assert ledger.spent(DELTA) == pytest.approx(accountant.get_epsilon(DELTA), abs=1e-9) and ledger.spent(DELTA) <= 1.0
+    assert [e["status"] for e in ledger.entries()] == ["reserved"] * 4 + ["refused"]
+    with pytest.raises(BudgetExceeded):  # still refused after a restart: the ledger is on disk
+        PrivacyLedger(tmp_path / "ledger.sqlite").reserve("run", 5, STEPS, Q, noise, DELTA, budget=1.0)
+
+
+def test_a_cancelled_reservation_no_longer_counts(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite")
+    kept = ledger.reserve("run", 1, STEPS, Q, 1.0, DELTA, 1e9)
+    failed = ledger.reserve("run", 2, STEPS, Q, 1.0, DELTA, 1e9)
+    ledger.cancel(failed, "out of memory before release")
+    assert ledger.history() == [(1.0, Q, STEPS)] and failed.epsilon_total > kept.epsilon_total
+
+
+KILLED_SITE = """
+import sys, torch
+from meddiff.client.site_data import SiteData
+from meddiff.common.config import PrivacyConfig
+from meddiff.common.data.training_set import load_training_set
+from meddiff.privacy.private_round import private_train_round
+from meddiff.server.federation import initial_weights
+from meddiff.simulations.scenario import load_scenario, run_spec
+torch.set_num_threads(1)
+spec = run_spec(load_scenario())
+data = load_training_set("phantom", phantom_n=32).tensors
+site = SiteData("site-k", data, None, PrivacyConfig(enabled=True, target_epsilon=5.0, noise_multiplicity=1),
+                sys.argv[1])
+private_train_round(spec, initial_weights(spec), site, 100000, 1, 1, "run-k")
+"""
+
+
+def test_kill_9_during_a_round_leaves_a_ledger_that_never_under_reports(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_SITE, str(path)], cwd=REPO.parent,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if path.exists() and PrivacyLedger(path).entries():
+                break
+            time.sleep(0.5)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(3)  # well inside the round's training
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    ledger = PrivacyLedger(path)
+    (entry,) = ledger.entries()
+    assert entry["status"] == "reserved" and entry["steps"] == 100000
+    full_round = RDPAccountant()
+    full_round.history = [(entry["noise_multiplier"], entry["sample_rate"], entry["steps"])]
+    assert ledger.spent(entry["delta"]) == pytest.approx(full_round.get_epsilon(entry["delta"]), abs=1e-9)
+    partial = RDPAccountant()  # whatever the process managed before the kill is at most the full round
+    partial.history = [(entry["noise_multiplier"], entry["sample_rate"], 50)]
+    assert ledger.spent(entry["delta"]) >= partial.get_epsilon(entry["delta"])

@@ -122,3 +122,33 @@ def test_pneumonia_with_dirichlet_skew_runs_from_the_command_line(tmp_path):
     shares = [s["labels"].get("class1", 0) / (s["train"] + s["holdout"]) for s in sites]
     assert len(sites) == 3 and max(shares) - min(shares) > 0.3  # label skew
     assert (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per_round(tmp_path):
+    from meddiff.privacy.ledger import PrivacyLedger
+    from meddiff.server.run_store import RunStore
+    from tests.conftest import shared
+
+    data = shared("medmnist/pneumoniamnist.npz")
+    noise = {}
+    for epsilon in (1.0, 10.0):
+        out = tmp_path / f"eps{epsilon:g}"
+        assert main(["simulate", "pneumonia", "--data", str(data), "--out", str(out), "--rounds", "2",
+                     "--local-steps", "3", "--epsilon", str(epsilon)]) == 0
+        rounds = RunStore(out).metrics()
+        per_site = {}
+        for entry in rounds:
+            assert len(entry["train"]) == 3 and not entry["rejected"]
+            for metrics in entry["train"].values():
+                per_site.setdefault(int(metrics["partition-id"]), []).append(metrics["epsilon"])
+                noise[epsilon] = metrics["noise-multiplier"]
+        for site, values in per_site.items():
+            assert len(values) == 2 and 0 < values[0] < values[1] <= epsilon  # composes, stays within target
+            ledger = PrivacyLedger(out / "privacy" / f"site-{site}.sqlite")
+            assert [e["status"] for e in ledger.entries()] == ["released", "released"]
+            assert ledger.spent(ledger.entries()[-1]["delta"]) == pytest.approx(values[-1], abs=1e-9)
+        page = (out / "report.html").read_text()
+        assert "Sample-level differential privacy" in page and (out / "figures" / "epsilon.png").exists()
+    assert noise[1.0] > noise[10.0]

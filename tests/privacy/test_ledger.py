@@ -109,3 +109,16 @@ def test_kill_9_during_a_round_leaves_a_ledger_that_never_under_reports(tmp_path
     partial = RDPAccountant()  # whatever the process managed before the kill is at most the full round
     partial.history = [(entry["noise_multiplier"], entry["sample_rate"], 50)]
     assert ledger.spent(entry["delta"]) >= partial.get_epsilon(entry["delta"])
+
+
+def test_site_budget_command_prints_the_kind_epsilon_delta_and_what_is_left(tmp_path, capsys):
+    from meddiff.cli import main
+
+    config = tmp_path / "site.toml"
+    config.write_text('site_id = "north"\n[data]\npath = "phantom"\n[privacy]\nenabled = true\ntarget_epsilon = 2.0\n')
+    ledger = PrivacyLedger(tmp_path / ".meddiff-site" / "privacy" / "north.sqlite")
+    spent = ledger.reserve("run", 1, STEPS, Q, 1.5, DELTA, 2.0).epsilon_total
+    assert main(["site", "budget", "--config", str(config)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"sample-level DP at site north: epsilon {spent:.4f} spent at delta {DELTA:.3g}" in out
+    assert "RDP accountant" in out and f"budget 2, left {2 - spent:.4f}" in out

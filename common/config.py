@@ -72,7 +72,7 @@ class DataConfig:
             raise ConfigError(f"[data] resolution must be 0 (suggested) or a positive size, got {self.resolution}")
 
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+GRAD_SAMPLE_MODES = ("hooks", "functorch")  # ghost clipping cannot average K draws before clipping
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,6 @@ class PrivacyConfig:
             raise ConfigError("[privacy] max_grad_norm must be > 0 and noise_multiplicity >= 1")
         if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ConfigError(f"[privacy] grad_sample_mode must be one of {list(GRAD_SAMPLE_MODES)}")
-        if self.grad_sample_mode == "ghost" and self.noise_multiplicity != 1:
-            raise ConfigError("[privacy] grad_sample_mode = 'ghost' clips whole-row gradients and cannot average "
-                              "noise_multiplicity > 1 draws before clipping; use 'hooks' or set it to 1")
         if self.accountant not in ("rdp", "prv"):
             raise ConfigError(f"[privacy] accountant must be 'rdp' or 'prv', got {self.accountant!r}")
 

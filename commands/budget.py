@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     privacy = site.privacy
     path = args.ledger or ledger_path(site_state_dir(args.config), site.site_id)
     console = Console()
-    if not PrivacyLedger.exists(path):
+    if not Path(path).is_file():  # opening a ledger would create it
         console.print(f"site {site.site_id}: no privacy ledger at {path}: nothing has been released under DP")
         return 0
     ledger = PrivacyLedger(path, privacy.accountant)

@@ -34,7 +34,7 @@ def pack(state_dict: dict[str, torch.Tensor], layout: Layout | None = None) -> A
     """``{name: tensor}`` -> an ArrayRecord holding one (N,) float32 array under ``PACKED_KEY``, in ``layout``'s
     order (default: the dict's own)."""
     if layout is not None:
-        if [name for name, _ in layout] != list(state_dict) and set(n for n, _ in layout) != set(state_dict):
+        if {name for name, _ in layout} != set(state_dict):
             raise WireFormatError("the weights to pack do not have the layout's names")
         state_dict = {name: state_dict[name] for name, _ in layout}
     flat = [value.detach().to("cpu", torch.float32).reshape(-1) for value in state_dict.values()]

@@ -66,10 +66,6 @@ class PrivacyLedger:
         return db
 
     @staticmethod
-    def exists(path: str | Path) -> bool:
-        return Path(path).is_file()
-
-    @staticmethod
     def _history(db: sqlite3.Connection) -> list[Release]:
         rows = db.execute(f"SELECT noise_multiplier, sample_rate, steps FROM releases WHERE status IN "
                           f"({','.join('?' * len(COUNTED))}) ORDER BY id", COUNTED).fetchall()

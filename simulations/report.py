@@ -21,6 +21,7 @@ from ..common.diffusion.generate import Conditioning, sample  # noqa: E402
 from ..common.diffusion.loading import load_model  # noqa: E402
 from ..common.grid import example_grid  # noqa: E402
 from ..common.schema import Example  # noqa: E402
+from ..privacy.ledger import PrivacyLedger  # noqa: E402
 from ..server.run_store import RunStore  # noqa: E402
 
 
@@ -81,8 +82,10 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
                        figures / "epsilon.png")
         last = {site: points[-1][1] for site, points in sorted(epsilon_curves.items())}
         deltas = sorted({m["delta"] for r in rounds for m in r["train"].values() if "delta" in m})
+        accountants = sorted({e["accountant"].upper() for path in sorted((run_dir / "privacy").glob("*.sqlite"))
+                              for e in PrivacyLedger(path).entries()}) or ["unknown"]
         privacy = (f"<h2>Privacy</h2><p>Sample-level differential privacy at each site (DP-SGD, Opacus, per-example "
-                   f"clipping, Poisson sampling), RDP/PRV accountant as configured, delta {', '.join(f'{d:.2g}' for d in deltas)} "
+                   f"clipping, Poisson sampling), {'/'.join(accountants)} accountant, delta {', '.join(f'{d:.2g}' for d in deltas)} "
                    f"(1/(10 N) per site unless set). Epsilon after the last round: "
                    f"{html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. It protects each training "
                    f"image of a site against everyone who sees the weights; it is not site-level DP.</p>"

@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The smallest model and batch the federation tests train (a [train] and a [model] table of a TOML config).
+TINY_MODEL_TABLES = """[train]
+batch_size = 4
+[model]
+channels = [8, 16]
+attention_levels = [false, true]
+num_head_channels = 8
+norm_num_groups = 8
+"""
 SHARED_DATA = Path(os.environ.get("MEDDIFF_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -10,6 +10,7 @@ from meddiff.common.certs import create_credentials
 from meddiff.server.deployment import (Credentials, ProcessGroup, flower_env, flwr, free_port, online_nodes,
                                        register_site, superlink_command, supernode_command, wait_for,
                                        write_cli_config)
+from tests.conftest import TINY_MODEL_TABLES
 
 FEDERATION = """
 run_dir = "{run_dir}"
@@ -23,14 +24,7 @@ local_steps = {steps}
 min_sites = 2
 timeout = 300
 evaluate = {evaluate}
-[train]
-batch_size = 4
-[model]
-channels = [8, 16]
-attention_levels = [false, true]
-num_head_channels = 8
-norm_num_groups = 8
-"""
+""" + TINY_MODEL_TABLES
 
 
 class Federation:

@@ -15,6 +15,7 @@ from meddiff.common.checkpoint import load_checkpoint
 from meddiff.server.federation import initial_weights
 from meddiff.simulations.runner import simulate
 from meddiff.simulations.scenario import Scenario, load_scenario, run_spec
+from tests.conftest import TINY_MODEL_TABLES
 
 TINY = """
 name = "tiny"
@@ -28,14 +29,7 @@ examples_per_site = 8
 rounds = 3
 local_steps = 3
 strategy = "fedadam"
-[train]
-batch_size = 4
-[model]
-channels = [8, 16]
-attention_levels = [false, true]
-num_head_channels = 8
-norm_num_groups = 8
-"""
+""" + TINY_MODEL_TABLES
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from ..common.run_spec import RunSpec
 from ..common.wire import pack, unpack
 from ..privacy.ledger import BudgetExceeded
 from ..privacy.private_round import private_train_round
+from .aggregation_mods import clip_update_when_asked, secure_aggregation_when_asked
 from .local_round import evaluate_round, train_round
 from .site_data import SiteData
 
@@ -50,7 +51,7 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
     data named by the site's site.toml)."""
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=[secure_aggregation_when_asked, clip_update_when_asked])  # outermost first
     def train(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)

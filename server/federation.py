@@ -22,7 +22,9 @@ from flwr.serverapp import Grid
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
 from ..common.wire import Layout, WireFormatError, pack, unpack, unpack_numpy
+from . import central_dp
 from .run_store import RoundState, RunStore
+from .secure_round import as_replies, secure_train_round
 from .settings import FederationSettings
 from .strategies import make_strategy, restore_strategy_state, strategy_state
 from .validation import validate_updates
@@ -55,7 +57,13 @@ def _filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray]
             rejected.append({"node": node, "reason": str(error)})
             continue
         candidates[node] = reply
-    verdicts = validate_updates(unpacked, global_arrays, settings.max_norm_ratio)
+    if settings.central_dp == "off":
+        limits = {"max_norm_ratio": settings.max_norm_ratio}
+    else:  # with central DP, who is aggregated must not depend on the other sites' updates: clipping bounds them
+        limits = {"max_norm_ratio": float("inf"),
+                  "max_update_norm": settings.dp_clipping_norm if settings.central_dp == "client-clipping"
+                  else float("inf")}
+    verdicts = validate_updates(unpacked, global_arrays, **limits)
     accepted = []
     for verdict in verdicts:
         if verdict.accepted:
@@ -75,18 +83,50 @@ def _site_metrics(replies: list[Message]) -> dict[str, dict]:
     return out
 
 
+def _plain_step(grid, strategy, dp, messages, arrays, layout, settings, server_round):
+    """Send, validate each reply, aggregate the accepted ones: (aggregate or None, site metrics, rejections)."""
+    replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
+    accepted, rejected = _filter_replies(replies, unpack_numpy(arrays, layout), layout, settings, server_round)
+    if len(accepted) < settings.min_sites:
+        log.error("round %d: %d accepted replies, fewer than min_sites = %d; the global model is kept",
+                  server_round, len(accepted), settings.min_sites)
+        return None, _site_metrics(accepted), rejected
+    if dp is not None:
+        central_dp.prepare_aggregation(dp, accepted)
+    return strategy.aggregate_train(server_round, accepted)[0], _site_metrics(accepted), rejected
+
+
+def _secure_step(grid, strategy, dp, messages, settings, server_round):
+    """The same under SecAgg+: the server sees only the mean, which the strategy (and DP wrapper) then takes."""
+    mean, site_metrics, failed = secure_train_round(grid, messages, settings, server_round,
+                                                    "uniform" if dp is not None else "examples")
+    for failure in failed:
+        log.warning("round %d: node %s: %s", server_round, failure["node"], failure["reason"])
+    if mean is None or len(site_metrics) < settings.min_sites:
+        log.error("round %d: %d sites in the secure sum, min_sites = %d; the global model is kept", server_round,
+                  len(site_metrics), settings.min_sites)
+        return None, site_metrics, failed
+    replies = as_replies(mean, len(site_metrics))
+    if dp is not None:
+        central_dp.prepare_aggregation(dp, replies)
+    return strategy.aggregate_train(server_round, replies)[0], site_metrics, failed
+
+
 def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_dir: str | Path,
                    resume: bool = False) -> RunStore:
     """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``."""
     store = RunStore(run_dir)
     store.start({"spec": spec.to_config(), "settings": asdict(settings)}, resume=resume)
     strategy = make_strategy(settings)
+    dp = strategy if settings.central_dp != "off" else None
     state = store.latest() if resume else None
     if state is None:
         weights = initial_weights(spec)
         state = RoundState(0, weights, {k: v.clone() for k, v in weights.items()}, {})
     else:
         restore_strategy_state(strategy, state.strategy)
+        if dp is not None and state.privacy:
+            central_dp.restore_accountant(dp, state.privacy)
         log.info("resuming %s after round %d", run_dir, state.round)
     random.seed(settings.seed * 7_919 + state.round)  # Flower samples nodes with the global `random`
     layout = spec.weight_layout()
@@ -94,16 +134,21 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     config = {**spec.to_config(), "local-steps": settings.local_steps, "rounds": settings.rounds}
     for server_round in range(state.round + 1, settings.rounds + 1):
         started = time.perf_counter()
-        messages = strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid)
-        replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
-        accepted, rejected = _filter_replies(replies, unpack_numpy(arrays, layout), layout, settings, server_round)
-        train_metrics = _site_metrics(accepted)
-        if len(accepted) < settings.min_sites:
-            log.error("round %d: %d accepted replies, fewer than min_sites = %d; the global model is kept",
-                      server_round, len(accepted), settings.min_sites)
-            aggregated = None
+        if dp is None:
+            messages = strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid)
         else:
-            aggregated, _ = strategy.aggregate_train(server_round, accepted)
+            try:
+                messages = central_dp.configure_train(dp, server_round, arrays, ConfigRecord(dict(config)), grid)
+            except central_dp.PrivacyBudgetExhausted as exhausted:
+                log.error("round %d not started: %s (%s, dp_max_epsilon = %g); the run stops here", server_round,
+                          exhausted, central_dp.KIND, settings.dp_max_epsilon)
+                break
+        if settings.secure_aggregation:
+            aggregated, train_metrics, rejected = _secure_step(grid, strategy, dp, list(messages), settings,
+                                                               server_round)
+        else:
+            aggregated, train_metrics, rejected = _plain_step(grid, strategy, dp, messages, arrays, layout, settings,
+                                                              server_round)
         if aggregated is not None:  # server optimizers (FedAdam, ...) compute in float64: back to float32
             arrays = ArrayRecord({key: Array(value.numpy().astype(np.float32)) for key, value in aggregated.items()})
         weights = unpack(arrays, layout)
@@ -115,13 +160,19 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
             eval_messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
             evaluation = _site_metrics(list(grid.send_and_receive(eval_messages, timeout=settings.timeout)))
         seconds = time.perf_counter() - started
-        state = RoundState(server_round, weights, ema, strategy_state(strategy))
+        state = RoundState(server_round, weights, ema, strategy_state(strategy),
+                           central_dp.accountant_state(dp) if dp is not None else "")
         sites = sorted(train_metrics)
         entry = {"sites": sites, "schema": spec.schema.to_dict(), "aggregated": aggregated is not None,
                  "strategy": settings.strategy,
                  "eval_loss": float(np.mean([m["eval-loss"] for m in evaluation.values()])) if evaluation else None}
-        store.save_round(state, spec.model_meta(), entry,
-                         {"seconds": seconds, "train": train_metrics, "evaluate": evaluation, "rejected": rejected})
+        round_metrics = {"seconds": seconds, "train": train_metrics, "evaluate": evaluation, "rejected": rejected}
+        if dp is not None:
+            entry["central_dp"] = round_metrics["central_dp"] = central_dp.privacy_record(dp)
+            log.info("round %d: %s epsilon %.4f at delta %g (%s) after %d releases", server_round, central_dp.KIND,
+                     entry["central_dp"]["epsilon"], entry["central_dp"]["delta"], entry["central_dp"]["accountant"],
+                     entry["central_dp"]["releases"])
+        store.save_round(state, spec.model_meta(), entry, round_metrics)
         log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", server_round, seconds,
-                 len(accepted), len(rejected))
+                 len(train_metrics), len(rejected))
     return store

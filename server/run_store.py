@@ -48,6 +48,7 @@ class RoundState:
     weights: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor]
     strategy: dict[str, dict[str, np.ndarray]]
+    privacy: str = ""  # the central-DP accountant's state (JSON), so that a resumed run composes on top of it
 
 
 class RunStore:
@@ -83,7 +84,8 @@ class RunStore:
         path = self.checkpoints / f"round-{state.round:04d}.pt"
         strategy = {name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
                     for name, arrays in state.strategy.items()}
-        save_checkpoint(path, {"model": state.weights, "ema": state.ema, "strategy": strategy, "step": state.round},
+        save_checkpoint(path, {"model": state.weights, "ema": state.ema, "strategy": strategy, "step": state.round,
+                                "privacy": state.privacy},
                         {**model_meta, "step": state.round, "round": state.round, "registry": entry})
         _append_line(self.dir / "metrics.jsonl", {"round": state.round, **round_metrics})
         _append_line(self.dir / "registry.jsonl", {**entry, "round": state.round, "path": str(path)})
@@ -97,5 +99,5 @@ class RunStore:
             except CheckpointError:
                 continue
             strategy = {name: {k: v.numpy() for k, v in arrays.items()} for name, arrays in state["strategy"].items()}
-            return RoundState(int(state["step"]), state["model"], state["ema"], strategy)
+            return RoundState(int(state["step"]), state["model"], state["ema"], strategy, state.get("privacy", ""))
         return None

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from ..common.config import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
+CENTRAL_DP = ("off", "server-clipping", "client-clipping")
+# Flower's accountant for the fixed-clipping wrappers requires FedAvg's own (uniform-weight) aggregation
+CENTRAL_DP_STRATEGIES = ("fedavg", "fedprox")
+# SecAgg+ gives the server only the mean of the updates: robust aggregators (median, trimmed mean, Krum) need each
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,20 @@ class FederationSettings:
     evaluate: bool = True  # ask sites for their held-out denoising loss ...
     evaluate_every: int = 1  # ... every this many rounds and after the last (each ask is one more message a site)
     seed: int = 0
+    # Site-level (central) DP at the server (server/central_dp.py): each round's mean of updates clipped to
+    # dp_clipping_norm plus Gaussian noise; Flower's RDP accountant composes the rounds.
+    central_dp: str = "off"
+    dp_noise_multiplier: float = 1.0
+    dp_clipping_norm: float = 1.0  # L2 bound on one site's update ||w_site - w_global|| per round
+    dp_delta: float = 1e-5
+    dp_max_epsilon: float = 0.0  # stop the run before the round that would pass it (0 = no limit)
+    dp_population: int = 0  # sites in the consortium (0 = min_sites); sampled sites per round cannot exceed it
+    # SecAgg+ (server/secure_round.py): the server learns only the mean of the sites' weights
+    secure_aggregation: bool = False
+    secagg_shares: float = 1.0  # each site's key is shared with this fraction of the round's sites
+    secagg_threshold: float = 0.67  # fraction of the shares needed to unmask: tolerates the rest dropping out
+    secagg_clipping_range: float = 8.0  # weights are quantised within +-this (a site refuses if it would clip)
+    secagg_max_weight: float = 10000.0  # largest num-examples of a site (FedAvg weighting under SecAgg+)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -39,6 +58,32 @@ class FederationSettings:
             raise ConfigError(f"[federation] max_norm_ratio must be > 1, got {self.max_norm_ratio}")
         if not 0 <= self.server_ema_decay < 1:
             raise ConfigError(f"[federation] server_ema_decay must be in [0, 1), got {self.server_ema_decay}")
+        if self.central_dp not in CENTRAL_DP:
+            raise ConfigError(f"[federation] central_dp = {self.central_dp!r} is not one of {list(CENTRAL_DP)}")
+        if self.central_dp != "off":
+            if self.strategy not in CENTRAL_DP_STRATEGIES:
+                raise ConfigError(f"[federation] central_dp needs strategy = one of {list(CENTRAL_DP_STRATEGIES)} "
+                                  f"(uniform FedAvg aggregation is what Flower's accountant covers), got {self.strategy!r}")
+            if self.dp_noise_multiplier <= 0 or self.dp_clipping_norm <= 0 or not 0 < self.dp_delta < 1:
+                raise ConfigError("[federation] central DP needs dp_noise_multiplier > 0, dp_clipping_norm > 0 and "
+                                  "0 < dp_delta < 1")
+            if self.fraction_train != 1:
+                raise ConfigError("[federation] central DP is accounted without sampling amplification: keep "
+                                  "fraction_train = 1")
+
+        if self.secure_aggregation:
+            if self.strategy not in SECURE_STRATEGIES:
+                raise ConfigError(f"[federation] secure_aggregation needs a strategy that works on the mean of the "
+                                  f"updates, one of {list(SECURE_STRATEGIES)}; got {self.strategy!r}")
+            if self.central_dp == "server-clipping":
+                raise ConfigError("[federation] with secure_aggregation the server never sees one site's update, so "
+                                  "it cannot clip it: use central_dp = 'client-clipping'")
+            if not 0 < self.secagg_threshold <= 1 or not 0 < self.secagg_shares <= 1:
+                raise ConfigError("[federation] secagg_shares and secagg_threshold are fractions in (0, 1]")
+
+    @property
+    def population(self) -> int:
+        return self.dp_population or self.min_sites
 
     def evaluates_after(self, server_round: int) -> bool:
         return self.evaluate and (server_round % self.evaluate_every == 0 or server_round == self.rounds)

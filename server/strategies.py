@@ -12,7 +12,15 @@ _STATE_ATTRIBUTES = ("m_t", "v_t")
 
 
 def make_strategy(settings: FederationSettings) -> flower.Strategy:
-    common = dict(fraction_train=settings.fraction_train, fraction_evaluate=1.0 if settings.evaluate else 0.0,
+    """The configured strategy; with central DP, inside Flower's fixed-clipping wrapper (server/central_dp.py)."""
+    if settings.central_dp != "off":
+        from . import central_dp
+        return central_dp.wrap(_base_strategy(settings, weighted_by_key=central_dp.UNIFORM_WEIGHT_KEY), settings)
+    return _base_strategy(settings)
+
+
+def _base_strategy(settings: FederationSettings, **weighting) -> flower.Strategy:
+    common = dict(**weighting, fraction_train=settings.fraction_train, fraction_evaluate=1.0 if settings.evaluate else 0.0,
                   min_train_nodes=settings.min_sites, min_evaluate_nodes=settings.min_sites,
                   min_available_nodes=settings.min_sites)
     name = settings.strategy

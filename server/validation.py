@@ -3,7 +3,8 @@
 A reply is rejected (logged with its node id, excluded, the round goes on) when its arrays are missing or
 extra, of the wrong shape or dtype, not finite, or when its update norm ||w_site - w_global|| is more than
 ``max_norm_ratio`` times the median norm of the *other* replies of the round (leave-one-out, so that with
-two sites one broken update cannot hide by dragging the median up).
+two sites one broken update cannot hide by dragging the median up), or when it is larger than ``max_update_norm``
+(site-level DP with clipping at the sites: an unclipped update would void the server's guarantee).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def update_norm(arrays: Arrays, reference: Arrays) -> float:
     return float(np.sqrt(sum(float(np.sum((arrays[k].astype(np.float64) - reference[k]) ** 2)) for k in reference)))
 
 
-def validate_updates(updates: dict[int, Arrays], reference: Arrays, max_norm_ratio: float = 10.0) -> list[Verdict]:
+def validate_updates(updates: dict[int, Arrays], reference: Arrays, max_norm_ratio: float = 10.0,
+                     max_update_norm: float = float("inf")) -> list[Verdict]:
     """One verdict per node id, in the order given."""
     verdicts: dict[int, Verdict] = {}
     norms: dict[int, float] = {}
@@ -56,7 +58,10 @@ def validate_updates(updates: dict[int, Arrays], reference: Arrays, max_norm_rat
     for node, norm in norms.items():
         others = [n for other, n in norms.items() if other != node]
         median = float(np.median(others)) if others else norm
-        if others and norm > max_norm_ratio * max(median, 1e-12):
+        if norm > max_update_norm * (1 + 1e-4):  # float32 rounding of a clipped update stays far below 1e-4
+            verdicts[node] = Verdict(node, False, f"update norm {norm:.6g} exceeds the clipping norm {max_update_norm:g}: "
+                                                  "the site did not clip its update", norm)
+        elif others and norm > max_norm_ratio * max(median, 1e-12):
             verdicts[node] = Verdict(node, False, f"update norm {norm:.3g} is {norm / max(median, 1e-12):.1f}x the "
                                                   f"median of the other sites ({median:.3g}); limit {max_norm_ratio}x",
                                      norm)

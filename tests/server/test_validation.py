@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import torch
-from flwr.app import Message, Metadata, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+from meddiff.common.config import ConfigError
+from meddiff.server import central_dp
 
 from meddiff.common.wire import layout_of, pack, unpack_numpy
 from meddiff.server.federation import _filter_replies
@@ -65,3 +69,45 @@ def test_the_aggregate_of_a_round_with_bad_replies_equals_the_honest_aggregate()
     assert np.allclose(unpack_numpy(with_filter, LAYOUT)["w"], manual, atol=1e-6)
     unfiltered, _ = FedAvg().aggregate_train(1, [m for m in honest + bad if m.metadata.src_node_id != 5])
     assert not np.isfinite(unfiltered["weights"].numpy()).all()  # without validation the round would be ruined
+
+
+def _failed_reply(node: int) -> Message:
+    metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="i",
+                        group_id="1", created_at=time.time(), ttl=3600.0, message_type="train")
+    return Message(error=Error(code=4001, reason="privacy budget exhausted"), metadata=metadata)
+
+
+def test_with_central_dp_a_failed_site_does_not_void_the_round():
+    settings = FederationSettings(central_dp="server-clipping", dp_noise_multiplier=1.0, dp_clipping_norm=1.0)
+    replies = [_reply(1, _update(0.1, 1)), _reply(2, _update(0.1, 2)), _failed_reply(3)]
+    flowers_own = DifferentialPrivacyServerSideFixedClipping(FedAvg(), 1.0, 1.0, 3)
+    flowers_own.current_arrays = pack({k: torch.from_numpy(v) for k, v in GLOBAL.items()})
+    assert flowers_own.aggregate_train(1, replies) == (None, None)  # Flower voids the round on any error reply
+    accepted, rejected = _filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
+    assert [r["node"] for r in rejected] == [3] and "budget" in rejected[0]["reason"]
+    dp = DifferentialPrivacyServerSideFixedClipping(FedAvg(weighted_by_key=central_dp.UNIFORM_WEIGHT_KEY), 1.0, 1.0, 3)
+    dp.current_arrays = flowers_own.current_arrays
+    central_dp.prepare_aggregation(dp, accepted)
+    aggregated, _ = dp.aggregate_train(1, accepted)
+    assert aggregated is not None and dp.num_sampled_clients == 2  # noise std z C / 2 for the 2 sites averaged
+
+
+def test_with_clipping_at_the_sites_an_unclipped_update_is_rejected():
+    settings = FederationSettings(central_dp="client-clipping", dp_clipping_norm=0.5)
+    clipped = {k: v * 0.0 + 0.01 for k, v in GLOBAL.items()}  # norm 0.039
+    replies = [_reply(1, clipped), _reply(2, _update(1.0, 2))]  # norm about 3.9: the site did not clip
+    accepted, rejected = _filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
+    assert [m.metadata.src_node_id for m in accepted] == [1]
+    assert "exceeds the clipping norm 0.5" in rejected[0]["reason"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(central_dp="server-clipping", strategy="krum"), "uniform FedAvg"),
+    (dict(central_dp="server-clipping", fraction_train=0.5), "fraction_train = 1"),
+    (dict(secure_aggregation=True, strategy="fedmedian"), "mean of the updates"),
+    (dict(secure_aggregation=True, central_dp="server-clipping"), "client-clipping"),
+    (dict(central_dp="local"), "is not one of"),
+])
+def test_privacy_settings_that_cannot_hold_are_refused_by_name(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        FederationSettings(**settings)

@@ -24,6 +24,7 @@ local_steps = {steps}
 min_sites = 2
 timeout = 300
 evaluate = {evaluate}
+{extra}
 """ + TINY_MODEL_TABLES
 
 
@@ -61,8 +62,9 @@ class Federation:
     def log(self, name: str) -> Path:
         return self.tmp / "logs" / f"{name}.log"
 
-    def config(self, name: str, rounds: int, steps: int, evaluate: bool = False) -> Path:
+    def config(self, name: str, rounds: int, steps: int, evaluate: bool = False, extra: str = "") -> Path:
+        """federation.toml for a run; ``extra``: more lines of its [federation] table."""
         path = self.tmp / f"{name}.toml"
         path.write_text(FEDERATION.format(run_dir=self.tmp / name, rounds=rounds, steps=steps,
-                                          evaluate=str(evaluate).lower()))
+                                          evaluate=str(evaluate).lower(), extra=extra))
         return path

@@ -27,6 +27,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..server import central_dp
     from ..simulations.report import write_report
     from ..simulations.runner import simulate
     from ..simulations.scenario import load_scenario
@@ -50,10 +51,16 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"privacy: sample-level DP-SGD at each site, target epsilon {privacy.target_epsilon:g} per run "
                       f"(budget {privacy.budget:g}), delta {privacy.delta or '1/(10 N)'}, {privacy.accountant.upper()} "
                       f"accountant, clip {privacy.max_grad_norm:g}, noise multiplicity {privacy.noise_multiplicity}")
+    if federation.central_dp != "off":
+        console.print(f"privacy: {central_dp.describe_settings(federation)}")
+    if federation.secure_aggregation:
+        console.print("secure aggregation: SecAgg+ (the coordinator sees only the mean of the sites' weights)")
     started = time.perf_counter()
     store = simulate(scenario, out, resume=args.resume, verbose=args.verbose_flower)
     report = write_report(out, scenario.name, args.sample_every)
     last = store.registry()[-1]
     console.print(f"{last['round']} rounds in {time.perf_counter() - started:.0f} s; global model "
                   f"{last['path']}; report {report}")
+    if "central_dp" in last:
+        console.print(f"privacy: {central_dp.describe(last['central_dp'])}")
     return 0

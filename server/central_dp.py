@@ -87,6 +87,22 @@ def privacy_record(dp: DifferentialPrivacyFixedClippingBase) -> dict:
             "clipping": "server" if isinstance(dp, flower.DifferentialPrivacyServerSideFixedClipping) else "site"}
 
 
+def describe(record: dict) -> str:
+    """One line that states a site-level guarantee exactly (kind, epsilon, delta, accountant, mechanism)."""
+    return (f"{record['kind']}: epsilon {record['epsilon']:.4g} at delta {record['delta']:.2g} after "
+            f"{record['releases']} rounds ({record['accountant']}; noise multiplier {record['noise_multiplier']:g}, "
+            f"updates clipped to {record['clipping_norm']:g} at the {record['clipping']})")
+
+
+def describe_settings(settings: FederationSettings) -> str:
+    """The same, before the run: what will be enforced."""
+    limit = f", run stops before epsilon {settings.dp_max_epsilon:g}" if settings.dp_max_epsilon else ""
+    where = "server" if settings.central_dp == "server-clipping" else "site"
+    return (f"{KIND}: noise multiplier {settings.dp_noise_multiplier:g}, updates clipped to "
+            f"{settings.dp_clipping_norm:g} at the {where}, delta {settings.dp_delta:.2g}, RDP accountant (Flower), "
+            f"{settings.population} sites{limit}")
+
+
 def accountant_state(dp: DifferentialPrivacyFixedClippingBase) -> str:
     return json.dumps(dp.accountant.state_dict())
 

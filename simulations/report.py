@@ -22,6 +22,7 @@ from ..common.diffusion.loading import load_model  # noqa: E402
 from ..common.grid import example_grid  # noqa: E402
 from ..common.schema import Example  # noqa: E402
 from ..privacy.ledger import PrivacyLedger  # noqa: E402
+from ..server.central_dp import describe  # noqa: E402
 from ..server.run_store import RunStore  # noqa: E402
 
 
@@ -90,6 +91,14 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
                    f"{html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. It protects each training "
                    f"image of a site against everyone who sees the weights; it is not site-level DP.</p>"
                    f"<img src='figures/{figure.name}'>")
+    site_level = [(e["round"], e["central_dp"]) for e in registry if "central_dp" in e]
+    if site_level:
+        figure = _plot({"federation": [(r, d["epsilon"]) for r, d in site_level]},
+                       "site-level DP epsilon at the server (total after the round)", "epsilon",
+                       figures / "epsilon_site_level.png")
+        privacy += (f"<h2>Site-level privacy</h2><p>{html.escape(describe(site_level[-1][1]))}. It protects whether "
+                    f"any one site (all of its images at once) took part, against everyone who sees the global "
+                    f"models.</p><img src='figures/{figure.name}'>")
     chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
     if registry and registry[-1] not in chosen:
         chosen.append(registry[-1])

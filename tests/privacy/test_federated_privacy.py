@@ -13,6 +13,7 @@ import torch
 from meddiff.common.checkpoint import load_checkpoint
 from meddiff.server.federation import initial_weights
 from meddiff.server.secure_round import quantisation_levels
+from meddiff.simulations.report import write_report
 from meddiff.simulations.runner import simulate
 from meddiff.simulations.scenario import Scenario, load_scenario, run_spec
 from tests.conftest import TINY_MODEL_TABLES
@@ -106,3 +107,6 @@ def test_site_level_dp_epsilon_is_flowers_accountant_over_the_released_rounds(sc
         assert entry["central_dp"]["epsilon"] == pytest.approx(fresh.get_epsilon(1e-5), abs=1e-9)
         assert entry["central_dp"]["clipping"] == "site" and entry["aggregated"]
     assert [e["central_dp"]["releases"] for e in registry] == [1, 2]
+    page = write_report(tmp_path).read_text()  # the report states the guarantee: kind, epsilon, delta, accountant
+    assert f"site-level DP at the server: epsilon {registry[-1]['central_dp']['epsilon']:.4g} at delta 1e-05" in page
+    assert "RDP (Flower, dp-accounting)" in page

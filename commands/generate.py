@@ -21,6 +21,7 @@ def add_parser(commands) -> None:
     p = commands.add_parser("generate", help="sample images from a trained model")
     p.add_argument("--model", required=True, help="model.pt written by `meddiff train` (or a global model)")
     p.add_argument("--n", type=int, default=16, help="number of samples")
+    p.add_argument("--n-per-class", type=int, help="this many samples of every class (instead of --n)")
     p.add_argument("--class", dest="class_name", default="all",
                    help="class name, 'all' (cycle over the classes, the default) or 'none' (unconditional)")
     p.add_argument("--given", action="append", default=[], metavar="CHANNEL=FILE",
@@ -39,6 +40,9 @@ def add_parser(commands) -> None:
     p.add_argument("--audit-alpha", type=float, default=0.01,
                    help="flag samples closer to the training set than this quantile of held-out images")
     p.add_argument("--no-audit", action="store_true", help="skip the memorisation audit (never for export)")
+    p.add_argument("--export", default="", metavar="FORMATS",
+                   help="also write the kept samples as a data set: comma-separated npz,png,nifti,dicom "
+                        "(synthetic DICOM: new UIDs, DERIVED/SECONDARY, marked SYNTHETIC)")
     p.set_defaults(func=run)
 
 
@@ -86,10 +90,21 @@ def run(args: argparse.Namespace) -> int:
     from ..common.progress import step_progress
     from ..common.schema import Example
 
-    if args.n < 1 or args.steps < 1 or args.batch_size < 1:
-        raise ConfigError("--n, --steps and --batch-size must be >= 1")
+    from ..tasks.export import FORMATS, export
+
+    formats = [f.strip() for f in args.export.split(",") if f.strip()]
+    if sorted(set(formats) - set(FORMATS)):
+        raise ConfigError(f"--export {args.export}: formats are {','.join(FORMATS)}")
+    if formats and args.no_audit:
+        raise ConfigError("--export always runs the memorisation audit before data leaves the site; drop --no-audit")
+    if args.n < 1 or args.steps < 1 or args.batch_size < 1 or (args.n_per_class is not None and args.n_per_class < 1):
+        raise ConfigError("--n, --n-per-class, --steps and --batch-size must be >= 1")
     loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device)
     schema, size = loaded.schema, loaded.resolution
+    if args.n_per_class is not None:
+        if not schema.num_classes:
+            raise ConfigError("--n-per-class: this model has no classes; use --n")
+        args.n, args.class_name = args.n_per_class * schema.num_classes, "all"
     labels = _labels(args.class_name, schema, args.n)
     condition, given = _given(args.given, schema, size)
     generator = torch.Generator(loaded.device).manual_seed(args.seed)
@@ -123,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
               "guidance": args.guidance, "class": args.class_name, "given": args.given, "seed": args.seed,
               "ema": not args.raw_weights, "seconds": seconds, "images_per_second": args.n / seconds,
               "resolution": size, "device": str(loaded.device), "kept": int(len(images)), "audit": audit}
+    if formats:
+        report["export"] = export(images, label_array, schema, out, formats, str(args.model))
+        if audit is None:
+            console.print("[yellow]exported without a memorisation audit: the training data is not on this machine")
     if loaded.meta.get("data", {}).get("source") == "phantom" and not args.given:
         report["phantom_check"] = _phantom_check(images, label_array if labels is not None else None, size, console)
     (out / "generate.json").write_text(json.dumps(report, indent=2))
@@ -150,7 +169,12 @@ def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Consol
         holdout = load_training_set(source, config, loaded.resolution, phantom_n=64, seed=12345).tensors
     else:  # the split `meddiff train` and the site's ClientApp both keep out (10 %, seed 0)
         train, holdout = holdout_split(data, HOLDOUT_FRACTION)
-    result = audit_near_copies(torch.from_numpy(images), train, holdout, args.audit_alpha)
+    try:
+        result = audit_near_copies(torch.from_numpy(images), train, holdout, args.audit_alpha)
+    except ValueError as error:
+        raise ConfigError(f"memorisation audit against {source} ({len(train)} training, {len(holdout)} held-out "
+                          f"images): {error}; give more data with --audit-data, or --no-audit to keep the samples "
+                          "on this machine unaudited") from error
     members = train.subset(torch.arange(min(len(train), 4 * len(holdout))))
     auroc = membership_auroc(denoising_losses(loaded.model, loaded.schedule, members),
                              denoising_losses(loaded.model, loaded.schedule, holdout))

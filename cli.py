@@ -98,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=None, help="override the scenario's rounds")
     demo.set_defaults(func=cmd_demo)
 
-    from .commands import budget, deploy, generate, simulate, train
+    from .commands import budget, denoise, deploy, detect_anomalies, generate, simulate, super_resolve, train
     deploy.add_parsers(commands, site)
     budget.add_parser(site)
     train.add_parser(commands)
     generate.add_parser(commands)
+    detect_anomalies.add_parser(commands)
+    denoise.add_parser(commands)
+    super_resolve.add_parser(commands)
     simulate.add_parser(commands)
     return parser
 

@@ -8,11 +8,15 @@ Data lie in [-1, 1], so the denoised estimate x0 = (x - sigma eps) / alpha is cl
 recomputed from it (DDPM's ``clip_sample``, applied in the denoiser so that every sampler gets it). Near t = 1
 alpha is ~0.006 and an eps error of 0.01 would move x0 by ~1.5; without the clip an imperfect network can
 push a few-step sampler out of the data range for good.
+
+``denoised_fn(x0, t)`` edits the denoised estimate the same way, after the clip: the tasks pass a projection onto
+their measurements there (data consistency in the style of DDNM, Wang et al. 2023), so every sampler gets it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -37,8 +41,12 @@ class Conditioning:
         return cls(torch.zeros(shape, device=device), torch.zeros(shape[:2], dtype=torch.bool, device=device))
 
 
+DenoisedFn = Callable[[Tensor, Tensor], Tensor]
+
+
 def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: Conditioning,
-                  guidance_scale: float = 1.0, clip_denoised: bool = True) -> EpsFn:
+                  guidance_scale: float = 1.0, clip_denoised: bool = True,
+                  denoised_fn: DenoisedFn | None = None) -> EpsFn:
     """eps_fn(x, t) for the samplers: the network at schedule time t, with classifier-free guidance.
 
     x: (B, C, *spatial); t: (B,) schedule times in [0, 1]. Returns eps of the same shape as x.
@@ -64,9 +72,11 @@ def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: 
         sigma = schedule.sigma(t).to(device=x.device, dtype=x.dtype).reshape(shape)
         time = schedule.network_time(t).to(device=x.device, dtype=x.dtype)
         eps = p.eps(network(p.network_input(x, alpha, sigma), time).to(x.dtype), x, alpha, sigma)
-        if not clip_denoised:
+        if not clip_denoised and denoised_fn is None:
             return eps
-        x0 = ((x - sigma * eps) / alpha).clamp(-1.0, 1.0)
+        x0 = (x - sigma * eps) / alpha
+        x0 = x0.clamp(-1.0, 1.0) if clip_denoised else x0
+        x0 = denoised_fn(x0, t) if denoised_fn is not None else x0
         return (x - alpha * x0) / sigma
 
     return eps_fn
@@ -75,7 +85,8 @@ def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: 
 @torch.no_grad()
 def sample(model: ConditionalDenoiser, schedule: Schedule, conditioning: Conditioning, *, sampler: str = "ddim",
            steps: int = 50, guidance_scale: float = 1.0, clip_denoised: bool = True,
-           generator: torch.Generator | None = None, x_start: Tensor | None = None, start_t: float = 1.0, hook: Hook = None, **sampler_options) -> Tensor:
+           generator: torch.Generator | None = None, x_start: Tensor | None = None, start_t: float = 1.0,
+           hook: Hook = None, denoised_fn: DenoisedFn | None = None, **sampler_options) -> Tensor:
     """Samples of shape conditioning.condition.shape, in [-1, 1], with given channels equal to the condition.
 
     x_start: the (partially) noised start at ``start_t``; by default pure prior noise at t = 1.
@@ -86,7 +97,7 @@ def sample(model: ConditionalDenoiser, schedule: Schedule, conditioning: Conditi
     if x_start is None:
         noise = torch.randn(reference.shape, generator=generator, dtype=torch.float32, device=reference.device)
         x_start = noise * schedule.prior_std()
-    eps_fn = guided_eps_fn(model, schedule, conditioning, guidance_scale, clip_denoised)
+    eps_fn = guided_eps_fn(model, schedule, conditioning, guidance_scale, clip_denoised, denoised_fn)
     x = get_sampler(sampler)(eps_fn, x_start, schedule, steps, generator, start_t=start_t, hook=hook,
                              **sampler_options)
     x = x.clamp(-1.0, 1.0)

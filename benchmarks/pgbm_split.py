@@ -1,0 +1,33 @@
+"""The PGBM split every task benchmark uses: split by patient (never by slice), tumour-free training slices.
+
+Train: patients PGBM-001 and PGBM-003 (4 studies), only slices whose tumour mask is empty (the anomaly detector
+must learn healthy anatomy; denoising and super-resolution use the same model). Test: patients PGBM-006 and
+PGBM-008 (3 studies), every slice, with its mask. The derived archives are written into the benchmark's own
+output folder (never into the repository), in the channel layout `meddiff` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ARCHIVE = "pgbm/pgbm_t1_t1c_flair_t2_mask_128.npz"
+CONTRASTS = ("t1pre", "t1post", "flair", "t2")
+TRAIN_PATIENTS = ("PGBM-001", "PGBM-003")
+TEST_PATIENTS = ("PGBM-006", "PGBM-008")
+
+
+def write_split(data_root: Path, out: Path) -> tuple[Path, Path]:
+    """(train_healthy.npz, test.npz) under ``out``: contrasts as float32 in [0, 1], test also has ``mask``."""
+    source = np.load(Path(data_root) / ARCHIVE)
+    patient = np.asarray([str(s).split("/")[0] for s in source["study"]])
+    tumour = source["mask"].reshape(len(patient), -1).any(axis=1)
+    train = np.isin(patient, TRAIN_PATIENTS) & ~tumour
+    test = np.isin(patient, TEST_PATIENTS)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "pgbm_train_healthy.npz", out / "pgbm_test.npz"
+    for path, rows, keys in ((paths[0], train, CONTRASTS), (paths[1], test, CONTRASTS + ("mask",))):
+        arrays = {k: source[k][rows].astype(np.uint8 if k == "mask" else np.float32) for k in keys}
+        np.savez_compressed(path, **arrays, study=source["study"][rows])
+    return paths

@@ -1,0 +1,62 @@
+"""What every task sub-command shares: its common options, opening the checkpoint and the site's data, and
+writing outputs (arrays, a PNG panel, a metrics JSON) with a short printed table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..common.config import ConfigError
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.pt (a `meddiff train` checkpoint or a global model)")
+    p.add_argument("--data", required=True, help="the site's images: a folder, .npz, or phantom (fresh draws)")
+    p.add_argument("--config", help="site.toml saying how to read --data ([data] channels, DICOM rules, masks)")
+    p.add_argument("--out", required=True, help="folder for the outputs, the PNG panel and the metrics JSON")
+    p.add_argument("--limit", type=int, default=0, help="process only the first N examples (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
+
+
+def open_task(args: argparse.Namespace, task: str, *, resolution_divisor: int = 1, need: tuple[str, ...] = ()):
+    """(loaded model, task data): the checkpoint and the site's data in its channel order, or a clear error."""
+    from ..common.config import DataConfig, load_site_config
+    from ..common.diffusion.loading import load_model
+    from ..tasks.task_data import load_task_data
+
+    if args.limit < 0:
+        raise ConfigError("--limit must be >= 0")
+    loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device)
+    config = load_site_config(args.config).data if args.config else DataConfig()
+    data = load_task_data(args.data, loaded, config, task=task, need=need,
+                          resolution=loaded.resolution // resolution_divisor)
+    if args.limit:
+        data = data.subset(torch.arange(min(args.limit, len(data))))
+    return loaded, data
+
+
+def write_outputs(out: str | Path, task: str, arrays: dict[str, torch.Tensor | np.ndarray], report: dict) -> Path:
+    """<out>/<task>.npz and <out>/<task>.json; returns the JSON path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / f"{task}.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+    path = out / f"{task}.json"
+    path.write_text(json.dumps(report, indent=2))
+    return path
+
+
+def print_table(title: str, header: tuple[str, ...], rows: list[tuple], console: Console | None = None) -> None:
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column == header[0] else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    (console or Console()).print(table)

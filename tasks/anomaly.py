@@ -1,0 +1,107 @@
+"""Anomaly detection: reconstruct a healthy version of each image and score where it differs.
+
+Two routes over the same model:
+- AnoDDPM (Wyatt et al. 2022): noise the image partially, to depth t*, and run the reverse process from there.
+  Noise at t* drowns a lesion but not the anatomy around it, so the reconstruction fills in healthy tissue.
+  A class-conditional model is steered to the healthy class; an unconditional one (e.g. trained on tumour-free
+  slices only) needs no label. This module uses Gaussian noise (the noise the model was trained with).
+- Counterfactual (Sanchez et al. 2022): DDIM-encode the image deterministically to depth L without a class,
+  then decode with classifier-free guidance towards the healthy class. Needs a class-conditional model.
+
+The anomaly map is the per-pixel absolute difference, averaged over the image channels each example has and
+over ``repeats`` reconstructions; the image score is the mean of the map's top 1 % of pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..common.diffusion.generate import Conditioning, guided_eps_fn, sample
+from ..common.diffusion.loading import LoadedModel
+from ..common.diffusion.samplers import ddim_invert
+from .task_data import TaskData, image_channel_weights
+
+Tensor = torch.Tensor
+METHODS = ("anoddpm", "counterfactual")
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    method: str = "anoddpm"
+    depth: float = 0.3  # t*: the fraction of the diffusion the image is noised to (AnoDDPM) or encoded to
+    steps: int = 30  # sampler steps from the depth down to 0
+    guidance: float = 3.0  # counterfactual: classifier-free guidance towards the healthy class
+    healthy_class: str = "healthy"
+    repeats: int = 1  # AnoDDPM: reconstructions averaged per image (each with fresh noise)
+    top_fraction: float = 0.01  # image score: mean of the map's highest pixels
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"anomaly method must be one of {METHODS}, got {self.method!r}")
+        if not 0.0 < self.depth <= 1.0:
+            raise ValueError(f"depth must be in (0, 1], got {self.depth}")
+        if self.steps < 1 or self.repeats < 1 or self.batch_size < 1:
+            raise ValueError("steps, repeats and batch_size must be >= 1")
+
+
+def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
+    """The class index reconstructions are steered to; None for a model without classes (AnoDDPM only)."""
+    names = loaded.schema.class_names
+    if not names:
+        if settings.method == "counterfactual":
+            raise ValueError("the counterfactual method needs a class-conditional checkpoint (with a healthy class); "
+                             "this one has no classes: use --method anoddpm")
+        return None
+    if settings.healthy_class not in names:
+        raise ValueError(f"--healthy-class {settings.healthy_class!r} is not one of the checkpoint's classes "
+                         f"{list(names)}")
+    return names.index(settings.healthy_class)
+
+
+def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, settings: AnomalySettings,
+                 generator: torch.Generator) -> Tensor:
+    model, schedule, device = loaded.model, loaded.schedule, loaded.device
+    images = images.to(device)
+    nothing = torch.zeros(images.shape[:2], dtype=torch.bool, device=device)
+    labels = None if label is None else torch.full((images.shape[0],), label, dtype=torch.long, device=device)
+    t = torch.tensor(settings.depth, dtype=torch.float64)
+    if settings.method == "anoddpm":
+        shape = (-1,) + (1,) * (images.dim() - 1)
+        alpha = schedule.alpha(t).to(images.dtype).reshape(shape).to(device)
+        sigma = schedule.sigma(t).to(images.dtype).reshape(shape).to(device)
+        noise = torch.randn(images.shape, generator=generator, device=device)
+        return sample(model, schedule, Conditioning(images, nothing, labels), sampler="ddpm", steps=settings.steps,
+                      generator=generator, x_start=alpha * images + sigma * noise, start_t=settings.depth)
+    with torch.no_grad():
+        encoder = guided_eps_fn(model, schedule, Conditioning(images, nothing, None))
+        latent = ddim_invert(encoder, images, schedule, settings.steps, end_t=settings.depth)
+    return sample(model, schedule, Conditioning(images, nothing, labels), sampler="ddim", steps=settings.steps,
+                  guidance_scale=settings.guidance, x_start=latent, start_t=settings.depth)
+
+
+def detect_anomalies(loaded: LoadedModel, data: TaskData, settings: AnomalySettings = AnomalySettings(),
+                     seed: int = 0) -> dict[str, Tensor]:
+    """{"reconstruction": (N, C, ...), "map": (N, 1, ...), "score": (N,)} on the CPU."""
+    label = healthy_label(loaded, settings)
+    generator = torch.Generator(loaded.device).manual_seed(seed)
+    weights = image_channel_weights(data, loaded.schema)
+    reconstructions, maps = [], []
+    for first in range(0, len(data), settings.batch_size):
+        rows = slice(first, first + settings.batch_size)
+        images, w = data.images[rows], weights[rows]
+        total = torch.zeros_like(images)
+        repeats = settings.repeats if settings.method == "anoddpm" else 1
+        for _ in range(repeats):
+            total += _reconstruct(loaded, images, label, settings, generator).cpu()
+        healthy = total / repeats
+        difference = (images - healthy).abs() / 2 * w  # in [0, 1] intensity units
+        maps.append(difference.sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0))
+        reconstructions.append(healthy)
+    anomaly_map = torch.cat(maps)
+    flat = anomaly_map.flatten(1)
+    k = max(1, int(round(settings.top_fraction * flat.shape[1])))
+    return {"reconstruction": torch.cat(reconstructions), "map": anomaly_map,
+            "score": flat.topk(k, dim=1).values.mean(1)}

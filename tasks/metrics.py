@@ -26,13 +26,13 @@ def from_unit(x: Tensor) -> Tensor:
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
     """Per-image PSNR in dB of [0, 1] images (N, C, *spatial)."""
-    return PSNRMetric(max_val=1.0, reduction="none")(pred.float().clamp(0, 1), target.float()).reshape(-1)
+    return PSNRMetric(max_val=1.0, reduction="none")(pred.float(), target.float()).reshape(-1)
 
 
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
     """Per-image SSIM (7-pixel window, mean over channels) of [0, 1] images (N, C, *spatial)."""
     metric = SSIMMetric(spatial_dims=pred.dim() - 2, data_range=1.0, win_size=7, reduction="none")
-    return metric(pred.float().clamp(0, 1), target.float()).reshape(pred.shape[0], -1).mean(1)
+    return metric(pred.float(), target.float()).reshape(pred.shape[0], -1).mean(1)
 
 
 def image_quality(pred: Tensor, target: Tensor, have: Tensor | None = None) -> dict[str, float]:

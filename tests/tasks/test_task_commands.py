@@ -1,0 +1,81 @@
+"""The task sub-commands through the real console entry point, on a tiny phantom model (fast: the model is barely
+trained, so these tests check the plumbing, the guarantees that hold for any model, and the errors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from meddiff.cli import main
+from meddiff.tasks.super_resolve import downsample
+
+TINY = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *TINY]) == 0
+    return out / "model.pt"
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_super_resolved_images_downsample_back_to_their_input(model, tmp_path, factor):
+    out = tmp_path / f"x{factor}"
+    assert main(["super-resolve", "--model", str(model), "--data", "phantom", "--out", str(out), "--simulate",
+                 "--factor", str(factor), "--steps", "4", "--limit", "6"]) == 0
+    arrays = np.load(out / "super_resolve.npz")
+    high, low = torch.from_numpy(arrays["high"]), torch.from_numpy(arrays["low"])
+    assert high.shape[-1] == 16 and low.shape[-1] == 16 // factor
+    assert float((downsample(high, factor) - low).abs().max()) < 1e-5
+    report = json.loads((out / "super_resolve.json").read_text())
+    assert report["data_consistency_max_abs_error"] < 1e-5
+    assert set(report["metrics"]) == {"bicubic", "diffusion"}
+
+
+def test_denoise_reports_the_model_and_both_baselines_against_the_clean_images(model, tmp_path):
+    assert main(["denoise", "--model", str(model), "--data", "phantom", "--out", str(tmp_path), "--simulate", "0.1",
+                 "--steps", "3", "--limit", "4"]) == 0
+    report = json.loads((tmp_path / "denoise.json").read_text())
+    assert set(report["metrics"]) == {"noisy input", "diffusion", "non-local means", "total variation"}
+    # PSNR of the noisy input at sigma 0.1 is 20 dB by definition (the clean range is [0, 1])
+    assert abs(report["metrics"]["noisy input"]["psnr"] - 20.0) < 0.5
+    assert 0.07 < report["estimated_level_mean"] < 0.14
+    assert (tmp_path / "denoise.png").exists()
+
+
+def test_anomaly_maps_are_scored_against_the_phantom_masks(model, tmp_path):
+    assert main(["detect-anomalies", "--model", str(model), "--data", "phantom", "--out", str(tmp_path),
+                 "--method", "counterfactual", "--steps", "3", "--limit", "8"]) == 0
+    report = json.loads((tmp_path / "anomalies.json").read_text())
+    assert report["ground_truth"] == "masks"
+    assert {"auroc", "auprc", "pixel_auroc", "best_dice"} <= set(report["metrics"])
+    arrays = np.load(tmp_path / "anomalies.npz")
+    assert arrays["map"].shape == (8, 1, 16, 16) and arrays["score"].shape == (8,)
+
+
+@pytest.mark.parametrize("command", [["detect-anomalies"], ["denoise", "--simulate", "0.1"],
+                                     ["super-resolve", "--simulate"]])
+def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(model, tmp_path, capsys, command):
+    data = tmp_path / "pd.npz"
+    np.savez(data, pd=np.random.default_rng(0).uniform(size=(3, 16, 16)).astype(np.float32))
+    assert main([command[0], "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out"),
+                 *command[1:]]) == 2
+    error = capsys.readouterr().err
+    assert "['pd']" in error and "site.toml" in error and "t1" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["detect-anomalies", "--healthy-class", "normal", "--method", "counterfactual"], "'normal' is not one of"),
+    (["detect-anomalies", "--depth", "1.5"], "depth must be in (0, 1]"),
+    (["denoise", "--simulate", "-1"], "--simulate must be > 0"),
+    (["super-resolve", "--noise-level", "-0.1"], "noise_level >= 0"),
+])
+def test_wrong_task_settings_say_what_is_wrong(model, tmp_path, capsys, arguments, message):
+    assert main([arguments[0], "--model", str(model), "--data", "phantom", "--out", str(tmp_path),
+                 *arguments[1:]]) == 2
+    assert message in capsys.readouterr().err

@@ -21,11 +21,12 @@ def add_parser(commands) -> None:
     p.add_argument("--method", choices=["anoddpm", "counterfactual"], default="anoddpm",
                    help="anoddpm: partial diffusion to --depth and back; counterfactual: DDIM-encode to --depth, "
                         "decode guided to the healthy class (needs a class-conditional model)")
-    p.add_argument("--depth", type=float, default=0.3, help="t*: how far into the diffusion (0-1]")
+    p.add_argument("--depth", type=float, default=0.5, help="t*: how far into the diffusion (0-1]")
     p.add_argument("--steps", type=int, default=30, help="sampler steps from --depth to 0")
     p.add_argument("--guidance", type=float, default=3.0, help="counterfactual: guidance towards healthy")
     p.add_argument("--healthy-class", default="healthy", help="the class name reconstructions are steered to")
     p.add_argument("--repeats", type=int, default=1, help="anoddpm: reconstructions averaged per image")
+    p.add_argument("--smoothing", type=int, default=3, help="mean filter width for the anomaly map (1 = none)")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=run)
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = AnomalySettings(args.method, args.depth, args.steps, args.guidance, args.healthy_class,
-                                   args.repeats, batch_size=args.batch_size)
+                                   args.repeats, smoothing=args.smoothing, batch_size=args.batch_size)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     loaded, data = open_task(args, "detect-anomalies")

@@ -34,3 +34,14 @@ def _few_threads():
     import torch
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def trained_phantom(tmp_path_factory) -> Path:
+    """The default ``meddiff train`` on the phantom (1500 steps, about 5 min on 2 cores): trained once per session
+    for every test that needs a model that has really learnt the phantom (generation quality, the tasks)."""
+    from meddiff.cli import main
+
+    out = tmp_path_factory.mktemp("trained-phantom")
+    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "1500"]) == 0
+    return out / "model.pt"

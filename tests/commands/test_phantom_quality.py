@@ -13,17 +13,16 @@ import pytest
 from meddiff.cli import main
 
 
-def _check(tmp_path, name: str, steps: int) -> dict:
-    run = tmp_path / name
-    assert main(["train", "--data", "phantom", "--out", str(run), "--steps", str(steps)]) == 0
-    assert main(["generate", "--model", str(run / "model.pt"), "--n", "64", "--out", str(run / "samples")]) == 0
-    return json.loads((run / "samples" / "generate.json").read_text())["phantom_check"]
+def _check(model, out) -> dict:
+    assert main(["generate", "--model", str(model), "--n", "64", "--out", str(out)]) == 0
+    return json.loads((out / "generate.json").read_text())["phantom_check"]
 
 
 @pytest.mark.slow
-def test_default_training_generates_phantoms_and_one_step_does_not(tmp_path):
-    untrained = _check(tmp_path, "one-step", 1)
+def test_default_training_generates_phantoms_and_one_step_does_not(tmp_path, trained_phantom):
+    assert main(["train", "--data", "phantom", "--out", str(tmp_path / "one-step"), "--steps", "1"]) == 0
+    untrained = _check(tmp_path / "one-step" / "model.pt", tmp_path / "one-step" / "samples")
     assert not untrained["all_within"]
-    trained = _check(tmp_path, "default", 1500)
+    trained = _check(trained_phantom, tmp_path / "default")
     failing = [row for row in trained["rows"] if not row["within"]]
     assert trained["all_within"], failing

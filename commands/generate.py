@@ -163,7 +163,11 @@ def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Consol
                       "before these samples leave the site")
         return None
     config = load_site_config(args.site_config).data if args.site_config else DataConfig()
-    data = align_to_schema(load_training_set(source, config, loaded.resolution).tensors, loaded.schema)
+    try:
+        data = align_to_schema(load_training_set(source, config, loaded.resolution).tensors, loaded.schema)
+    except ValueError as error:
+        raise ConfigError(f"--audit-data {source}: {error}; audit against the data this checkpoint was trained "
+                          "on") from None
     if source == "phantom":  # the phantom's held-out images are fresh draws the model never saw
         train = data
         holdout = load_training_set(source, config, loaded.resolution, phantom_n=64, seed=12345).tensors

@@ -58,11 +58,12 @@ def test_anomaly_maps_are_scored_against_the_phantom_masks(model, tmp_path):
 
 
 @pytest.mark.parametrize("command", [["detect-anomalies"], ["denoise", "--simulate", "0.1"],
-                                     ["super-resolve", "--simulate"]])
+                                     ["super-resolve", "--simulate"], ["generate", "--n", "2", "--steps", "2"]])
 def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(model, tmp_path, capsys, command):
     data = tmp_path / "pd.npz"
     np.savez(data, pd=np.random.default_rng(0).uniform(size=(3, 16, 16)).astype(np.float32))
-    assert main([command[0], "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out"),
+    data_flag = "--audit-data" if command[0] == "generate" else "--data"
+    assert main([command[0], "--model", str(model), data_flag, str(data), "--out", str(tmp_path / "out"),
                  *command[1:]]) == 2
     error = capsys.readouterr().err
     assert "['pd']" in error and "site.toml" in error and "t1" in error

@@ -63,7 +63,7 @@ def evaluate_round(spec: RunSpec, weights: dict[str, torch.Tensor], site: SiteDa
         t = t.clamp(min=getattr(schedule, "t_min", 1e-3))
         losses = per_example_loss(model, schedule, data.images.to(device), data.available.to(device),
                                   data.labels.to(device),
-                                  LossConfig(p_condition=0.0, p_uncond=0.0), generator, t)
+                                  LossConfig(p_condition=0.0, p_uncond=0.0, noise=spec.train.noise), generator, t)
         band_losses.append(float(losses.mean()))
         metrics[f"eval-loss-band{index}"] = band_losses[-1]
     metrics["eval-loss"] = sum(band_losses) / len(band_losses)

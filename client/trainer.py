@@ -20,6 +20,7 @@ from ..common.checkpoint import save_checkpoint
 from ..common.data.tensors import TrainingTensors
 from ..common.diffusion.loading import model_meta, open_model_checkpoint
 from ..common.diffusion.loss import LossConfig, per_example_loss
+from ..common.diffusion.simplex import NOISES
 from ..common.diffusion.model import ConditionalDenoiser, ModelConfig
 from ..common.diffusion.schedules import make_schedule
 from ..common.progress import training_progress
@@ -45,6 +46,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     p_condition: float = 0.3
     p_uncond: float = 0.1
+    noise: str = "gaussian"  # the diffusion noise: gaussian, or simplex (AnoDDPM anomaly detection, 2D)
     seed: int = 0
     checkpoint_every: int = 250
     proximal_mu: float = 0.0  # FedProx: mu / 2 ||w - w_global||^2 keeps a site near the global model
@@ -53,6 +55,8 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         make_schedule(self.schedule)  # raises on an unknown name
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -112,7 +116,7 @@ class LocalTrainer:
         warmup = max(1, config.warmup_steps)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.schedule = make_schedule(config.schedule)
-        self.loss_config = LossConfig(config.p_condition, config.p_uncond)
+        self.loss_config = LossConfig(config.p_condition, config.p_uncond, config.noise)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.resolution = 0  # recorded from the first data trained on; tasks resize their inputs to it

@@ -42,7 +42,7 @@ def image_truth(data, loaded, healthy_class: str) -> np.ndarray | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.anomaly import AnomalySettings, detect_anomalies
+    from ..tasks.anomaly import AnomalySettings, detect_anomalies, model_noise
     from ..tasks.figures import first_image_channel, panel
     from ..tasks.metrics import detection_scores, pixel_scores, to_unit
     from ..tasks.task_data import image_availability
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if data.truth is not None and bool(data.truth.any()):
         metrics.update(pixel_scores(result["map"].numpy(), data.truth.numpy()))
     report = {"task": "anomaly detection", "model": str(args.model), "data": args.data, "examples": len(data),
-              "settings": vars(settings), "seconds": seconds, "device": str(loaded.device), "metrics": metrics,
+              "settings": vars(settings), "noise": model_noise(loaded), "seconds": seconds,
+              "device": str(loaded.device), "metrics": metrics,
               "ground_truth": "masks" if data.truth is not None else ("classes" if truth is not None else "none")}
     have = image_availability(data, loaded.schema)
     single = torch.ones(len(data), 1, dtype=torch.bool)

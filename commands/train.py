@@ -34,6 +34,8 @@ def add_parser(commands) -> None:
                                                                "else the suggested one)")
     p.add_argument("--channels", help="UNet widths, e.g. 32,64,64 (default) or 128,256,256 on a GPU")
     p.add_argument("--phantom-n", type=int, default=256, help="phantom examples when --data phantom")
+    p.add_argument("--noise", choices=["gaussian", "simplex"],
+                   help="diffusion noise (default gaussian); simplex trains an AnoDDPM anomaly-detection model (2D)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=run)
@@ -41,7 +43,7 @@ def add_parser(commands) -> None:
 
 def _train_config(args: argparse.Namespace, base):
     changes = {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
-               "schedule": args.schedule, "seed": args.seed}
+               "schedule": args.schedule, "seed": args.seed, "noise": args.noise}
     return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         fixed = [flag for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr),
                                           ("--schedule", args.schedule), ("--seed", args.seed),
+                                          ("--noise", args.noise),
                                           ("--channels", args.channels)) if value is not None]
         if fixed:
             raise ConfigError(f"--resume continues {checkpoint} as it was trained; only --steps may change, "

@@ -73,7 +73,7 @@ class PrivateTrainer:
             torch.manual_seed(config.seed)
             self.model = ConditionalDenoiser(schema, model_config).to(self.device)
         self.schedule = make_schedule(config.schedule)
-        self.loss_config = LossConfig(config.p_condition, config.p_uncond)
+        self.loss_config = LossConfig(config.p_condition, config.p_uncond, config.noise)
         self.generator = torch.Generator().manual_seed(config.seed)
         data = data.to(self.device)
         loader = DataLoader(TensorDataset(data.images, data.available, data.labels), batch_size=config.batch_size)

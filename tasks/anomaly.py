@@ -4,7 +4,8 @@ Two routes over the same model:
 - AnoDDPM (Wyatt et al. 2022): noise the image partially, to depth t*, and run the reverse process from there.
   Noise at t* drowns a lesion but not the anatomy around it, so the reconstruction fills in healthy tissue.
   A class-conditional model is steered to the healthy class; an unconditional one (e.g. trained on tumour-free
-  slices only) needs no label. This module uses Gaussian noise (the noise the model was trained with).
+  slices only) needs no label. The noise is the one the model was trained with: Gaussian, or simplex for a
+  model trained with ``meddiff train --noise simplex`` (AnoDDPM's variant: it hides a lesion's whole extent).
 - Counterfactual (Sanchez et al. 2022): DDIM-encode the image deterministically to depth L without a class,
   then decode with classifier-free guidance towards the healthy class. Needs a class-conditional model.
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from ..common.diffusion.generate import Conditioning, guided_eps_fn, sample
 from ..common.diffusion.loading import LoadedModel
 from ..common.diffusion.samplers import ddim_invert
+from ..common.diffusion.simplex import draw_noise
 from .task_data import TaskData, image_channel_weights
 
 Tensor = torch.Tensor
@@ -53,6 +55,11 @@ class AnomalySettings:
             raise ValueError(f"smoothing must be an odd width >= 1, got {self.smoothing}")
 
 
+def model_noise(loaded: LoadedModel) -> str:
+    """The diffusion noise the checkpoint was trained with (gaussian unless trained with --noise simplex)."""
+    return loaded.meta.get("train_config", {}).get("noise", "gaussian")
+
+
 def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
     """The class index reconstructions are steered to; None for a model without classes (AnoDDPM only)."""
     names = loaded.schema.class_names
@@ -78,9 +85,15 @@ def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, setting
         shape = (-1,) + (1,) * (images.dim() - 1)
         alpha = schedule.alpha(t).to(images.dtype).reshape(shape).to(device)
         sigma = schedule.sigma(t).to(images.dtype).reshape(shape).to(device)
-        noise = torch.randn(images.shape, generator=generator, device=device)
+        kind = model_noise(loaded)
+        cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=device)))
+
+        def fresh(x: Tensor) -> Tensor:  # the noise the model was trained with, on the model's device
+            return draw_noise(kind, tuple(x.shape), cpu, x.dtype).to(device)
+
         return sample(model, schedule, Conditioning(images, nothing, labels), sampler="ddpm", steps=settings.steps,
-                      generator=generator, x_start=alpha * images + sigma * noise, start_t=settings.depth)
+                      generator=generator, x_start=alpha * images + sigma * fresh(images), start_t=settings.depth,
+                      noise_fn=fresh)
     with torch.no_grad():
         encoder = guided_eps_fn(model, schedule, Conditioning(images, nothing, None))
         latent = ddim_invert(encoder, images, schedule, settings.steps, end_t=settings.depth)

@@ -14,12 +14,14 @@ import torch
 
 from .model import ConditionalDenoiser
 from .schedules import DiscreteVP, Schedule
+from .simplex import draw_noise
 
 
 @dataclass(frozen=True)
 class LossConfig:
     p_condition: float = 0.3
     p_uncond: float = 0.1
+    noise: str = "gaussian"  # or "simplex" (AnoDDPM; see simplex.py)
 
 
 def sample_times(schedule: Schedule, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -57,7 +59,7 @@ def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.T
     shape = (batch,) + (1,) * (x0.dim() - 1)
     alpha = schedule.alpha(t).to(x0.dtype).reshape(shape)
     sigma = schedule.sigma(t).to(x0.dtype).reshape(shape)
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    noise = draw_noise(config.noise, tuple(x0.shape), generator, x0.dtype).to(x0.device)
     x_t = alpha * x0 + sigma * noise
     if labels is not None and model.schema.num_classes:
         labels = torch.where(labels < 0, torch.full_like(labels, model.null_class), labels)

@@ -60,14 +60,17 @@ def ddim_step(x: Tensor, eps: Tensor, a_t, s_t, a_s, s_s, eta: float = 0.0, nois
 
 
 def ddpm_ancestral(eps_fn: EpsFn, x: Tensor, schedule: Schedule, steps: int = 1000, generator=None,
-                   start_t: float = 1.0, hook: Hook = None, clip: float | None = None) -> Tensor:
-    """DDPM ancestral sampling (Ho et al. 2020); with fewer steps than T it is DDIM with eta = 1."""
+                   start_t: float = 1.0, hook: Hook = None, clip: float | None = None,
+                   noise_fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """DDPM ancestral sampling (Ho et al. 2020); with fewer steps than T it is DDIM with eta = 1.
+    noise_fn(x): the fresh noise of each step, for a model trained with other than Gaussian noise (simplex)."""
     times = schedule.sampling_times(steps, start_t)
     for t, s in zip(times[:-1], times[1:]):
         a_t, s_t = _coefficients(schedule, t, x)
         a_s, s_s = _coefficients(schedule, s, x)
         eps = _eps(eps_fn, x, t)
-        x, x0 = posterior_step(x, eps, a_t, s_t, a_s, s_s, _noise(x, generator) if s > 0 else None, clip)
+        fresh = (noise_fn(x) if noise_fn else _noise(x, generator)) if s > 0 else None
+        x, x0 = posterior_step(x, eps, a_t, s_t, a_s, s_s, fresh, clip)
         x = hook(x, s, x0) if hook else x
     return x
 

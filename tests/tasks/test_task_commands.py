@@ -80,3 +80,12 @@ def test_wrong_task_settings_say_what_is_wrong(model, tmp_path, capsys, argument
     assert main([arguments[0], "--model", str(model), "--data", "phantom", "--out", str(tmp_path),
                  *arguments[1:]]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_simplex_noise_model_trains_and_anoddpm_uses_its_noise(tmp_path):
+    out = tmp_path / "simplex"
+    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", "--noise", "simplex", *TINY]) == 0
+    assert main(["detect-anomalies", "--model", str(out / "model.pt"), "--data", "phantom", "--out",
+                 str(tmp_path / "maps"), "--steps", "3", "--limit", "4"]) == 0
+    report = json.loads((tmp_path / "maps" / "anomalies.json").read_text())
+    assert report["noise"] == "simplex" and np.isfinite(report["metrics"]["pixel_auroc"])

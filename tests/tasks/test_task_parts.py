@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from meddiff.common.diffusion.schedules import make_schedule
+from meddiff.common.diffusion.simplex import draw_noise, simplex_noise
 from meddiff.tasks.classifier import ClassifierRecipe, evaluate, train_classifier
 from meddiff.tasks.denoise import matching_time
 from meddiff.tasks.metrics import pixel_scores
@@ -65,3 +66,21 @@ def test_the_classifier_learns_a_separable_problem_and_reports_accuracy_and_auc(
     model = train_classifier(*data(256), num_classes=2, recipe=ClassifierRecipe(epochs=4, batch_size=32))
     result = evaluate(model, *data(200))
     assert result["accuracy"] > 0.9 and result["auc"] > 0.95 and result["test_images"] == 200
+
+
+def test_simplex_noise_is_standardised_smooth_and_reproducible():
+    noise = simplex_noise((4, 2, 32, 32), torch.Generator().manual_seed(0))
+    assert noise.shape == (4, 2, 32, 32) and torch.isfinite(noise).all()
+    per_field = noise.flatten(2)
+    assert torch.allclose(per_field.mean(2), torch.zeros(4, 2), atol=1e-5)
+    assert torch.allclose(per_field.std(2), torch.ones(4, 2), atol=1e-4)
+
+    def neighbour_correlation(x):
+        return float(torch.corrcoef(torch.stack([x[..., :-1].reshape(-1), x[..., 1:].reshape(-1)]))[0, 1])
+
+    assert neighbour_correlation(noise) > 0.4  # low octaves: neighbours move together
+    assert abs(neighbour_correlation(draw_noise("gaussian", (4, 2, 32, 32), torch.Generator().manual_seed(0)))) < 0.1
+    assert torch.equal(noise, simplex_noise((4, 2, 32, 32), torch.Generator().manual_seed(0)))
+    assert not torch.equal(noise[0, 0], noise[1, 0])  # every field its own
+    with pytest.raises(ValueError, match="2D"):
+        simplex_noise((1, 1, 8, 8, 8))

@@ -58,7 +58,7 @@ def main() -> int:
               "--resolution", str(args.resolution), "--seed", str(args.seed)])
     train_seconds = time.perf_counter() - start
     common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
-    sr = ["--simulate", "--steps", "10", "--samples", "8"]
+    sr = ["--simulate", "--steps", "10", "--samples", "8", "--start-t", "0.3"]
     runs = {
         "anomaly: AnoDDPM (Gaussian, t*=0.3)": ("detect-anomalies", ["--method", "anoddpm", "--depth", "0.3"]),
         "anomaly: AnoDDPM (Gaussian, t*=0.5)": ("detect-anomalies", ["--method", "anoddpm", "--depth", "0.5"]),
@@ -68,9 +68,9 @@ def main() -> int:
         "denoise: Rician 0.1, one step": ("denoise", ["--simulate", "0.1", "--noise-model", "rician", "--steps", "1"]),
         "denoise: Poisson 0.1, DDIM 20 steps": ("denoise", ["--simulate", "0.1", "--noise-model", "poisson"]),
         "denoise: Poisson 0.1, one step": ("denoise", ["--simulate", "0.1", "--noise-model", "poisson", "--steps", "1"]),
-        "super-resolution x2 (8 samples averaged)": ("super-resolve", [*sr, "--factor", "2"]),
+        "super-resolution x2 (8 samples from bicubic at t=0.3)": ("super-resolve", [*sr, "--factor", "2"]),
         "super-resolution x2 (1 sample)": ("super-resolve", ["--simulate", "--factor", "2"]),
-        "super-resolution x4 (8 samples averaged)": ("super-resolve", [*sr, "--factor", "4"]),
+        "super-resolution x4 (8 samples from bicubic at t=0.3)": ("super-resolve", [*sr, "--factor", "4"]),
         "joint denoise + SR x2, noise 0.05 (8 samples)": ("super-resolve", [*sr, "--factor", "2",
                                                                              "--noise-level", "0.05"]),
     }

@@ -29,6 +29,8 @@ def add_parser(commands) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.85, help="ddim: fresh noise per step (0 = deterministic)")
     p.add_argument("--samples", type=int, default=1, help="posterior samples averaged per image (higher PSNR)")
+    p.add_argument("--start-t", type=float, default=1.0,
+                   help="< 1: start from the bicubic image diffused to this time instead of pure noise")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=run)
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = SuperResolveSettings(args.factor, args.sampler, args.steps, args.eta, 2 * args.noise_level,
-                                        args.samples, args.batch_size)
+                                        args.samples, args.start_t, args.batch_size)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     loaded, data = open_task(args, "super-resolve", resolution_divisor=1 if args.simulate else args.factor)

@@ -54,11 +54,14 @@ class SuperResolveSettings:
     eta: float = 0.85  # DDIM eta: some fresh noise each step lets the projection's high frequencies settle
     noise_level: float = 0.0  # std of the noise in y in model units; > 0 turns on joint denoising
     samples: int = 1  # posterior samples averaged (towards the posterior mean: higher PSNR, less texture)
+    start_t: float = 1.0  # < 1: start from the bicubic image noised to this time (SDEdit-style), not pure noise
     batch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.factor not in (2, 4, 8):
             raise ValueError(f"factor must be 2, 4 or 8, got {self.factor}")
+        if not 0.0 < self.start_t <= 1.0:
+            raise ValueError(f"start_t must be in (0, 1], got {self.start_t}")
         if self.steps < 1 or self.batch_size < 1 or self.samples < 1 or self.noise_level < 0:
             raise ValueError("steps, samples and batch_size must be >= 1 and noise_level >= 0")
 
@@ -70,6 +73,16 @@ def check_input_size(low: Tensor, factor: int, resolution: int) -> None:
         raise ValueError(f"x{factor} super-resolution on this {resolution} px checkpoint needs {expected} px inputs, "
                          f"got {tuple(low.shape[2:])}; give --factor {resolution // max(low.shape[2:])} or resample "
                          "the input")
+
+
+def _start(loaded: LoadedModel, y: Tensor, settings: SuperResolveSettings, generator) -> Tensor | None:
+    """None (pure prior noise) at start_t = 1; else the bicubic image diffused to start_t."""
+    if settings.start_t >= 1.0:
+        return None
+    t = torch.tensor(settings.start_t, dtype=torch.float64)
+    guess = bicubic(y, settings.factor)
+    noise = torch.randn(guess.shape, generator=generator, device=guess.device)
+    return float(loaded.schedule.alpha(t)) * guess + float(loaded.schedule.sigma(t)) * noise
 
 
 def super_resolve(loaded: LoadedModel, low: Tensor, settings: SuperResolveSettings = SuperResolveSettings(),
@@ -93,6 +106,7 @@ def super_resolve(loaded: LoadedModel, low: Tensor, settings: SuperResolveSettin
         nothing = torch.zeros(shape[:2], dtype=torch.bool, device=loaded.device)
         draws = [sample(loaded.model, loaded.schedule, Conditioning(torch.zeros(shape, device=loaded.device), nothing),
                         sampler=settings.sampler, steps=settings.steps, generator=generator, denoised_fn=consistent,
+                        x_start=_start(loaded, y, settings, generator), start_t=settings.start_t,
                         **({"eta": settings.eta} if settings.sampler == "ddim" else {}))
                  for _ in range(settings.samples)]
         x = torch.stack(draws).mean(0)  # each draw satisfies A x = y, so their mean does too

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from rich.console import Console
 
 from ..common.config import ConfigError
-from .task_io import add_common_arguments, open_task, print_table, write_outputs
+from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
 
 TASK = "denoise"
 
@@ -50,12 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate is not None:
         generator = torch.Generator().manual_seed(args.seed)
         noisy = torch.where(mask, add_noise(clean, args.noise_model, args.simulate, generator), clean)
-    start = time.perf_counter()
-    try:
-        result = denoise(loaded, noisy, have, settings, seed=args.seed)
-    except ValueError as error:
-        raise ConfigError(f"denoise: {error}") from None
-    seconds = time.perf_counter() - start
+    result, seconds = run_timed("denoise", lambda: denoise(loaded, noisy, have, settings, seed=args.seed))
     outputs = {"diffusion": result["denoised"]}
     if not args.no_baselines:
         outputs.update(classical_baselines(noisy, have, result["level"]))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 from rich.console import Console
 
 from ..common.config import ConfigError
-from .task_io import add_common_arguments, open_task, print_table, write_outputs
+from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
 
 TASK = "anomalies"
 
@@ -53,12 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     loaded, data = open_task(args, "detect-anomalies")
-    start = time.perf_counter()
-    try:
-        result = detect_anomalies(loaded, data, settings, seed=args.seed)
-    except ValueError as error:
-        raise ConfigError(f"detect-anomalies: {error}") from None
-    seconds = time.perf_counter() - start
+    result, seconds = run_timed("detect-anomalies", lambda: detect_anomalies(loaded, data, settings, seed=args.seed))
     truth = image_truth(data, loaded, args.healthy_class)
     metrics: dict = {}
     if truth is not None and 0 < truth.sum() < len(truth):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from rich.console import Console
 
 from ..common.config import ConfigError
-from .task_io import add_common_arguments, open_task, print_table, write_outputs
+from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
 
 TASK = "super_resolve"
 
@@ -52,12 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate and args.noise_level > 0:
         noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(args.seed))
         low = low + 2 * args.noise_level * noise * have.reshape(have.shape + (1,) * (low.dim() - 2))
-    start = time.perf_counter()
-    try:
-        high = super_resolve(loaded, low, settings, seed=args.seed)
-    except ValueError as error:
-        raise ConfigError(f"super-resolve: {error}") from None
-    seconds = time.perf_counter() - start
+    high, seconds = run_timed("super-resolve", lambda: super_resolve(loaded, low, settings, seed=args.seed))
     baseline = bicubic(low, args.factor)
     consistency = float((downsample(high, args.factor) - low).abs().amax())
     report = {"task": "super-resolution", "model": str(args.model), "data": args.data, "examples": len(data),

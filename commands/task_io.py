@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,14 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple], console:
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     (console or Console()).print(table)
+
+
+def run_timed(task: str, work):
+    """(work(), seconds); a ValueError from the task (settings that do not fit this model or data) becomes a
+    clear ConfigError naming the sub-command."""
+    start = time.perf_counter()
+    try:
+        result = work()
+    except ValueError as error:
+        raise ConfigError(f"{task}: {error}") from None
+    return result, time.perf_counter() - start

@@ -72,7 +72,9 @@ class DataConfig:
             raise ConfigError(f"[data] resolution must be 0 (suggested) or a positive size, got {self.resolution}")
 
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch")  # ghost clipping cannot average K draws before clipping
+# ghost clipping (per-example gradient norms without per-example gradients: the GPU fast path) cannot
+# average K draws before clipping, so it needs noise_multiplicity = 1
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class PrivacyConfig:
             raise ConfigError("[privacy] max_grad_norm must be > 0 and noise_multiplicity >= 1")
         if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ConfigError(f"[privacy] grad_sample_mode must be one of {list(GRAD_SAMPLE_MODES)}")
+        if self.grad_sample_mode == "ghost" and self.noise_multiplicity != 1:
+            raise ConfigError("[privacy] grad_sample_mode = \"ghost\" clips each example's gradient from one draw: "
+                              f"set noise_multiplicity = 1 (now {self.noise_multiplicity}), or use \"hooks\"")
         if self.accountant not in ("rdp", "prv"):
             raise ConfigError(f"[privacy] accountant must be 'rdp' or 'prv', got {self.accountant!r}")
 

@@ -1,6 +1,9 @@
 """Sample-level DP-SGD at a site: Opacus on the conditional denoiser, with DPDM's noise multiplicity.
 
 - Poisson sampling (Opacus ``DPDataLoader``): each example joins each step with probability q = 1 / ceil(N / B).
+- Per-example gradients: Opacus hooks or functorch (any K), or ghost clipping (K = 1), which computes each
+  example's gradient norm from activations and output gradients and then back-propagates the clipped-weighted
+  loss: two backward passes, no (B, *param) tensors, the GPU fast path (benchmarks/gpu.py).
 - Noise multiplicity (Dockhorn et al., DPDM): each example's loss is the mean over K independent (t, noise)
   draws, averaged *before* its gradient is clipped, so K lowers the variance of the clipped gradient at no
   privacy cost (clipping and noise still see one gradient per example).
@@ -30,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..client.trainer import TrainConfig, default_device
 from ..common.config import PrivacyConfig
 from ..common.data.tensors import TrainingTensors
+from ..common.diffusion.fast_paths import set_flash_attention, switch_on
 from ..common.diffusion.loss import LossConfig, per_example_loss
 from ..common.diffusion.model import ConditionalDenoiser, ModelConfig
 from ..common.diffusion.schedules import make_schedule
@@ -38,7 +42,24 @@ from .accounting import Release
 
 log = logging.getLogger(__name__)
 
-OPACUS_MODES = {"hooks": "hooks", "functorch": "functorch"}
+OPACUS_MODES = {"hooks": "hooks", "functorch": "functorch", "ghost": "ghost"}
+
+
+class PerExampleCriterion(torch.nn.Module):
+    """The diffusion loss as an Opacus criterion: (B,) per-example losses when ``reduction`` is "none" (ghost
+    clipping's first pass), their mean otherwise. ``network`` is set to the Opacus-wrapped model after
+    ``make_private``."""
+
+    def __init__(self, model: ConditionalDenoiser, schedule, loss_config: LossConfig, generator) -> None:
+        super().__init__()
+        self.reduction = "mean"
+        self.__dict__["model"], self.schedule, self.loss_config, self.generator = model, schedule, loss_config, generator
+        self.__dict__["network"] = None
+
+    def forward(self, images: torch.Tensor, available: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = per_example_loss(self.model, self.schedule, images, available, labels, self.loss_config,
+                                  self.generator, network=self.network)
+        return losses if self.reduction == "none" else losses.mean()
 
 
 def poisson_sample_rate(examples: int, batch_size: int) -> float:
@@ -72,6 +93,9 @@ class PrivateTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.model = ConditionalDenoiser(schema, model_config).to(self.device)
+        set_flash_attention(self.model, switch_on(config.flash_attention, self.device))
+        # bf16 only when asked for: Opacus' per-example gradients are checked in fp32 (benchmarks/gpu.py measures bf16)
+        self.autocast = config.precision == "bf16" and self.device.type == "cuda"
         self.schedule = make_schedule(config.schedule)
         self.loss_config = LossConfig(config.p_condition, config.p_uncond, config.noise)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -81,10 +105,20 @@ class PrivateTrainer:
                                       weight_decay=config.weight_decay)
         self.engine = PrivacyEngine(accountant=privacy.accountant)
         self.engine.accountant.history = list(history)
-        self.private_model, self.optimizer, self.loader = self.engine.make_private(
+        self.ghost = privacy.grad_sample_mode == "ghost"
+        if self.ghost and privacy.noise_multiplicity != 1:
+            raise ValueError("ghost clipping needs noise_multiplicity = 1")
+        self.criterion = PerExampleCriterion(self.model, self.schedule, self.loss_config, self.generator)
+        private = self.engine.make_private(
             module=self.model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True,
+            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, criterion=self.criterion,
             grad_sample_mode=OPACUS_MODES[privacy.grad_sample_mode])
+        if self.ghost:
+            self.private_model, self.optimizer, self.criterion, self.loader = private
+            self.criterion.criterion.__dict__["network"] = self.private_model
+        else:
+            self.private_model, self.optimizer, self.loader = private
+            self.criterion.__dict__["network"] = self.private_model
         self.sample_rate = float(self.loader.sample_rate)
         assert math.isclose(self.sample_rate, poisson_sample_rate(self.examples, config.batch_size))
         warmup = max(1, config.warmup_steps)
@@ -106,11 +140,20 @@ class PrivateTrainer:
         if batch == 0:  # an empty Poisson batch: nothing to clip, the optimizer still adds noise
             for p in self.model.parameters():
                 if p.requires_grad:
-                    p.grad_sample = torch.zeros((0,) + tuple(p.shape), device=p.device, dtype=p.dtype)
+                    if self.ghost:
+                        p.grad = torch.zeros_like(p)
+                    else:
+                        p.grad_sample = torch.zeros((0,) + tuple(p.shape), device=p.device, dtype=p.dtype)
             return torch.zeros(0)
+        if self.ghost:  # the criterion wrapper runs both backward passes and leaves the clipped sum in p.grad
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss = self.criterion(images, available, labels)
+            loss.backward()
+            return loss.loss_per_sample.detach().float()
         repeated = [x.repeat_interleave(k, dim=0) for x in (images, available, labels)]
-        losses = per_example_loss(self.model, self.schedule, *repeated, self.loss_config, self.generator,
-                                  network=self.private_model)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            losses = per_example_loss(self.model, self.schedule, *repeated, self.loss_config, self.generator,
+                                      network=self.private_model)
         losses.mean().backward()
         for p in self.model.parameters():
             if p.requires_grad and k > 1:

@@ -9,6 +9,9 @@ recomputed from it (DDPM's ``clip_sample``, applied in the denoiser so that ever
 alpha is ~0.006 and an eps error of 0.01 would move x0 by ~1.5; without the clip an imperfect network can
 push a few-step sampler out of the data range for good.
 
+On CUDA the network runs under bf16 autocast, compiled, and as one replayed CUDA graph per step (fast_paths.py);
+``precision="fp32"`` and ``FastPaths(...="off")`` turn these off.
+
 ``denoised_fn(x0, t)`` edits the denoised estimate the same way, after the clip: the tasks pass a projection onto
 their measurements there (data consistency in the style of DDNM, Wang et al. 2023), so every sampler gets it.
 """
@@ -20,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from .fast_paths import CompiledWithFallback, FastPaths, GraphedNetwork
 from .model import ConditionalDenoiser
 from .samplers import EpsFn, Hook, get_sampler
 from .schedules import Schedule
@@ -46,25 +50,32 @@ DenoisedFn = Callable[[Tensor, Tensor], Tensor]
 
 def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: Conditioning,
                   guidance_scale: float = 1.0, clip_denoised: bool = True,
-                  denoised_fn: DenoisedFn | None = None) -> EpsFn:
+                  denoised_fn: DenoisedFn | None = None, forward: Callable | None = None,
+                  cuda_graph: bool = False) -> EpsFn:
     """eps_fn(x, t) for the samplers: the network at schedule time t, with classifier-free guidance.
 
     x: (B, C, *spatial); t: (B,) schedule times in [0, 1]. Returns eps of the same shape as x.
+    forward: what to call instead of ``model`` (the compiled model); cuda_graph: replay the network as one CUDA
+    graph (the condition and labels are fixed for the whole sampling loop, as the graph needs).
     """
     labels = conditioning.labels
     guided = labels is not None and model.schema.num_classes > 0 and guidance_scale != 1.0
 
     p = model.parametrization
+    forward = forward or model
 
     def network(x: Tensor, time: Tensor) -> Tensor:
         cond = conditioning.condition.to(x.dtype)
         if not guided:
-            return model(x, time, cond, conditioning.given, labels)
+            return forward(x, time, cond, conditioning.given, labels)
         null = torch.full_like(labels, model.null_class)
-        both = model(torch.cat([x, x]), torch.cat([time, time]), torch.cat([cond, cond]),
+        both = forward(torch.cat([x, x]), torch.cat([time, time]), torch.cat([cond, cond]),
                      torch.cat([conditioning.given, conditioning.given]), torch.cat([labels, null]))
         out_class, out_null = both.chunk(2)
         return out_null + guidance_scale * (out_class - out_null)  # eps is affine in the output: same mix
+
+    if cuda_graph:
+        network = GraphedNetwork(network)
 
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -82,24 +93,43 @@ def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: 
     return eps_fn
 
 
+COMPILE_MIN_IMAGE_STEPS = 10_000  # "auto" compiles only when the sampling work repays ~1 min of compiling
+
+
+def compiled(model: ConditionalDenoiser) -> CompiledWithFallback:
+    """The model's compiled forward, compiled once per model object and kept with it."""
+    if "_compiled" not in model.__dict__:
+        model.__dict__["_compiled"] = CompiledWithFallback(model)
+    return model.__dict__["_compiled"]
+
+
 @torch.no_grad()
 def sample(model: ConditionalDenoiser, schedule: Schedule, conditioning: Conditioning, *, sampler: str = "ddim",
            steps: int = 50, guidance_scale: float = 1.0, clip_denoised: bool = True,
            generator: torch.Generator | None = None, x_start: Tensor | None = None, start_t: float = 1.0,
-           hook: Hook = None, denoised_fn: DenoisedFn | None = None, **sampler_options) -> Tensor:
+           hook: Hook = None, denoised_fn: DenoisedFn | None = None, precision: str = "auto",
+           fast_paths: FastPaths = FastPaths(), **sampler_options) -> Tensor:
     """Samples of shape conditioning.condition.shape, in [-1, 1], with given channels equal to the condition.
 
     x_start: the (partially) noised start at ``start_t``; by default pure prior noise at t = 1.
     generator: on the model's device (the samplers draw their noise with it).
+    precision: "auto" (bf16 autocast on CUDA), "fp32" or "bf16"; the sampler's own arithmetic stays fp32.
     """
     model.eval()
     reference = conditioning.condition
+    device = reference.device
     if x_start is None:
-        noise = torch.randn(reference.shape, generator=generator, dtype=torch.float32, device=reference.device)
+        noise = torch.randn(reference.shape, generator=generator, dtype=torch.float32, device=device)
         x_start = noise * schedule.prior_std()
-    eps_fn = guided_eps_fn(model, schedule, conditioning, guidance_scale, clip_denoised, denoised_fn)
-    x = get_sampler(sampler)(eps_fn, x_start, schedule, steps, generator, start_t=start_t, hook=hook,
-                             **sampler_options)
+    on = fast_paths.resolved(device)
+    forward = compiled(model) if on["compile"] and steps * reference.shape[0] >= COMPILE_MIN_IMAGE_STEPS else None
+    eps_fn = guided_eps_fn(model, schedule, conditioning, guidance_scale, clip_denoised, denoised_fn, forward,
+                           cuda_graph=on["cuda_graphs"])
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    # the autocast cast cache cannot live across a CUDA graph capture (torch.cuda.graph's documentation)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=not on["cuda_graphs"]):
+        x = get_sampler(sampler)(eps_fn, x_start, schedule, steps, generator, start_t=start_t, hook=hook,
+                                 **sampler_options)
     x = x.clamp(-1.0, 1.0)
     g = conditioning.given.reshape(conditioning.given.shape + (1,) * (x.dim() - 2)).to(x.dtype)
     return x * (1 - g) + reference.to(x.dtype) * g

@@ -24,18 +24,24 @@ class LossConfig:
     noise: str = "gaussian"  # or "simplex" (AnoDDPM; see simplex.py)
 
 
+def rng_device(generator: torch.Generator | None) -> torch.device:
+    """Random numbers are drawn where the generator lives (on the GPU for a GPU trainer: no host work, no copy)."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def sample_times(schedule: Schedule, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
     """Uniform training times: a random step of a discrete schedule, or t ~ U(t_min, 1)."""
     if isinstance(schedule, DiscreteVP):
-        index = torch.randint(0, schedule.num_steps, (batch,), generator=generator)
+        index = torch.randint(0, schedule.num_steps, (batch,), generator=generator, device=rng_device(generator))
         return ((index + 1).double() / schedule.num_steps).to(device)
-    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64, device=rng_device(generator))
     return (schedule.t_min + (1 - schedule.t_min) * u).to(device)
 
 
 def choose_conditions(available: torch.Tensor, p_condition: float, generator: torch.Generator | None) -> torch.Tensor:
     """(B, C) bool: channels given clean. Never all available ones, so every example has something to learn."""
-    given = (torch.rand(available.shape, generator=generator) < p_condition).to(available.device) & available
+    draw = torch.rand(available.shape, generator=generator, device=rng_device(generator))
+    given = (draw < p_condition).to(available.device) & available
     nothing_left = ~(available & ~given).any(dim=1)
     given[nothing_left] = False
     return given
@@ -63,7 +69,7 @@ def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.T
     x_t = alpha * x0 + sigma * noise
     if labels is not None and model.schema.num_classes:
         labels = torch.where(labels < 0, torch.full_like(labels, model.null_class), labels)
-        drop = (torch.rand(batch, generator=generator) < config.p_uncond).to(labels.device)
+        drop = (torch.rand(batch, generator=generator, device=rng_device(generator)) < config.p_uncond).to(labels.device)
         labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
     p = model.parametrization
     output = (network or model)(p.network_input(x_t, alpha, sigma), schedule.network_time(t).to(x0.dtype), x0, given,

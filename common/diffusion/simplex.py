@@ -75,7 +75,10 @@ def draw_noise(kind: str, shape: tuple[int, ...], generator: torch.Generator | N
                dtype=torch.float32) -> Tensor:
     """The diffusion noise of a model: N(0, I), or standardised simplex noise (2D only)."""
     if kind == "gaussian":
-        return torch.randn(shape, generator=generator, dtype=dtype)
+        device = generator.device if generator is not None else None
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
     if kind == "simplex":
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("simplex noise is drawn on the CPU: pass a CPU generator")
         return simplex_noise(shape, generator, dtype=dtype)
     raise ValueError(f"noise must be one of {NOISES}, got {kind!r}")

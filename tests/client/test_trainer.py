@@ -67,6 +67,20 @@ def test_weights_of_another_model_are_refused_by_name(data):
 def test_a_loss_that_stays_non_finite_stops_training_with_advice(data):
     poisoned = replace(data, images=torch.full_like(data.images, float("nan")))
     trainer = LocalTrainer(data.schema, TINY, replace(FAST, steps=50), "cpu")
+    before = {k: v.clone() for k, v in trainer.weights().items()}
     with pytest.raises(TrainingDiverged, match="learning_rate"):
         trainer.train(poisoned)
-    assert trainer.step == 0  # no update was applied from a non-finite loss
+    after = trainer.weights()  # no update was applied from a non-finite loss (skipped on the device)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_few_non_finite_losses_are_skipped_and_counted(data):
+    trainer = LocalTrainer(data.schema, TINY, replace(FAST, steps=8, batch_size=len(data)), "cpu")
+    trainer.train(data, steps=2)
+    before = {k: v.clone() for k, v in trainer.weights().items()}
+    poisoned = replace(data, images=torch.full_like(data.images, float("nan")))
+    result = trainer.train(poisoned, steps=3)
+    assert result.skipped_nonfinite == 3 and result.steps == 0
+    assert all(torch.equal(before[k], v) for k, v in trainer.weights().items())
+    assert trainer.train(data, steps=2).skipped_nonfinite == 0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.weights().items())

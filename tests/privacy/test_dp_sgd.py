@@ -82,3 +82,27 @@ def test_training_adds_noise_and_sends_plain_weight_names(phantom):
     # same seeds, same Poisson batches and draws: only the Gaussian noise makes the two differ
     assert any(not torch.equal(quiet.weights()[k], noisy.weights()[k]) for k in start)
     assert results[1].steps == 3 and 0 < results[1].epsilon < float("inf")
+
+
+def test_ghost_clipping_gives_the_clipped_sum_of_the_hooks_mode(phantom):
+    """Ghost clipping never forms per-example gradients, yet must add exactly what hooks mode adds: the sum of
+    each example's gradient scaled to norm <= C (same seed, same batch, one draw per example)."""
+    batch = phantom.subset(torch.arange(4))
+    hooks = _trainer(phantom, mode="hooks", k=1)
+    hooks.per_example_gradients(batch.images, batch.available, batch.labels)
+    assert (_flat_grad_samples(hooks).norm(dim=1) > 0.01).all()  # the bound binds, so clipping matters
+    hooks.optimizer.clip_and_accumulate()
+    ghost = _trainer(phantom, mode="ghost", k=1)
+    losses = ghost.per_example_gradients(batch.images, batch.available, batch.labels)
+    assert losses.shape == (4,)
+    clipped_sum = torch.cat([p.grad.flatten() for p in ghost.model.parameters() if p.requires_grad])
+    assert torch.allclose(clipped_sum, _summed_grad(hooks), rtol=1e-3, atol=1e-6)
+
+
+def test_ghost_clipping_trains_and_is_refused_with_noise_multiplicity(phantom):
+    from meddiff.common.config import ConfigError
+    trainer = _trainer(phantom, mode="ghost", k=1, noise=1.0)
+    result = trainer.train(steps=3)
+    assert result.steps == 3 and result.epsilon > 0 and torch.isfinite(torch.tensor(result.loss))
+    with pytest.raises(ConfigError, match="noise_multiplicity = 1"):
+        PrivacyConfig(enabled=True, noise_multiplicity=4, grad_sample_mode="ghost")

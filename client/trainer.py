@@ -104,7 +104,9 @@ def _ema_average(decay: float):
     def average(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         n = num_averaged.to(device=ema_params[0].device, dtype=torch.float32)
         d = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
-        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        delta = torch._foreach_sub(params, ema_params)  # lerp by a device tensor: foreach lerp takes host scalars
+        torch._foreach_mul_(delta, 1.0 - d)
+        torch._foreach_add_(ema_params, delta)
     return average
 
 

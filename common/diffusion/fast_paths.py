@@ -98,37 +98,57 @@ class CompiledWithFallback:
 
 
 class GraphedNetwork:
-    """Replays one CUDA graph of ``network(x, time)`` for a fixed input shape (the sampling loop's).
+    """Replays one CUDA graph of ``fn(*inputs)`` for fixed input shapes (the sampling loop's).
 
-    The graph is captured at the first call (after a few warm-up calls on a side stream, as CUDA requires);
-    later calls copy x and time into the captured input buffers, replay, and return a copy of the output.
-    Anything the network closes over (condition, labels) must not change between calls."""
+    The graph is captured at the first call (after warm-up calls on a side stream, as CUDA requires); later calls
+    copy the inputs into the captured buffers, replay, and return a copy of the output. ``None`` inputs are
+    constants of the graph. Kept per model and shape by :func:`graphed`, so a task that samples many batches
+    captures once."""
 
-    WARMUP_CALLS = 3
+    WARMUP_CALLS = 2
 
-    def __init__(self, network) -> None:
-        self.network = network
+    def __init__(self, fn) -> None:
+        self.fn = fn
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.static_x = self.static_time = self.static_out = None
+        self.static_inputs: tuple = ()
+        self.static_out: torch.Tensor | None = None
 
-    def __call__(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs):
         if self.graph is None:
-            self._capture(x, time)
-        elif x.shape != self.static_x.shape or x.dtype != self.static_x.dtype:
-            return self.network(x, time)  # another shape (e.g. a last, smaller batch): eager
-        self.static_x.copy_(x)
-        self.static_time.copy_(time)
+            self._capture(inputs)
+        for buffer, value in zip(self.static_inputs, inputs):
+            if buffer is not None:
+                buffer.copy_(value)
         self.graph.replay()
         return self.static_out.clone()
 
-    def _capture(self, x: torch.Tensor, time: torch.Tensor) -> None:
-        self.static_x, self.static_time = x.clone(), time.clone()
+    def _capture(self, inputs: tuple) -> None:
+        self.static_inputs = tuple(None if x is None else x.clone() for x in inputs)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(self.WARMUP_CALLS):
-                self.network(self.static_x, self.static_time)
+                self.fn(*self.static_inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.static_out = self.network(self.static_x, self.static_time)
+            self.static_out = self.fn(*self.static_inputs)
+
+
+def graph_key(inputs: tuple) -> tuple:
+    """What a captured graph is specific to: each input's shape, dtype and device (None stays None), and
+    whether bf16 autocast is on."""
+    return (tuple(None if x is None else (tuple(x.shape), x.dtype, x.device) for x in inputs),
+            torch.is_autocast_enabled("cuda"))
+
+
+def graphed(owner: nn.Module, fn):
+    """A callable like ``fn`` that replays a CUDA graph per input signature, the graphs kept with ``owner``."""
+    graphs = owner.__dict__.setdefault("_cuda_graphs", {})
+
+    def call(*inputs):
+        key = (id(fn), graph_key(inputs))
+        if key not in graphs:
+            graphs[key] = GraphedNetwork(fn)
+        return graphs[key](*inputs)
+    return call

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .fast_paths import CompiledWithFallback, FastPaths, GraphedNetwork
+from .fast_paths import CompiledWithFallback, FastPaths, graphed
 from .model import ConditionalDenoiser
 from .samplers import EpsFn, Hook, get_sampler
 from .schedules import Schedule
@@ -55,14 +55,16 @@ def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: 
     """eps_fn(x, t) for the samplers: the network at schedule time t, with classifier-free guidance.
 
     x: (B, C, *spatial); t: (B,) schedule times in [0, 1]. Returns eps of the same shape as x.
-    forward: what to call instead of ``model`` (the compiled model); cuda_graph: replay the network as one CUDA
-    graph (the condition and labels are fixed for the whole sampling loop, as the graph needs).
+    forward: what to call instead of ``model`` (the compiled model); cuda_graph: replay the network as a CUDA
+    graph per input shape (captured once per model and shape).
     """
     labels = conditioning.labels
     guided = labels is not None and model.schema.num_classes > 0 and guidance_scale != 1.0
 
     p = model.parametrization
     forward = forward or model
+    if cuda_graph:
+        forward = graphed(model, forward)
 
     def network(x: Tensor, time: Tensor) -> Tensor:
         cond = conditioning.condition.to(x.dtype)
@@ -73,9 +75,6 @@ def guided_eps_fn(model: ConditionalDenoiser, schedule: Schedule, conditioning: 
                      torch.cat([conditioning.given, conditioning.given]), torch.cat([labels, null]))
         out_class, out_null = both.chunk(2)
         return out_null + guidance_scale * (out_class - out_null)  # eps is affine in the output: same mix
-
-    if cuda_graph:
-        network = GraphedNetwork(network)
 
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:
         shape = (-1,) + (1,) * (x.dim() - 1)

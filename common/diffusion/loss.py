@@ -43,8 +43,7 @@ def choose_conditions(available: torch.Tensor, p_condition: float, generator: to
     draw = torch.rand(available.shape, generator=generator, device=rng_device(generator))
     given = (draw < p_condition).to(available.device) & available
     nothing_left = ~(available & ~given).any(dim=1)
-    given[nothing_left] = False
-    return given
+    return given & ~nothing_left[:, None]  # not given[mask] = False: boolean indexing waits for the GPU
 
 
 def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.Tensor, available: torch.Tensor,

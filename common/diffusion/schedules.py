@@ -107,7 +107,17 @@ class DiscreteVP(Schedule):
         lo = pos.floor().long().clamp(max=self.num_steps - 1)
         hi = (lo + 1).clamp(max=self.num_steps - 1)
         w = pos - lo
-        return 0.5 * ((1 - w) * self._log_acp[lo] + w * self._log_acp[hi])
+        table = self._table_on(pos.device)
+        return 0.5 * ((1 - w) * table[lo] + w * table[hi])
+
+    def _table_on(self, device: torch.device) -> Tensor:
+        """log alpha-bar on the device of the times (a GPU trainer's times live on the GPU), copied once."""
+        if device.type == "cpu":
+            return self._log_acp
+        cache = self.__dict__.setdefault("_tables", {})
+        if device not in cache:
+            cache[device] = self._log_acp.to(device)
+        return cache[device]
 
     def _sigma(self, t: Tensor) -> Tensor:
         return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))

@@ -157,13 +157,24 @@ def test_cuda_graph_sampling_equals_eager_sampling_given_the_same_noise():
 @cuda
 def test_a_graph_replays_new_inputs_not_the_captured_ones():
     calls = []
-    graphed = GraphedNetwork(lambda x, t: calls.append(1) or x * 2 + t[:, None])
+    graphed = GraphedNetwork(lambda x, t, nothing: calls.append(1) or x * 2 + t[:, None])
     x = torch.ones(2, 3, device="cuda")
     t = torch.zeros(2, device="cuda")
-    assert torch.equal(graphed(x, t), x * 2)
+    assert torch.equal(graphed(x, t, None), x * 2)
     y = torch.full((2, 3), 5.0, device="cuda")
-    assert torch.equal(graphed(y, t + 1), y * 2 + 1)
+    assert torch.equal(graphed(y, t + 1, None), y * 2 + 1)
     assert len(calls) == GraphedNetwork.WARMUP_CALLS + 1  # later calls replay, never re-run Python
+
+
+@cuda
+def test_graphs_are_kept_per_model_and_shape():
+    from meddiff.common.data.phantom import SCHEMA
+    model = _model(SCHEMA).cuda()
+    schedule = make_schedule("ddpm")
+    for batch in (4, 4, 2):
+        sample(model, schedule, Conditioning.nothing((batch, SCHEMA.num_channels, 16, 16), "cuda"), steps=3,
+               generator=torch.Generator("cuda").manual_seed(0), fast_paths=FastPaths(compile="off"))
+    assert len(model.__dict__["_cuda_graphs"]) == 2
 
 
 def test_cuda_graphs_on_a_cpu_is_refused():

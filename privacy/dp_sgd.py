@@ -53,7 +53,8 @@ class PerExampleCriterion(torch.nn.Module):
     def __init__(self, model: ConditionalDenoiser, schedule, loss_config: LossConfig, generator) -> None:
         super().__init__()
         self.reduction = "mean"
-        self.__dict__["model"], self.schedule, self.loss_config, self.generator = model, schedule, loss_config, generator
+        self.schedule, self.loss_config, self.generator = schedule, loss_config, generator
+        self.__dict__["model"] = model  # not a child module: Opacus must not wrap it twice
         self.__dict__["network"] = None
 
     def forward(self, images: torch.Tensor, available: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -121,7 +121,8 @@ def sample(model: ConditionalDenoiser, schedule: Schedule, conditioning: Conditi
         noise = torch.randn(reference.shape, generator=generator, dtype=torch.float32, device=device)
         x_start = noise * schedule.prior_std()
     on = fast_paths.resolved(device)
-    forward = compiled(model) if on["compile"] and steps * reference.shape[0] >= COMPILE_MIN_IMAGE_STEPS else None
+    worth_compiling = fast_paths.compile == "on" or steps * reference.shape[0] >= COMPILE_MIN_IMAGE_STEPS
+    forward = compiled(model) if on["compile"] and worth_compiling else None
     eps_fn = guided_eps_fn(model, schedule, conditioning, guidance_scale, clip_denoised, denoised_fn, forward,
                            cuda_graph=on["cuda_graphs"])
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")

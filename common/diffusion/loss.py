@@ -68,7 +68,8 @@ def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.T
     x_t = alpha * x0 + sigma * noise
     if labels is not None and model.schema.num_classes:
         labels = torch.where(labels < 0, torch.full_like(labels, model.null_class), labels)
-        drop = (torch.rand(batch, generator=generator, device=rng_device(generator)) < config.p_uncond).to(labels.device)
+        draw = torch.rand(batch, generator=generator, device=rng_device(generator))
+        drop = (draw < config.p_uncond).to(labels.device)
         labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
     p = model.parametrization
     output = (network or model)(p.network_input(x_t, alpha, sigma), schedule.network_time(t).to(x0.dtype), x0, given,

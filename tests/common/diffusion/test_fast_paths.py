@@ -7,6 +7,7 @@ bf16 autocast agrees to 3 % relative L2 error on the network output (bf16 keeps 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 
 import pytest
@@ -180,3 +181,16 @@ def test_graphs_are_kept_per_model_and_shape():
 def test_cuda_graphs_on_a_cpu_is_refused():
     with pytest.raises(ValueError, match="CUDA"):
         FastPaths(cuda_graphs="on").resolved("cpu")
+
+
+@cuda
+def test_the_trainer_trains_and_samples_on_cuda_with_the_default_fast_paths(data, tmp_path):
+    trainer = LocalTrainer(data.schema, TINY, TrainConfig(steps=30, batch_size=6, warmup_steps=2), "cuda")
+    result = trainer.train(data, checkpoint_path=tmp_path / "model.pt")
+    assert result.steps == 30 and result.skipped_nonfinite == 0 and math.isfinite(result.loss)
+    resumed = LocalTrainer.resume(tmp_path / "model.pt", "cuda")
+    assert resumed.step == 30 and resumed.generator.device.type == "cuda"
+    conditioning = Conditioning.nothing((4,) + tuple(data.images.shape[1:]), "cuda")
+    images = sample(trainer.ema.module, trainer.schedule, conditioning, steps=5,
+                    generator=torch.Generator("cuda").manual_seed(0))
+    assert images.shape == conditioning.condition.shape and torch.isfinite(images).all()

@@ -32,7 +32,7 @@ import math
 import platform
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -248,10 +248,11 @@ class Bench:
         return TrainConfig(batch_size=batch, steps=10**9, learning_rate=1e-4, compile=compile_,
                            precision=precision, checkpoint_every=10**9, schedule="ddpm")
 
-    def ours_train(self, batch: int, compile_: str):
-        trainer = LocalTrainer(self.schema, self.model_config, self.train_config(batch, compile_), self.device)
+    def ours_train(self, batch: int, compile_: str, channels_last: str = "auto"):
+        config = replace(self.train_config(batch, compile_), channels_last=channels_last)
+        trainer = LocalTrainer(self.schema, self.model_config, config, self.device)
         data = self.data
-        steps = 5
+        steps = 10  # the trainer looks at its device-side counters once per call
 
         def call():
             trainer.train(data, steps=steps)
@@ -299,6 +300,8 @@ class Bench:
             reference = "MONAI plain loop bf16 + compile" if compile_ else "MONAI plain loop bf16"
             self.run("train", "meddiff fast paths, eager", b, lambda: self.ours_train(b, "off"), vs=reference,
                      flops=ft, note="bf16, SDPA, channels-last, fused AdamW, device RNG, no host sync")
+            self.run("train", "meddiff fast paths, eager, NCHW", b, lambda: self.ours_train(b, "off", "off"),
+                     vs=reference, flops=ft, note="as above without channels-last")
             if compile_:
                 self.run("train", "meddiff fast paths + compile", b, lambda: self.ours_train(b, "on"), vs=reference,
                          flops=ft)

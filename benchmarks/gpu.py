@@ -30,6 +30,7 @@ import gc
 import json
 import math
 import platform
+import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -164,6 +165,8 @@ class Bench:
         """``make()`` builds the row's models and returns its measurement; both run inside the try, so a path
         that fails (to build, compile or run) is reported and the other rows still run."""
         row = Row(section, name, batch, vs=vs, note=note)
+        if self.args.rows and not re.search(self.args.rows, name):
+            return row  # not asked for: not run, not recorded
         try:
             row.images_per_second, row.peak_gib, row.warmup_seconds = make()()
         except Exception as error:  # a failing path is a result to report, not a reason to lose the others
@@ -270,11 +273,14 @@ class Bench:
             return trainer.train(steps).examples
         return lambda: measure(call, None, self.args.seconds, 1, self.device)
 
-    def ours_sample(self, sampler: str, steps: int, compile_: str):
+    def ours_sample(self, sampler: str, steps: int, compile_: str, channels_last: bool = True):
         b, device = self.args.batch, self.device
         trainer = LocalTrainer(self.schema, self.model_config, self.train_config(b, "off"), device)
         model = trainer.ema.module.eval()
-        apply_layout(model, 2, flash_attention=device.type == "cuda", channels_last=device.type == "cuda")
+        if not channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        apply_layout(model, 2, flash_attention=device.type == "cuda",
+                     channels_last=channels_last and device.type == "cuda")
         conditioning = Conditioning.nothing((b, 1, self.args.size, self.args.size), device)
         fast = FastPaths(compile=compile_, cuda_graphs="auto")
 
@@ -310,6 +316,8 @@ class Bench:
             self.run("dp", reference, bd, lambda: self.ours_train(bd, "off"), flops=ft,
                      note="eager, like the DP rows (Opacus hooks do not compile)")
             for name, mode, precision in (("Opacus hooks fp32", "hooks", "fp32"),
+                                          ("Opacus hooks bf16", "hooks", "bf16"),
+                                          ("functorch fp32", "functorch", "fp32"),
                                           ("ghost clipping fp32", "ghost", "fp32"),
                                           ("ghost clipping bf16", "ghost", "bf16")):
                 self.run("dp", name, bd, lambda: self.ours_dp(mode, precision), vs=reference, flops=ft)
@@ -319,6 +327,9 @@ class Bench:
             ref = "MONAI DDIM-50 bf16"
             self.run("sample", "meddiff DDIM-50, graphs", b, lambda: self.ours_sample("ddim", 50, "off"),
                      vs=ref, flops=50 * ff, note="bf16, SDPA, channels-last, CUDA graphs")
+            self.run("sample", "meddiff DDIM-50, graphs, NCHW", b,
+                     lambda: self.ours_sample("ddim", 50, "off", channels_last=False), vs=ref, flops=50 * ff,
+                     note="as above without channels-last")
             best = "off"
             if compile_:
                 row = self.run("sample", "meddiff DDIM-50, graphs + compile", b,
@@ -355,6 +366,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per row (after warm-up)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per row (compiling rows get 3 more)")
     parser.add_argument("--only", default="train,dp,sample", help="sections to run")
+    parser.add_argument("--rows", default="", help="run only the rows whose name matches this regex")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak, if the card is not known")
     parser.add_argument("--out", default="bench_out/gpu.json")

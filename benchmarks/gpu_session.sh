@@ -13,7 +13,7 @@ export PYTHONPATH=/tmp/pkgs:/tmp/site
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider --import-mode=importlib \
-    tests/common/diffusion/test_fast_paths.py tests/privacy/test_dp_sgd.py 2>&1 \
+    ${TESTS:-tests/common/diffusion/test_fast_paths.py tests/privacy/test_dp_sgd.py} 2>&1 \
     | tail -25 | tee "$OUT/tests.txt"
 timeout "${BENCH_SECONDS:-420}" python3 benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 \
     | grep -v -i "warn\|backward()" | tee "$OUT/bench.txt"

@@ -178,7 +178,7 @@ class LocalTrainer:
         size = min(self.config.batch_size, len(data))
         indices = torch.randperm(len(data), generator=self.generator, device=self.generator.device)[:size]
         batch = data.subset(indices.to(data.images.device))
-        if batch.images.device != self.device:  # a large set kept in pinned host memory
+        if batch.images.device.type != self.device.type:  # a large set kept in pinned host memory
             batch = TrainingTensors(batch.schema, *(t.pin_memory().to(self.device, non_blocking=True)
                                                     for t in (batch.images, batch.available, batch.labels)))
         if self.channels_last:

@@ -22,7 +22,7 @@ def phantom():
 
 def _trainer(data, mode="hooks", k=2, clip=0.01, noise=0.0):
     privacy = PrivacyConfig(enabled=True, max_grad_norm=clip, noise_multiplicity=k, grad_sample_mode=mode)
-    return PrivateTrainer(data.schema, SMALL, TrainConfig(batch_size=4, seed=3), privacy, data, noise)
+    return PrivateTrainer(data.schema, SMALL, TrainConfig(batch_size=4, seed=3), privacy, data, noise, device="cpu")
 
 
 def _flat_grad_samples(trainer) -> torch.Tensor:

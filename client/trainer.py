@@ -58,7 +58,7 @@ class TrainConfig:
     proximal_mu: float = 0.0  # FedProx: mu / 2 ||w - w_global||^2 keeps a site near the global model
     # GPU fast paths, each "auto" (on for CUDA), "on" or "off"; see common/diffusion/fast_paths.py
     flash_attention: str = "auto"
-    channels_last: str = "auto"
+    channels_last: str = "off"  # measured slower on an H200 for this GroupNorm UNet (benchmarks/gpu.py)
     compile: str = "auto"  # auto: only for calls of at least COMPILE_MIN_STEPS steps (compiling costs ~1 min)
 
     def __post_init__(self) -> None:

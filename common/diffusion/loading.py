@@ -56,8 +56,8 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model the checkpoint describes ({e})") from None
     model.to(device).eval()
-    fast = switch_on("auto", device)  # SDPA attention and channels-last on CUDA: same numbers, faster
-    apply_layout(model, model_config.spatial_dims, flash_attention=fast, channels_last=fast)
+    # SDPA attention on CUDA: same numbers, faster; channels-last measured slower here (benchmarks/gpu.py)
+    apply_layout(model, model_config.spatial_dims, flash_attention=switch_on("auto", device), channels_last=False)
     resolution = int(meta.get("resolution", 0))
     if resolution <= 0:
         raise CheckpointError(f"{path}: the checkpoint does not record the image resolution it was trained at")

@@ -16,9 +16,10 @@ from rich.table import Table
 from ..common.config import ConfigError
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
+def add_common_arguments(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="model.pt (a `meddiff train` checkpoint or a global model)")
-    p.add_argument("--data", required=True, help="the site's images: a folder, .npz, or phantom (fresh draws)")
+    p.add_argument("--data", required=data_required,
+                   help="the site's images: a folder, .npz, or phantom (fresh draws)")
     p.add_argument("--config", help="site.toml saying how to read --data ([data] channels, DICOM rules, masks)")
     p.add_argument("--out", required=True, help="folder for the outputs, the PNG panel and the metrics JSON")
     p.add_argument("--limit", type=int, default=0, help="process only the first N examples (0 = all)")

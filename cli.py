@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=None, help="override the scenario's rounds")
     demo.set_defaults(func=cmd_demo)
 
-    from .commands import (budget, denoise, deploy, detect_anomalies, generate, reconstruct, simulate, super_resolve,
-                           train)
+    from .commands import (budget, denoise, deploy, detect_anomalies, generate, reconstruct, segment, simulate,
+                           super_resolve, train)
     deploy.add_parsers(commands, site)
     budget.add_parser(site)
     train.add_parser(commands)
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_parser(commands)
     super_resolve.add_parser(commands)
     reconstruct.add_parser(commands)
+    segment.add_parser(commands)
     simulate.add_parser(commands)
     return parser
 

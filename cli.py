@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from .commands import (budget, denoise, deploy, detect_anomalies, generate, reconstruct, segment, simulate,
-                           super_resolve, train)
+                           super_resolve, train, translate)
     deploy.add_parsers(commands, site)
     budget.add_parser(site)
     train.add_parser(commands)
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     super_resolve.add_parser(commands)
     reconstruct.add_parser(commands)
     segment.add_parser(commands)
+    translate.add_parser(commands)
     simulate.add_parser(commands)
     return parser
 

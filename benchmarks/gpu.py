@@ -293,7 +293,6 @@ class Bench:
 
     def all(self) -> None:
         a, compile_ = self.args, not self.args.no_compile
-        on = "on" if compile_ else "off"
         self.count()
         ft, ff = self.flops_train, self.flops_forward
         b, bd = a.batch, a.dp_batch

@@ -31,3 +31,16 @@ def write_split(data_root: Path, out: Path) -> tuple[Path, Path]:
         arrays = {k: source[k][rows].astype(np.uint8 if k == "mask" else np.float32) for k in keys}
         np.savez_compressed(path, **arrays, study=source["study"][rows])
     return paths
+
+
+def write_training_with_masks(data_root: Path, out: Path) -> Path:
+    """pgbm_train_all.npz under ``out``: every slice of the training patients, contrasts and tumour mask (the
+    model for segmentation, translation and reconstruction learns masks too)."""
+    source = np.load(Path(data_root) / ARCHIVE)
+    patient = np.asarray([str(s).split("/")[0] for s in source["study"]])
+    rows = np.isin(patient, TRAIN_PATIENTS)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "pgbm_train_all.npz"
+    arrays = {k: source[k][rows].astype(np.uint8 if k == "mask" else np.float32) for k in CONTRASTS + ("mask",)}
+    np.savez_compressed(path, **arrays, study=source["study"][rows])
+    return path

@@ -26,7 +26,31 @@ def add_parser(commands) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--reference-data", help="images of the target contrast for the histogram-matching baseline "
                                             "(e.g. the training set); default: the target channel of --data")
+    p.add_argument("--baseline-train", help="(source, target) pairs to train the supervised MONAI UNet baseline on")
+    p.add_argument("--baseline-seconds", type=float, default=300.0, help="wall-clock budget of the UNet")
+    p.add_argument("--baseline-epochs", type=int, default=200)
     p.set_defaults(func=run)
+
+
+def _supervised(args, loaded, source_indices, target, data, report):
+    """The supervised UNet (sources -> target) trained on --baseline-train's pairs, applied to --data."""
+    if not args.baseline_train:
+        return None
+    from ..tasks.task_data import load_task_data
+    from ..tasks.unet_baseline import UNetRecipe, train_unet
+
+    names = [loaded.schema.channels[i] for i in source_indices]
+    pairs = load_task_data(args.baseline_train, loaded, task="translate",
+                           need=(*names, loaded.schema.channels[target]))
+    keep = pairs.available[:, [*source_indices, target]].all(dim=1)
+    if not keep.any():
+        raise ConfigError(f"translate: --baseline-train {args.baseline_train} has no example with all of "
+                          f"{names} and {loaded.schema.channels[target]}")
+    recipe = UNetRecipe(epochs=args.baseline_epochs, seconds=args.baseline_seconds, seed=args.seed)
+    trained = train_unet(pairs.images[keep][:, source_indices], pairs.images[keep, target], "translation", recipe)
+    report["supervised_unet"] = {"pairs": int(keep.sum()), "epochs": trained.epochs,
+                                 "train_seconds": trained.seconds, "data": args.baseline_train}
+    return trained.predict(data.images[:, source_indices]).clamp(-1, 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,10 +95,13 @@ def run(args: argparse.Namespace) -> int:
               "device": str(loaded.device), "mean_uncertainty": float(variance.mean()),
               "baseline_reference": args.reference_data or "the target channel of --data (pooled histogram)",
               "metrics": {}}
+    supervised = _supervised(args, loaded, source_indices, target, data, report)
     rows = []
     if has_target.any():
         truth = to_unit(data.images[has_target, target])[:, None]
         outputs = {"diffusion": mean}
+        if supervised is not None:
+            outputs = {"supervised UNet": supervised, **outputs}
         if baseline is not None:
             outputs = {"histogram-matched source": baseline, **outputs}
         for name, output in outputs.items():
@@ -87,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         columns["target"] = to_unit(middle(data.images[:, target]))
     figure = panel(columns, f"{args.out}/translate.png")
     arrays = {"translated": to_unit(mean), "variance": variance}
+    if supervised is not None:
+        arrays["supervised_unet"] = to_unit(supervised)
     if baseline is not None:
         arrays["histogram_matched"] = to_unit(baseline)
     path = write_outputs(args.out, TASK, arrays, report)

@@ -101,3 +101,20 @@ def dice_and_hd95(prediction: Tensor, truth: Tensor) -> dict[str, float]:
 def as_numpy(segmentation: Segmentation) -> dict[str, np.ndarray]:
     return {"probability": segmentation.probability.numpy(), "labels": segmentation.labels.numpy().astype(np.uint8),
             "variance": segmentation.variance.numpy()}
+
+
+def synthetic_pairs(loaded: LoadedModel, count: int, mask_channel: int, *, steps: int = 25, batch_size: int = 32,
+                    seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``count`` (images, mask) pairs drawn jointly from the model (nothing given): images (N, C, *spatial) in
+    model units with the mask channel zeroed, masks (N, *spatial) bool (foreground = any label)."""
+    generator = torch.Generator(loaded.device).manual_seed(seed)
+    shape = (loaded.schema.num_channels,) + (loaded.resolution,) * loaded.model.config.spatial_dims
+    drawn = []
+    for first in range(0, count, batch_size):
+        n = min(batch_size, count - first)
+        conditioning = Conditioning.nothing((n, *shape), loaded.device)
+        drawn.append(sample(loaded.model, loaded.schedule, conditioning, steps=steps, generator=generator).cpu())
+    images = torch.cat(drawn)
+    masks = mask_values_to_labels(images[:, mask_channel], loaded.schema.mask_labels) > 0
+    images[:, mask_channel] = 0.0
+    return images, masks

@@ -89,3 +89,13 @@ def test_the_phantom_lesions_are_segmented_with_dice_above_0_8(tmp_path, trained
     on_visible = dice_and_hd95(labels[visible], truth[visible])
     assert on_visible["with_foreground"] >= 10 and on_visible["dice"] >= 0.8, on_visible
     assert report["metrics"]["dice"] >= 0.6 and report["metrics"]["false_positive_rate_on_empty"] <= 0.1
+
+
+def test_the_unet_routes_train_on_real_and_on_generated_pairs(tmp_path, tiny_model):
+    assert main(["segment", "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path), "--limit", "4",
+                 "--samples", "1", "--steps", "2", "--baseline-train", "phantom", "--synthetic-pairs", "4",
+                 "--baseline-epochs", "1"]) == 0
+    report = json.loads((tmp_path / "segment.json").read_text())
+    assert set(report["unet"]) == {"real pairs", "synthetic pairs"}
+    assert report["unet"]["synthetic pairs"]["pairs"] == 4 and report["unet"]["real pairs"]["epochs"] == 1
+    assert "dice" in report["unet"]["real pairs"]

@@ -63,3 +63,12 @@ def test_channels_outside_the_schema_are_refused(tmp_path, tiny_model, extra, me
     assert main(["translate", "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path),
                  "--limit", "2", *extra]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_the_supervised_unet_baseline_is_trained_on_the_given_pairs(tmp_path, tiny_model):
+    assert main(["translate", "--model", str(tiny_model), "--data", "phantom", "--from", "t1,flair", "--to", "t2",
+                 "--out", str(tmp_path), "--limit", "4", "--samples", "1", "--steps", "2",
+                 "--baseline-train", "phantom", "--baseline-epochs", "2"]) == 0
+    report = json.loads((tmp_path / "translate.json").read_text())
+    assert report["supervised_unet"]["epochs"] == 2 and "supervised UNet" in report["metrics"]
+    assert np.load(tmp_path / "translate.npz")["supervised_unet"].shape == (4, 16, 16)

@@ -53,7 +53,8 @@ def _unet_routes(args, loaded, index, data, given, truth_known, report) -> dict:
         has = real.available[:, index]
         if not has.any():
             raise ConfigError(f"segment: --baseline-train {args.baseline_train} has no {schema.channels[index]} masks")
-        routes["real pairs"] = (real.images[has], mask_values_to_labels(real.images[has, index], schema.mask_labels) > 0)
+        truth = mask_values_to_labels(real.images[has, index], schema.mask_labels) > 0
+        routes["real pairs"] = (real.images[has], truth)
     if args.synthetic_pairs > 0:
         routes["synthetic pairs"] = synthetic_pairs(loaded, args.synthetic_pairs, index, steps=args.steps,
                                                     batch_size=args.batch_size, seed=args.seed)

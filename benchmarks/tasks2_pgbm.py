@@ -1,0 +1,120 @@
+"""Tasks part 2 on real brain MRI (PGBM): reconstruction, segmentation and translation, each next to its baselines.
+
+    .venv/bin/python benchmarks/tasks2_pgbm.py                        # trains the model (about 1 h on 2 cores)
+    .venv/bin/python benchmarks/tasks2_pgbm.py --model RUN/model.pt   # reuse a trained checkpoint
+
+One model serves all three: `meddiff train` on every slice of patients PGBM-001 and PGBM-003, with the four
+contrasts and the tumour mask, at 64 px. It is tested on every slice of patients PGBM-006 and PGBM-008 (split by
+patient, see pgbm_split.py). The supervised UNets train on the same training slices, for --baseline-seconds.
+Every number comes from the `meddiff` sub-commands a site admin runs; the table and results.json go to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pgbm_split import TEST_PATIENTS, TRAIN_PATIENTS, write_split, write_training_with_masks  # noqa: E402
+
+from meddiff.cli import main as meddiff  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(arguments: list[str]) -> None:
+    code = meddiff(arguments)
+    if code != 0:
+        raise SystemExit(f"meddiff {' '.join(arguments)} failed with exit code {code}")
+
+
+def _runs(train: str, seconds: str) -> dict[str, tuple[str, list[str]]]:
+    unet = ["--baseline-train", train, "--baseline-seconds", seconds]
+    return {
+        "reconstruction t2 x4 (random mask)": ("reconstruct", ["--channel", "t2", "--acceleration", "4"]),
+        "reconstruction t2 x4, 8 samples": ("reconstruct", ["--channel", "t2", "--acceleration", "4",
+                                                            "--samples", "8", "--steps", "25"]),
+        "reconstruction t2 x4, t1pre given": ("reconstruct", ["--channel", "t2", "--acceleration", "4",
+                                                              "--given", "t1pre"]),
+        "reconstruction t2 x8, t1pre given": ("reconstruct", ["--channel", "t2", "--acceleration", "8",
+                                                              "--given", "t1pre"]),
+        "segmentation (tumour), 8-draw ensemble": ("segment", ["--samples", "8", *unet, "--synthetic-pairs", "256"]),
+        "translation t1pre -> t2": ("translate", ["--from", "t1pre", "--to", "t2", "--reference-data", train, *unet]),
+        "translation t2 -> flair": ("translate", ["--from", "t2", "--to", "flair", "--reference-data", train,
+                                                  *unet]),
+    }
+
+
+def _row(name: str, report: dict) -> tuple[str, str, str]:
+    m = report["metrics"]
+    if report["task"] == "reconstruction":
+        return (f"{m['diffusion']['psnr']:.2f} dB / SSIM {m['diffusion']['ssim']:.3f}",
+                f"zero-filled {m['zero_filled']['psnr']:.2f} dB; "
+                f"TV {m['tv']['psnr']:.2f} dB / SSIM {m['tv']['ssim']:.3f}",
+                f"{report['psnr_gain_over_zero_filled_db']:+.2f} dB vs zero-filled, "
+                f"{m['diffusion']['psnr'] - m['tv']['psnr']:+.2f} dB vs TV")
+    if report["task"] == "segmentation":
+        unets = "; ".join(f"UNet {route} Dice {r['dice']:.3f} HD95 {r['hd95']:.1f}"
+                          for route, r in report.get("unet", {}).items())
+        return f"Dice {m['dice']:.3f}, HD95 {m['hd95']:.1f} px", unets, "-"
+    best = {k: v for k, v in m.items() if k != "diffusion"}
+    return (f"{m['diffusion']['psnr']:.2f} dB / SSIM {m['diffusion']['ssim']:.3f}",
+            "; ".join(f"{k} {v['psnr']:.2f} dB / SSIM {v['ssim']:.3f}" for k, v in best.items()), "-")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--out", default="bench_out/tasks2_pgbm")
+    parser.add_argument("--model", help="a trained checkpoint (skips training)")
+    parser.add_argument("--train-steps", type=int, default=1500)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--baseline-seconds", default="300", help="wall-clock budget of each supervised UNet")
+    parser.add_argument("--limit", type=int, default=0, help="test slices per task (0 = all 70)")
+    parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not (Path(args.data) / "pgbm").exists():
+        print(f"skipped: {Path(args.data) / 'pgbm'} is absent (give --data, the folder of the shared data sets)")
+        return 0
+    out = Path(args.out)
+    train_npz = write_training_with_masks(Path(args.data), out / "data")
+    _, test_npz = write_split(Path(args.data), out / "data")
+    model = Path(args.model) if args.model else out / "model" / "model.pt"
+    if not model.exists():
+        _run(["train", "--data", str(train_npz), "--out", str(model.parent), "--steps", str(args.train_steps),
+              "--resolution", str(args.resolution), "--seed", str(args.seed)])
+    common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
+    results = {}
+    for i, (name, (command, extra)) in enumerate(_runs(str(train_npz), args.baseline_seconds).items()):
+        if args.only and args.only not in name:
+            continue
+        folder = out / f"{i}_{command}"
+        _run([command, *common, *extra, "--out", str(folder)])
+        results[name] = json.loads((folder / f"{command}.json").read_text())
+    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
+    summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),
+               "model": str(model), "train_steps": trained.get("total_steps"), "train_seconds": trained.get("seconds"),
+               "train_patients": TRAIN_PATIENTS, "test_patients": TEST_PATIENTS, "results": results}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    table = Table(title=f"PGBM tasks, part 2 (train {TRAIN_PATIENTS} all slices with masks, test {TEST_PATIENTS}; "
+                        f"{summary['train_steps']} training steps)")
+    for column in ("task", "diffusion", "baselines", "gain"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for name, report in results.items():
+        table.add_row(name, *_row(name, report))
+    Console(width=200).print(table)
+    print(f"results -> {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

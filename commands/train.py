@@ -47,11 +47,12 @@ def _train_config(args: argparse.Namespace, base):
     return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _model_config(args: argparse.Namespace):
+def _model_config(args: argparse.Namespace, spatial_dims: int = 2):
+    """The network for the data: 2D for images and slices, 3D for volumes ([data] slices = false)."""
     from ..common.diffusion.model import ModelConfig
 
     if not args.channels:
-        return ModelConfig()
+        return ModelConfig(spatial_dims=spatial_dims)
     try:
         widths = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
@@ -60,8 +61,8 @@ def _model_config(args: argparse.Namespace):
     if len(widths) < 2 or groups < 4:
         raise ConfigError(f"--channels {args.channels!r}: give at least two widths, each a multiple of 4")
     attention = tuple(i == len(widths) - 1 for i in range(len(widths)))
-    return ModelConfig(channels=widths, attention_levels=attention, norm_num_groups=groups,
-                       num_head_channels=min(32, widths[-1]))
+    return ModelConfig(spatial_dims=spatial_dims, channels=widths, attention_levels=attention,
+                       norm_num_groups=groups, num_head_channels=min(32, widths[-1]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if trainer is None:
-        trainer = LocalTrainer(training.tensors.schema, _model_config(args), _train_config(args, TrainConfig()),
-                               args.device)
+        trainer = LocalTrainer(training.tensors.schema, _model_config(args, len(training.tensors.spatial)),
+                               _train_config(args, TrainConfig()), args.device)
     elif training.resolution != trainer.resolution:
         raise ConfigError(f"{checkpoint} was trained at {trainer.resolution} px; the data is prepared at "
                           f"{training.resolution} px (pass --resolution {trainer.resolution})")

@@ -8,7 +8,7 @@ import argparse
 from rich.console import Console
 
 from ..common.config import ConfigError
-from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
+from .task_io import add_common_arguments, open_task, print_table, run_timed, site_data_config, write_outputs
 
 TASK = "segment"
 
@@ -49,7 +49,7 @@ def _unet_routes(args, loaded, index, data, given, truth_known, report) -> dict:
     schema, routes, maps = loaded.schema, {}, {}
     recipe = UNetRecipe(epochs=args.baseline_epochs, seconds=args.baseline_seconds, seed=args.seed)
     if args.baseline_train:
-        real = load_task_data(args.baseline_train, loaded, task="segment")
+        real = load_task_data(args.baseline_train, loaded, site_data_config(args), task="segment")
         has = real.available[:, index]
         if not has.any():
             raise ConfigError(f"segment: --baseline-train {args.baseline_train} has no {schema.channels[index]} masks")

@@ -30,19 +30,26 @@ def add_common_arguments(p: argparse.ArgumentParser, *, data_required: bool = Tr
 
 def open_task(args: argparse.Namespace, task: str, *, resolution_divisor: int = 1, need: tuple[str, ...] = ()):
     """(loaded model, task data): the checkpoint and the site's data in its channel order, or a clear error."""
-    from ..common.config import DataConfig, load_site_config
     from ..common.diffusion.loading import load_model
     from ..tasks.task_data import load_task_data
 
     if args.limit < 0:
         raise ConfigError("--limit must be >= 0")
     loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device)
-    config = load_site_config(args.config).data if args.config else DataConfig()
+    config = site_data_config(args)
     data = load_task_data(args.data, loaded, config, task=task, need=need,
                           resolution=loaded.resolution // resolution_divisor)
     if args.limit:
         data = data.subset(torch.arange(min(args.limit, len(data))))
     return loaded, data
+
+
+def site_data_config(args: argparse.Namespace):
+    """How to read the site's images: --config's [data] table (any other data path of the command, e.g. a
+    baseline's training pairs, is read the same way), or the defaults."""
+    from ..common.config import DataConfig, load_site_config
+
+    return load_site_config(args.config).data if args.config else DataConfig()
 
 
 def write_outputs(out: str | Path, task: str, arrays: dict[str, torch.Tensor | np.ndarray], report: dict) -> Path:

@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 
 from ..common.config import ConfigError
-from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
+from .task_io import add_common_arguments, open_task, print_table, run_timed, site_data_config, write_outputs
 
 TASK = "translate"
 
@@ -40,7 +40,7 @@ def _supervised(args, loaded, source_indices, target, data, report):
     from ..tasks.unet_baseline import UNetRecipe, train_unet
 
     names = [loaded.schema.channels[i] for i in source_indices]
-    pairs = load_task_data(args.baseline_train, loaded, task="translate",
+    pairs = load_task_data(args.baseline_train, loaded, site_data_config(args), task="translate",
                            need=(*names, loaded.schema.channels[target]))
     keep = pairs.available[:, [*source_indices, target]].all(dim=1)
     if not keep.any():
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                                                                           settings, args.seed))
     has_target = data.available[:, target]
     if args.reference_data:
-        reference = load_task_data(args.reference_data, loaded, task="translate", need=(args.target,))
+        reference = load_task_data(args.reference_data, loaded, site_data_config(args), task="translate",
+                                   need=(args.target,))
         pool = reference.images[reference.available[:, target], target]
     else:
         pool = data.images[has_target, target]

@@ -36,7 +36,7 @@ def _run(arguments: list[str]) -> None:
         raise SystemExit(f"meddiff {' '.join(arguments)} failed with exit code {code}")
 
 
-def _runs(train: str, seconds: str) -> dict[str, tuple[str, list[str]]]:
+def _runs(train: str, seconds: str, samples: str, synthetic: str) -> dict[str, tuple[str, list[str]]]:
     unet = ["--baseline-train", train, "--baseline-seconds", seconds]
     return {
         "reconstruction t2 x4 (random mask)": ("reconstruct", ["--channel", "t2", "--acceleration", "4"]),
@@ -46,10 +46,11 @@ def _runs(train: str, seconds: str) -> dict[str, tuple[str, list[str]]]:
                                                               "--given", "t1pre"]),
         "reconstruction t2 x8, t1pre given": ("reconstruct", ["--channel", "t2", "--acceleration", "8",
                                                               "--given", "t1pre"]),
-        "segmentation (tumour), 8-draw ensemble": ("segment", ["--samples", "8", *unet, "--synthetic-pairs", "256"]),
-        "translation t1pre -> t2": ("translate", ["--from", "t1pre", "--to", "t2", "--reference-data", train, *unet]),
-        "translation t2 -> flair": ("translate", ["--from", "t2", "--to", "flair", "--reference-data", train,
-                                                  *unet]),
+        "segmentation (tumour)": ("segment", ["--samples", samples, *unet, "--synthetic-pairs", synthetic]),
+        "translation t1pre -> t2": ("translate", ["--from", "t1pre", "--to", "t2", "--samples", samples,
+                                                  "--reference-data", train, *unet]),
+        "translation t2 -> flair": ("translate", ["--from", "t2", "--to", "flair", "--samples", samples,
+                                                  "--reference-data", train, *unet]),
     }
 
 
@@ -78,6 +79,8 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=1500)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--baseline-seconds", default="300", help="wall-clock budget of each supervised UNet")
+    parser.add_argument("--samples", default="8", help="draws per image for segmentation and translation")
+    parser.add_argument("--synthetic-pairs", default="256", help="generated pairs for the synthetic-data UNet")
     parser.add_argument("--limit", type=int, default=0, help="test slices per task (0 = all 70)")
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
     parser.add_argument("--seed", type=int, default=0)
@@ -94,7 +97,8 @@ def main() -> int:
               "--resolution", str(args.resolution), "--seed", str(args.seed)])
     common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
     results = {}
-    for i, (name, (command, extra)) in enumerate(_runs(str(train_npz), args.baseline_seconds).items()):
+    runs = _runs(str(train_npz), args.baseline_seconds, args.samples, args.synthetic_pairs)
+    for i, (name, (command, extra)) in enumerate(runs.items()):
         if args.only and args.only not in name:
             continue
         folder = out / f"{i}_{command}"

@@ -4,9 +4,10 @@ supervised 3D MONAI UNet, Dice and HD95 on held-out volumes.
     .venv/bin/python benchmarks/hippocampus_3d.py                       # trains the 3D model (~15 min on 2 cores)
     .venv/bin/python benchmarks/hippocampus_3d.py --model RUN/model.pt  # reuse a trained checkpoint
 
-Split by case: the first 200 image/label pairs (sorted by name) train, the rest test. The split is made of
-symbolic links under --out (the data is never copied). Volumes are resized to --resolution cubed; the labels
-(anterior, posterior) are scored as one foreground.
+Split by case: the first 200 image/label pairs (sorted by name) train, the rest test. The split is written
+under --out (the run folder, outside version control) as hard links where the file system allows, else copies:
+meddiff does not follow symbolic links out of a data folder. Volumes are resized to --resolution cubed; the
+labels (anterior, posterior) are scored as one foreground.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,16 +31,19 @@ def _run(arguments: list[str]) -> None:
 
 
 def split(source: Path, out: Path, train_cases: int) -> tuple[Path, Path]:
-    """(train, test) folders of images/ and labels/ links; only cases with both an image and a label."""
+    """(train, test) folders of images/ and labels/; only cases with both an image and a label."""
     cases = sorted(p.name for p in (source / "images").glob("*.nii*") if (source / "labels" / p.name).exists())
     folders = out / "train", out / "test"
     for folder, names in zip(folders, (cases[:train_cases], cases[train_cases:])):
         for kind in ("images", "labels"):
             (folder / kind).mkdir(parents=True, exist_ok=True)
             for name in names:
-                link = folder / kind / name
-                if not link.exists():
-                    link.symlink_to((source / kind / name).resolve())
+                target = folder / kind / name
+                if not target.exists():
+                    try:
+                        os.link(source / kind / name, target)
+                    except OSError:  # another file system
+                        shutil.copy2(source / kind / name, target)
     return folders
 
 

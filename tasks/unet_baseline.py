@@ -79,5 +79,6 @@ def train_unet(inputs: Tensor, targets: Tensor, kind: str, recipe: UNetRecipe = 
             optimizer.step()
         epoch += 1
     seconds = time.perf_counter() - start
-    log.info("%s UNet: %d epochs in %.0f s, last loss %.4f", kind, epoch, seconds, float(loss))
-    return TrainedUNet(network, kind, epoch, seconds, float(loss))
+    final = float(loss.detach())
+    log.info("%s UNet: %d epochs in %.0f s, last loss %.4f", kind, epoch, seconds, final)
+    return TrainedUNet(network, kind, epoch, seconds, final)

@@ -19,15 +19,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from meddiff.cli import main as meddiff
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_run import run_meddiff  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(arguments: list[str]) -> None:
-    code = meddiff(arguments)
-    if code != 0:
-        raise SystemExit(f"meddiff {' '.join(arguments)} failed with exit code {code}")
 
 
 def split(source: Path, out: Path, train_cases: int) -> tuple[Path, Path]:
@@ -70,10 +65,10 @@ def main() -> int:
         configs[name].write_text(f'[data]\npath = "{folder}"\nslices = false\nresolution = {args.resolution}\n')
     model = Path(args.model) if args.model else out / "model" / "model.pt"
     if not model.exists():
-        _run(["train", "--data", str(train), "--config", str(configs["train"]), "--out", str(model.parent),
+        run_meddiff(["train", "--data", str(train), "--config", str(configs["train"]), "--out", str(model.parent),
               "--steps", str(args.train_steps), "--channels", "16,32,32", "--batch-size", "8",
               "--seed", str(args.seed)])
-    _run(["segment", "--model", str(model), "--data", str(test), "--config", str(configs["test"]),
+    run_meddiff(["segment", "--model", str(model), "--data", str(test), "--config", str(configs["test"]),
           "--out", str(out / "segment"), "--samples", "8", "--seed", str(args.seed),
           "--baseline-train", str(train), "--baseline-seconds", args.baseline_seconds])
     report = json.loads((out / "segment" / "segment.json").read_text())

@@ -25,15 +25,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pgbm_split import TEST_PATIENTS, TRAIN_PATIENTS, write_split, write_training_with_masks  # noqa: E402
 
-from meddiff.cli import main as meddiff  # noqa: E402
+from bench_run import run_meddiff  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(arguments: list[str]) -> None:
-    code = meddiff(arguments)
-    if code != 0:
-        raise SystemExit(f"meddiff {' '.join(arguments)} failed with exit code {code}")
 
 
 def _runs(train: str, seconds: str, samples: str, synthetic: str) -> dict[str, tuple[str, list[str]]]:
@@ -93,7 +87,7 @@ def main() -> int:
     _, test_npz = write_split(Path(args.data), out / "data")
     model = Path(args.model) if args.model else out / "model" / "model.pt"
     if not model.exists():
-        _run(["train", "--data", str(train_npz), "--out", str(model.parent), "--steps", str(args.train_steps),
+        run_meddiff(["train", "--data", str(train_npz), "--out", str(model.parent), "--steps", str(args.train_steps),
               "--resolution", str(args.resolution), "--seed", str(args.seed)])
     common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
     results = {}
@@ -102,7 +96,7 @@ def main() -> int:
         if args.only and args.only not in name:
             continue
         folder = out / f"{i}_{command}"
-        _run([command, *common, *extra, "--out", str(folder)])
+        run_meddiff([command, *common, *extra, "--out", str(folder)])
         results[name] = json.loads((folder / f"{command}.json").read_text())
     trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
     summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),

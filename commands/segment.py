@@ -29,11 +29,6 @@ def add_parser(commands) -> None:
     p.set_defaults(func=run)
 
 
-def _middle_slice(volumes):
-    """(N, H, W) for the figure: 3D (N, D, H, W) shows its middle slice."""
-    return volumes if volumes.dim() == 3 else volumes[:, volumes.shape[1] // 2]
-
-
 def _unet_inputs(images, schema):
     """The UNet sees every image channel of the schema (absent ones are 0, as in the diffusion model)."""
     return images[:, list(schema.image_indices)]
@@ -72,7 +67,7 @@ def _unet_routes(args, loaded, index, data, given, truth_known, report) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.figures import first_image_channel, panel
+    from ..tasks.figures import first_image_channel, middle_slice, panel
     from ..tasks.metrics import to_unit
     from ..tasks.segment import SegmentSettings, as_numpy, dice_and_hd95, segment
     from ..tasks.task_data import image_availability
@@ -110,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     unets = _unet_routes(args, loaded, index, data, given, truth_known, report)
     for route, probability in unets.items():
         columns[f"UNet ({route})"] = (probability > 0.5).float()
-    figure = panel({k: _middle_slice(v) for k, v in columns.items()}, f"{args.out}/segment.png")
+    figure = panel({k: middle_slice(v) for k, v in columns.items()}, f"{args.out}/segment.png")
     path = write_outputs(args.out, TASK, as_numpy(result), report)
     console = Console()
     if report["metrics"]:

@@ -54,7 +54,7 @@ def _supervised(args, loaded, source_indices, target, data, report):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.figures import panel
+    from ..tasks.figures import middle_slice, panel
     from ..tasks.metrics import image_quality, to_unit
     from ..tasks.task_data import load_task_data
     from ..tasks.translate import TranslateSettings, histogram_matched, translate
@@ -108,11 +108,10 @@ def run(args: argparse.Namespace) -> int:
         for name, output in outputs.items():
             report["metrics"][name] = image_quality(to_unit(output[has_target])[:, None], truth)
             rows.append((name, report["metrics"][name]["psnr"], report["metrics"][name]["ssim"]))
-    middle = (lambda v: v if v.dim() == 3 else v[:, v.shape[1] // 2])  # noqa: E731
-    columns = {f"source {sources[0]}": to_unit(middle(data.images[:, source_indices[0]])),
-               "diffusion": to_unit(middle(mean)), "uncertainty map": middle(variance)}
+    columns = {f"source {sources[0]}": to_unit(middle_slice(data.images[:, source_indices[0]])),
+               "diffusion": to_unit(middle_slice(mean)), "uncertainty map": middle_slice(variance)}
     if has_target.all():
-        columns["target"] = to_unit(middle(data.images[:, target]))
+        columns["target"] = to_unit(middle_slice(data.images[:, target]))
     figure = panel(columns, f"{args.out}/translate.png")
     arrays = {"translated": to_unit(mean), "variance": variance}
     if supervised is not None:

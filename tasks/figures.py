@@ -34,5 +34,9 @@ def panel(columns: dict[str, torch.Tensor], path: str | Path, rows: int = 8, sca
 def first_image_channel(images: torch.Tensor, have: torch.Tensor) -> torch.Tensor:
     """(N, H, W): each example's first available image channel (middle slice of 3D), for panels."""
     index = have.float().argmax(dim=1)
-    chosen = images[torch.arange(images.shape[0]), index]
-    return chosen[:, chosen.shape[1] // 2] if chosen.dim() == 4 else chosen
+    return middle_slice(images[torch.arange(images.shape[0]), index])
+
+
+def middle_slice(volumes: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) for a panel: 2D images as they are, 3D (N, D, H, W) by their middle slice."""
+    return volumes if volumes.dim() == 3 else volumes[:, volumes.shape[1] // 2]

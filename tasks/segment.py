@@ -20,6 +20,7 @@ import torch
 from ..common.data.transforms import mask_values_to_labels
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
+from .draws import draw_channel
 
 Tensor = torch.Tensor
 
@@ -60,18 +61,10 @@ def segment(loaded: LoadedModel, images: Tensor, given: Tensor, mask_channel: in
         raise ValueError("the mask channel being segmented cannot be given")
     if not given.any(dim=1).all():
         raise ValueError("every example needs at least one image channel to segment from")
+    values = draw_channel(loaded, images, given, mask_channel, samples=settings.samples, sampler=settings.sampler,
+                          steps=settings.steps, batch_size=settings.batch_size, seed=seed)
     n_labels = loaded.schema.mask_labels
-    generator = torch.Generator(loaded.device).manual_seed(seed)
-    values, draws = [], []
-    for first in range(0, images.shape[0], settings.batch_size):
-        rows = slice(first, first + settings.batch_size)
-        conditioning = Conditioning(images[rows].to(loaded.device), given[rows].to(loaded.device))
-        batch = torch.stack([sample(loaded.model, loaded.schedule, conditioning, sampler=settings.sampler,
-                                    steps=settings.steps, generator=generator)[:, mask_channel].cpu()
-                             for _ in range(settings.samples)])
-        values.append(batch)
-        draws.append(mask_values_to_labels(batch, n_labels))
-    values, draws = torch.cat(values, dim=1), torch.cat(draws, dim=1)
+    draws = mask_values_to_labels(values, n_labels)
     probability = torch.stack([(draws == label).float().mean(0) for label in range(n_labels + 1)], dim=1)
     return Segmentation(probability, probability.argmax(dim=1), values.var(0, unbiased=False), draws)
 

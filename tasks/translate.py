@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
+from .draws import draw_channel
 
 Tensor = torch.Tensor
 
@@ -39,17 +39,9 @@ def translate(loaded: LoadedModel, images: Tensor, given: Tensor, target: int,
         raise ValueError("the target channel cannot also be a source")
     if not given.any(dim=1).all():
         raise ValueError("every example needs at least one source channel")
-    generator = torch.Generator(loaded.device).manual_seed(seed)
-    means, variances = [], []
-    for first in range(0, images.shape[0], settings.batch_size):
-        rows = slice(first, first + settings.batch_size)
-        conditioning = Conditioning(images[rows].to(loaded.device), given[rows].to(loaded.device))
-        draws = torch.stack([sample(loaded.model, loaded.schedule, conditioning, sampler=settings.sampler,
-                                    steps=settings.steps, generator=generator)[:, target].cpu()
-                             for _ in range(settings.samples)])
-        means.append(draws.mean(0))
-        variances.append(draws.var(0, unbiased=False))
-    return torch.cat(means), torch.cat(variances)
+    draws = draw_channel(loaded, images, given, target, samples=settings.samples, sampler=settings.sampler,
+                         steps=settings.steps, batch_size=settings.batch_size, seed=seed)
+    return draws.mean(0), draws.var(0, unbiased=False)
 
 
 def histogram_matched(source: Tensor, reference: Tensor) -> Tensor:

@@ -75,14 +75,6 @@ def test_the_phase_estimate_follows_a_smooth_phase():
     assert torch.allclose(torch.angle(phase)[0], smooth[0], atol=0.05)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-recon")
-    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", "--channels", "8,16",
-                 "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]) == 0
-    return out / "model.pt"
-
-
 def test_reconstruct_command_is_data_consistent_and_reports_three_methods(tmp_path, tiny_model):
     out = tmp_path / "rec"
     assert main(["reconstruct", "--model", str(tiny_model), "--data", "phantom", "--channel", "t2", "--out", str(out),

@@ -13,16 +13,6 @@ from meddiff.cli import main
 from meddiff.common.diffusion.loading import load_model
 from meddiff.tasks.segment import SegmentSettings, dice_and_hd95, segment
 
-TINY = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-seg")
-    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *TINY]) == 0
-    return out / "model.pt"
-
-
 def test_dice_and_hd95_of_known_shapes():
     truth = torch.zeros(3, 32, 32, dtype=torch.bool)
     truth[0, 8:16, 8:16] = True

@@ -15,17 +15,10 @@ from meddiff.tasks.super_resolve import downsample
 TINY = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *TINY]) == 0
-    return out / "model.pt"
-
-
 @pytest.mark.parametrize("factor", [2, 4])
-def test_super_resolved_images_downsample_back_to_their_input(model, tmp_path, factor):
+def test_super_resolved_images_downsample_back_to_their_input(tiny_model, tmp_path, factor):
     out = tmp_path / f"x{factor}"
-    assert main(["super-resolve", "--model", str(model), "--data", "phantom", "--out", str(out), "--simulate",
+    assert main(["super-resolve", "--model", str(tiny_model), "--data", "phantom", "--out", str(out), "--simulate",
                  "--factor", str(factor), "--steps", "4", "--limit", "6"]) == 0
     arrays = np.load(out / "super_resolve.npz")
     high, low = torch.from_numpy(arrays["high"]), torch.from_numpy(arrays["low"])
@@ -36,9 +29,9 @@ def test_super_resolved_images_downsample_back_to_their_input(model, tmp_path, f
     assert set(report["metrics"]) == {"bicubic", "diffusion"}
 
 
-def test_denoise_reports_the_model_and_both_baselines_against_the_clean_images(model, tmp_path):
-    assert main(["denoise", "--model", str(model), "--data", "phantom", "--out", str(tmp_path), "--simulate", "0.1",
-                 "--steps", "3", "--limit", "4"]) == 0
+def test_denoise_reports_the_model_and_both_baselines_against_the_clean_images(tiny_model, tmp_path):
+    assert main(["denoise", "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path),
+                 "--simulate", "0.1", "--steps", "3", "--limit", "4"]) == 0
     report = json.loads((tmp_path / "denoise.json").read_text())
     assert set(report["metrics"]) == {"noisy input", "diffusion", "non-local means", "total variation"}
     # PSNR of the noisy input at sigma 0.1 is 20 dB by definition (the clean range is [0, 1])
@@ -47,8 +40,8 @@ def test_denoise_reports_the_model_and_both_baselines_against_the_clean_images(m
     assert (tmp_path / "denoise.png").exists()
 
 
-def test_anomaly_maps_are_scored_against_the_phantom_masks(model, tmp_path):
-    assert main(["detect-anomalies", "--model", str(model), "--data", "phantom", "--out", str(tmp_path),
+def test_anomaly_maps_are_scored_against_the_phantom_masks(tiny_model, tmp_path):
+    assert main(["detect-anomalies", "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path),
                  "--method", "counterfactual", "--steps", "3", "--limit", "8"]) == 0
     report = json.loads((tmp_path / "anomalies.json").read_text())
     assert report["ground_truth"] == "masks"
@@ -59,11 +52,11 @@ def test_anomaly_maps_are_scored_against_the_phantom_masks(model, tmp_path):
 
 @pytest.mark.parametrize("command", [["detect-anomalies"], ["denoise", "--simulate", "0.1"],
                                      ["super-resolve", "--simulate"], ["generate", "--n", "2", "--steps", "2"]])
-def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(model, tmp_path, capsys, command):
+def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(tiny_model, tmp_path, capsys, command):
     data = tmp_path / "pd.npz"
     np.savez(data, pd=np.random.default_rng(0).uniform(size=(3, 16, 16)).astype(np.float32))
     data_flag = "--audit-data" if command[0] == "generate" else "--data"
-    assert main([command[0], "--model", str(model), data_flag, str(data), "--out", str(tmp_path / "out"),
+    assert main([command[0], "--model", str(tiny_model), data_flag, str(data), "--out", str(tmp_path / "out"),
                  *command[1:]]) == 2
     error = capsys.readouterr().err
     assert "['pd']" in error and "site.toml" in error and "t1" in error
@@ -76,8 +69,8 @@ def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(model, tmp_
     (["denoise", "--simulate", "-1"], "--simulate must be > 0"),
     (["super-resolve", "--noise-level", "-0.1"], "noise_level >= 0"),
 ])
-def test_wrong_task_settings_say_what_is_wrong(model, tmp_path, capsys, arguments, message):
-    assert main([arguments[0], "--model", str(model), "--data", "phantom", "--out", str(tmp_path),
+def test_wrong_task_settings_say_what_is_wrong(tiny_model, tmp_path, capsys, arguments, message):
+    assert main([arguments[0], "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path),
                  *arguments[1:]]) == 2
     assert message in capsys.readouterr().err
 

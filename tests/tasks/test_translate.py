@@ -13,16 +13,6 @@ from meddiff.cli import main
 from meddiff.common.diffusion.loading import load_model
 from meddiff.tasks.translate import TranslateSettings, histogram_matched, translate
 
-TINY = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-translate")
-    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *TINY]) == 0
-    return out / "model.pt"
-
-
 def test_histogram_matching_takes_the_reference_distribution():
     g = torch.Generator().manual_seed(0)
     source = torch.rand(2, 16, 16, generator=g)

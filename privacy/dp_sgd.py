@@ -109,17 +109,16 @@ class PrivateTrainer:
         self.ghost = privacy.grad_sample_mode == "ghost"
         if self.ghost and privacy.noise_multiplicity != 1:
             raise ValueError("ghost clipping needs noise_multiplicity = 1")
-        self.criterion = PerExampleCriterion(self.model, self.schedule, self.loss_config, self.generator)
+        criterion = PerExampleCriterion(self.model, self.schedule, self.loss_config, self.generator)  # ghost only
         private = self.engine.make_private(
             module=self.model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, criterion=self.criterion,
+            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, criterion=criterion,
             grad_sample_mode=OPACUS_MODES[privacy.grad_sample_mode])
-        if self.ghost:
+        if self.ghost:  # Opacus wraps the criterion; the wrapper runs both backward passes
             self.private_model, self.optimizer, self.criterion, self.loader = private
-            self.criterion.criterion.__dict__["network"] = self.private_model
+            criterion.__dict__["network"] = self.private_model
         else:
             self.private_model, self.optimizer, self.loader = private
-            self.criterion.__dict__["network"] = self.private_model
         self.sample_rate = float(self.loader.sample_rate)
         assert math.isclose(self.sample_rate, poisson_sample_rate(self.examples, config.batch_size))
         warmup = max(1, config.warmup_steps)

@@ -15,31 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_run import run_meddiff  # noqa: E402
+from case_split import split_cases  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def split(source: Path, out: Path, train_cases: int) -> tuple[Path, Path]:
-    """(train, test) folders of images/ and labels/; only cases with both an image and a label."""
-    cases = sorted(p.name for p in (source / "images").glob("*.nii*") if (source / "labels" / p.name).exists())
-    folders = out / "train", out / "test"
-    for folder, names in zip(folders, (cases[:train_cases], cases[train_cases:])):
-        for kind in ("images", "labels"):
-            (folder / kind).mkdir(parents=True, exist_ok=True)
-            for name in names:
-                target = folder / kind / name
-                if not target.exists():
-                    try:
-                        os.link(source / kind / name, target)
-                    except OSError:  # another file system
-                        shutil.copy2(source / kind / name, target)
-    return folders
 
 
 def main() -> int:
@@ -58,7 +41,7 @@ def main() -> int:
         print(f"skipped: {source} is absent (give --data, the folder of the shared data sets)")
         return 0
     out = Path(args.out).resolve()
-    train, test = split(source, out / "data", args.train_cases)
+    train, test = split_cases(source, out / "data", train_cases=args.train_cases, pattern="*.nii*")
     configs = {}
     for name, folder in (("train", train), ("test", test)):
         configs[name] = out / f"{name}.toml"

@@ -30,8 +30,8 @@ from bench_run import run_meddiff  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _runs(train: str, seconds: str, samples: str, synthetic: str) -> dict[str, tuple[str, list[str]]]:
-    unet = ["--baseline-train", train, "--baseline-seconds", seconds]
+def _runs(train: str, seconds: str, epochs: str, samples: str, synthetic: str) -> dict[str, tuple[str, list[str]]]:
+    unet = ["--baseline-train", train, "--baseline-seconds", seconds, "--baseline-epochs", epochs]
     return {
         "reconstruction t2 x4 (random mask)": ("reconstruct", ["--channel", "t2", "--acceleration", "4"]),
         "reconstruction t2 x4, 8 samples": ("reconstruct", ["--channel", "t2", "--acceleration", "4",
@@ -65,6 +65,12 @@ def _row(name: str, report: dict) -> tuple[str, str, str]:
             "; ".join(f"{k} {v['psnr']:.2f} dB / SSIM {v['ssim']:.3f}" for k, v in best.items()), "-")
 
 
+def _device() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")))
@@ -72,7 +78,11 @@ def main() -> int:
     parser.add_argument("--model", help="a trained checkpoint (skips training)")
     parser.add_argument("--train-steps", type=int, default=1500)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--baseline-seconds", default="300", help="wall-clock budget of each supervised UNet")
+    parser.add_argument("--channels", default="", help="UNet widths of the diffusion model (default 32,64,64)")
+    parser.add_argument("--batch-size", default="", help="training batch size (default 16)")
+    parser.add_argument("--baseline-seconds", default="300",
+                        help="wall-clock budget of each supervised UNet; 'same' = the diffusion model's training time")
+    parser.add_argument("--baseline-epochs", default="200", help="epoch cap of each supervised UNet")
     parser.add_argument("--samples", default="8", help="draws per image for segmentation and translation")
     parser.add_argument("--synthetic-pairs", default="256", help="generated pairs for the synthetic-data UNet")
     parser.add_argument("--limit", type=int, default=0, help="test slices per task (0 = all 70)")
@@ -87,20 +97,28 @@ def main() -> int:
     _, test_npz = write_split(Path(args.data), out / "data")
     model = Path(args.model) if args.model else out / "model" / "model.pt"
     if not model.exists():
+        sizes = (["--channels", args.channels] if args.channels else []) + (
+            ["--batch-size", args.batch_size] if args.batch_size else [])
         run_meddiff(["train", "--data", str(train_npz), "--out", str(model.parent), "--steps", str(args.train_steps),
-              "--resolution", str(args.resolution), "--seed", str(args.seed)])
+                     "--resolution", str(args.resolution), "--seed", str(args.seed), *sizes])
+    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
+    seconds = args.baseline_seconds
+    if seconds == "same":
+        if "seconds" not in trained:
+            raise SystemExit(f"--baseline-seconds same needs {model.parent / 'train.json'} (the training time)")
+        seconds = f"{trained['seconds']:.0f}"
     common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
     results = {}
-    runs = _runs(str(train_npz), args.baseline_seconds, args.samples, args.synthetic_pairs)
+    runs = _runs(str(train_npz), seconds, args.baseline_epochs, args.samples, args.synthetic_pairs)
     for i, (name, (command, extra)) in enumerate(runs.items()):
         if args.only and args.only not in name:
             continue
         folder = out / f"{i}_{command}"
         run_meddiff([command, *common, *extra, "--out", str(folder)])
         results[name] = json.loads((folder / f"{command}.json").read_text())
-    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
     summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),
                "model": str(model), "train_steps": trained.get("total_steps"), "train_seconds": trained.get("seconds"),
+               "baseline_seconds": float(seconds), "device": _device(),
                "train_patients": TRAIN_PATIENTS, "test_patients": TEST_PATIENTS, "results": results}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"PGBM tasks, part 2 (train {TRAIN_PATIENTS} all slices with masks, test {TEST_PATIENTS}; "

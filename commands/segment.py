@@ -42,7 +42,8 @@ def _unet_routes(args, loaded, index, data, given, truth_known, report) -> dict:
     from ..tasks.unet_baseline import UNetRecipe, train_unet
 
     schema, routes, maps = loaded.schema, {}, {}
-    recipe = UNetRecipe(epochs=args.baseline_epochs, seconds=args.baseline_seconds, seed=args.seed)
+    recipe = UNetRecipe(epochs=args.baseline_epochs, seconds=args.baseline_seconds, seed=args.seed,
+                        device=str(loaded.device))
     if args.baseline_train:
         real = load_task_data(args.baseline_train, loaded, site_data_config(args), task="segment")
         has = real.available[:, index]

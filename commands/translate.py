@@ -46,7 +46,8 @@ def _supervised(args, loaded, source_indices, target, data, report):
     if not keep.any():
         raise ConfigError(f"translate: --baseline-train {args.baseline_train} has no example with all of "
                           f"{names} and {loaded.schema.channels[target]}")
-    recipe = UNetRecipe(epochs=args.baseline_epochs, seconds=args.baseline_seconds, seed=args.seed)
+    recipe = UNetRecipe(epochs=args.baseline_epochs, seconds=args.baseline_seconds, seed=args.seed,
+                        device=str(loaded.device))
     trained = train_unet(pairs.images[keep][:, source_indices], pairs.images[keep, target], "translation", recipe)
     report["supervised_unet"] = {"pairs": int(keep.sum()), "epochs": trained.epochs,
                                  "train_seconds": trained.seconds, "data": args.baseline_train}

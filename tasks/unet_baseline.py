@@ -32,6 +32,7 @@ class UNetRecipe:
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 0
+    device: str = "cpu"  # the diffusion model's device, so that "the same time" means the same hardware
 
 
 @dataclass
@@ -44,9 +45,11 @@ class TrainedUNet:
 
     @torch.no_grad()
     def predict(self, inputs: Tensor, batch_size: int = 64) -> Tensor:
-        """Segmentation: (N, *spatial) foreground probability; translation: (N, *spatial) the target."""
+        """Segmentation: (N, *spatial) foreground probability; translation: (N, *spatial) the target. On the CPU."""
         self.network.eval()
-        out = torch.cat([self.network(inputs[i:i + batch_size])[:, 0] for i in range(0, len(inputs), batch_size)])
+        device = next(self.network.parameters()).device
+        out = torch.cat([self.network(inputs[i:i + batch_size].to(device))[:, 0].cpu()
+                         for i in range(0, len(inputs), batch_size)])
         return torch.sigmoid(out) if self.kind == "segmentation" else out
 
 
@@ -62,17 +65,19 @@ def train_unet(inputs: Tensor, targets: Tensor, kind: str, recipe: UNetRecipe = 
         torch.manual_seed(recipe.seed)
         network = UNet(spatial_dims=spatial_dims, in_channels=inputs.shape[1], out_channels=1,
                        channels=recipe.channels, strides=(2,) * (len(recipe.channels) - 1),
-                       num_res_units=recipe.num_res_units)
+                       num_res_units=recipe.num_res_units).to(recipe.device)
+    inputs, targets = inputs.to(recipe.device), targets.to(recipe.device)
     loss_fn = DiceCELoss(sigmoid=True) if kind == "segmentation" else torch.nn.L1Loss()
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate)
     generator = torch.Generator().manual_seed(recipe.seed)
     targets = targets[:, None].float()
+    # the loss is read back once per epoch (the wall-clock check), not once per step
     start, epoch, loss = time.perf_counter(), 0, torch.tensor(math.nan)
     network.train()
     while epoch < recipe.epochs and not (recipe.seconds and time.perf_counter() - start >= recipe.seconds):
         order = torch.randperm(len(inputs), generator=generator)
         for first in range(0, len(order), recipe.batch_size):
-            rows = order[first:first + recipe.batch_size]
+            rows = order[first:first + recipe.batch_size].to(recipe.device)
             loss = loss_fn(network(inputs[rows]), targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

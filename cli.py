@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from .commands import (budget, denoise, deploy, detect_anomalies, generate, reconstruct, segment, simulate,
+                           site_admin,
                            super_resolve, train, translate)
     deploy.add_parsers(commands, site)
     budget.add_parser(site)
+    site_admin.add_parsers(site)
     train.add_parser(commands)
     generate.add_parser(commands)
     detect_anomalies.add_parser(commands)
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "model", "") is None:  # a task command without --model: the site's newest global model
+            from .commands.task_io import newest_site_model
+
+            args.model = str(newest_site_model(getattr(args, "config", None) or getattr(args, "site_config", None)))
         return args.func(args)
     except (DataError, ConfigError, CheckpointError) as e:
         print(f"meddiff: error: {e}", file=sys.stderr)

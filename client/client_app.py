@@ -1,7 +1,8 @@
 """The Flower ClientApp: thin handlers around ``local_round`` (all logic is testable without Flower).
 
 What leaves the site: the model weights (an ArrayRecord named ``arrays``, packed by ``common.wire``) and the scalar metrics in
-``ALLOWED_METRICS``, nothing else; a handler that tried to send another key would fail before sending.
+``ALLOWED_METRICS``, nothing else; a handler that tried to send another key would fail before sending, and the
+site's guard (client/site_guard.py, the outermost mod) checks every reply again and writes the audit log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from flwr.clientapp import ClientApp
 
 from ..common.run_spec import RunSpec
 from ..common.wire import pack, unpack
+from .delivery import store_delivered_model
+from .model_store import ModelStore
+from .site_guard import ALLOWED_METRICS, site_guard
 from ..privacy.ledger import BudgetExceeded
 from ..privacy.private_round import private_train_round
 from .aggregation_mods import clip_update_when_asked, secure_aggregation_when_asked
@@ -22,16 +26,10 @@ from .site_data import SiteData
 
 log = logging.getLogger(__name__)
 
-ALLOWED_METRICS = frozenset({
-    "num-examples", "train-loss", "steps", "seconds", "images-per-second", "skipped-nonfinite",
-    "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
-    "epsilon", "delta", "noise-multiplier",  # the site's sample-level DP guarantee after this round (no data)
-    "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
-})
-
 BUDGET_EXCEEDED = 4001  # error code of a round a site refused because of its privacy budget
 
 SiteProvider = Callable[[Context, RunSpec], SiteData]  # the run spec says at which resolution
+StoreProvider = Callable[[Context], "ModelStore | None"]  # where delivered models go (None: not kept)
 
 
 def metric_record(metrics: dict) -> MetricRecord:
@@ -46,12 +44,12 @@ def _partition(context: Context) -> dict:
     return {"partition-id": int(context.node_config["partition-id"])} if "partition-id" in context.node_config else {}
 
 
-def make_client_app(site_provider: SiteProvider) -> ClientApp:
+def make_client_app(site_provider: SiteProvider, store_provider: StoreProvider = lambda context: None) -> ClientApp:
     """A ClientApp whose site data comes from ``site_provider(context, spec)`` (a simulation partition, or the
-    data named by the site's site.toml)."""
+    data named by the site's site.toml) and whose delivered models go to ``store_provider(context)``."""
     app = ClientApp()
 
-    @app.train(mods=[secure_aggregation_when_asked, clip_update_when_asked])  # outermost first
+    @app.train(mods=[site_guard, secure_aggregation_when_asked, clip_update_when_asked])  # outermost first
     def train(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
@@ -80,7 +78,7 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
             released()
         return Message(content=content, reply_to=msg)
 
-    @app.evaluate()
+    @app.evaluate(mods=[site_guard])
     def evaluate(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
@@ -88,5 +86,11 @@ def make_client_app(site_provider: SiteProvider) -> ClientApp:
                                  seed=int(config.get("server-round", 0)), device=context.node_config.get("device") or None)
         metrics.update(_partition(context))
         return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
+
+    @app.query("deliver", mods=[site_guard])
+    def deliver(msg: Message, context: Context) -> Message:
+        stored = store_delivered_model(msg, store_provider(context))
+        return Message(content=RecordDict({"metrics": metric_record({"stored": int(stored is not None)})}),
+                       reply_to=msg)
 
     return app

@@ -6,7 +6,6 @@ once and cached next to it (``.meddiff-site/prepared/<site_id>/``), because ever
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from flwr.app import Context
@@ -16,6 +15,8 @@ from ..common.data.prepared_cache import load_training_set_cached
 from ..common.run_spec import RunSpec
 from .client_app import make_client_app
 from .site_data import HOLDOUT_FRACTION, SiteData, holdout_split
+from .model_store import ModelStore
+from .site_paths import ledger_path, models_dir, site_state_dir
 
 
 def _load(site_config: str, resolution: int) -> SiteData:
@@ -26,15 +27,6 @@ def _load(site_config: str, resolution: int) -> SiteData:
     training = load_training_set_cached(config.data.path, config.data, resolution, state / "prepared" / config.site_id)
     train, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
     return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id))
-
-
-def site_state_dir(site_config: str | Path) -> Path:
-    """What a site keeps beside its site.toml: Flower's home, the prepared-data cache, the privacy ledger."""
-    return Path(site_config).resolve().parent / ".meddiff-site"
-
-
-def ledger_path(state_dir: Path, site_id: str) -> Path:
-    return state_dir / "privacy" / f"{site_id}.sqlite"
 
 
 def site_from_node_config(context: Context, spec: RunSpec) -> SiteData:
@@ -48,4 +40,9 @@ def site_from_node_config(context: Context, spec: RunSpec) -> SiteData:
     return _load(str(path), spec.resolution)
 
 
-app = make_client_app(site_from_node_config)
+def store_from_node_config(context: Context) -> ModelStore | None:
+    path = context.node_config.get("site-config")
+    return ModelStore(models_dir(site_state_dir(str(path)))) if path else None
+
+
+app = make_client_app(site_from_node_config, store_from_node_config)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 from pathlib import Path
 
 from rich.console import Console
@@ -42,6 +40,7 @@ def add_parsers(commands, site_commands) -> None:
     site.add_argument("--port", type=int, default=9094, help="local port of the SuperNode's own API")
     site.add_argument("--threads", type=int, default=0, help="CPU threads for training (default: all cores)")
     site.add_argument("--insecure", action="store_true", help="no TLS: loopback only")
+    site.add_argument("--log-file", help="also append every log line here as JSON (time, level, source, message)")
     site.set_defaults(func=run_site)
 
 
@@ -112,7 +111,8 @@ def _register(home, key) -> bool:
 
 
 def run_site(args: argparse.Namespace) -> int:
-    from ..client.deploy_app import site_state_dir
+    from ..client.daemon import SiteDaemon
+    from ..client.site_paths import site_state_dir
     from ..common.config import load_site_config
     from ..server.deployment import flower_env, require_loopback_for_insecure, supernode_command
 
@@ -127,11 +127,6 @@ def run_site(args: argparse.Namespace) -> int:
                                 Path(args.key) if args.key else None, threads=args.threads)
     console.print(f"site {site.site_id}: connecting to {args.superlink} "
                   f"({'TLS' if not args.insecure else 'INSECURE, loopback'}), data {site.data.path}")
-    process = subprocess.Popen(command, env=flower_env(home))
-
-    def forward(signum, _frame):
-        process.send_signal(signum)
-
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, forward)
-    return process.wait()
+    daemon = SiteDaemon(command, flower_env(home), home, args.superlink,
+                        Path(args.log_file) if args.log_file else None)
+    return daemon.run()

@@ -13,13 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ..common.config import ConfigError
+from .task_io import MODEL_HELP
 
 SAMPLERS = ["ddpm", "ddim", "euler-maruyama", "pc", "ode", "langevin", "dpm++2m"]
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser("generate", help="sample images from a trained model")
-    p.add_argument("--model", required=True, help="model.pt written by `meddiff train` (or a global model)")
+    p.add_argument("--model", help=MODEL_HELP.replace("--config", "--site-config"))
     p.add_argument("--n", type=int, default=16, help="number of samples")
     p.add_argument("--n-per-class", type=int, help="this many samples of every class (instead of --n)")
     p.add_argument("--class", dest="class_name", default="all",

@@ -16,8 +16,12 @@ from rich.table import Table
 from ..common.config import ConfigError
 
 
+MODEL_HELP = ("model.pt (a `meddiff train` checkpoint or a global model); default: the newest model the coordinator "
+              "delivered to this site's store (site.toml from --config, $MEDDIFF_SITE_CONFIG or ./site.toml)")
+
+
 def add_common_arguments(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    p.add_argument("--model", required=True, help="model.pt (a `meddiff train` checkpoint or a global model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--data", required=data_required,
                    help="the site's images: a folder, .npz, or phantom (fresh draws)")
     p.add_argument("--config", help="site.toml saying how to read --data ([data] channels, DICOM rules, masks)")
@@ -42,6 +46,25 @@ def open_task(args: argparse.Namespace, task: str, *, resolution_divisor: int = 
     if args.limit:
         data = data.subset(torch.arange(min(args.limit, len(data))))
     return loaded, data
+
+
+def newest_site_model(config: str | None) -> Path:
+    """The newest model in the site's store, or a ConfigError that says how to get one."""
+    import os
+
+    from ..client.model_store import ModelStore
+    from ..client.site_paths import models_dir, site_state_dir
+
+    config = config or os.environ.get("MEDDIFF_SITE_CONFIG") or ("site.toml" if Path("site.toml").is_file() else None)
+    if config is None:
+        raise ConfigError("no --model given and no site.toml found (--config, $MEDDIFF_SITE_CONFIG or ./site.toml): "
+                          "pass --model PATH")
+    store = ModelStore(models_dir(site_state_dir(config)))
+    newest = store.newest()
+    if newest is None:
+        raise ConfigError(f"no --model given and the model store of {config} ({store.folder}) holds no model yet: "
+                          "pass --model PATH, or take part in a federated run (`meddiff site models` lists the store)")
+    return newest
 
 
 def site_data_config(args: argparse.Namespace):

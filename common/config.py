@@ -118,12 +118,25 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """What code the site runs, the ``[trust]`` table of site.toml (checked before any training).
+
+    app_hash: the meddiff code hash the site approved (`meddiff site status` prints the installed one); empty
+        = not pinned. same_app_as_coordinator: refuse a coordinator that announces other code than ours.
+    """
+
+    app_hash: str = ""
+    same_app_as_coordinator: bool = True
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """Everything a site admin configures."""
 
     site_id: str = "site"
     data: DataConfig = field(default_factory=DataConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
 
 def build_section(cls: type, values: dict[str, Any], where: str, source: str) -> Any:
@@ -190,7 +203,9 @@ def read_toml(path: Path, known: set[str], missing: str) -> dict[str, Any]:
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read a site.toml. Raises ConfigError naming the file and the key on any mistake."""
     path = Path(path)
-    raw = read_toml(path, {"site_id", "data", "privacy"}, "config file not found; pass the path of your site.toml")
+    raw = read_toml(path, {"site_id", "data", "privacy", "trust"},
+                    "config file not found; pass the path of your site.toml")
     data = data_config_from_dict(raw.get("data", {}), str(path))
     privacy = build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", str(path))
-    return SiteConfig(site_id=str(raw.get("site_id", "site")), data=data, privacy=privacy)
+    trust = build_section(TrustConfig, raw.get("trust", {}), "trust", str(path))
+    return SiteConfig(site_id=str(raw.get("site_id", "site")), data=data, privacy=privacy, trust=trust)

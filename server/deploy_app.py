@@ -20,4 +20,5 @@ def main(grid: Grid, context: Context) -> None:
     if not path:
         raise ValueError("no federation config: run with --run-config 'federation-config=\"/path/federation.toml\"'")
     config = load_federation_config(path)
-    run_federation(grid, config.spec, config.settings, config.run_dir, bool(context.run_config.get("resume", False)))
+    run_federation(grid, config.spec, config.settings, config.run_dir, bool(context.run_config.get("resume", False)),
+                   run_id=str(context.run_id))

@@ -95,7 +95,7 @@ def superlink_command(host: str, port: int, state: Path, credentials: Credential
 def supernode_command(superlink: str, port: int, site_config: Path, ca: Path | None, private_key: Path | None,
                       max_retries: int | None = None, threads: int = 0) -> list[str]:
     """threads: torch CPU threads of the site's training (0 = torch's default, all cores)."""
-    node_config = f'site-config="{Path(site_config).resolve()}" threads={threads}'
+    node_config = f'site-config="{Path(site_config).resolve()}" threads={threads} superlink="{superlink}"'
     command = [str(BIN / "flower-supernode"), "--superlink", superlink, "--port", str(port),
                "--node-config", node_config]
     if max_retries is not None:

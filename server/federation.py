@@ -22,7 +22,9 @@ from flwr.serverapp import Grid
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
 from ..common.wire import Layout, WireFormatError, pack, unpack, unpack_numpy
+from ..common.app_identity import app_identity
 from . import central_dp
+from .delivery import deliver_model, delivery_metadata
 from .run_store import RoundState, RunStore
 from .secure_round import as_replies, secure_train_round
 from .settings import FederationSettings
@@ -113,8 +115,9 @@ def _secure_step(grid, strategy, dp, messages, settings, server_round):
 
 
 def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_dir: str | Path,
-                   resume: bool = False) -> RunStore:
-    """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``."""
+                   resume: bool = False, run_id: str = "") -> RunStore:
+    """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``; the
+    global model is delivered to the participating sites as ``settings`` says."""
     store = RunStore(run_dir)
     store.start({"spec": spec.to_config(), "settings": asdict(settings)}, resume=resume)
     strategy = make_strategy(settings)
@@ -131,7 +134,10 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     random.seed(settings.seed * 7_919 + state.round)  # Flower samples nodes with the global `random`
     layout = spec.weight_layout()
     arrays = pack(state.weights, layout)
-    config = {**spec.to_config(), "local-steps": settings.local_steps, "rounds": settings.rounds}
+    config = {**spec.to_config(), **app_identity(), "local-steps": settings.local_steps, "rounds": settings.rounds}
+    run_id = run_id or Path(run_dir).name
+    participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
+    site_privacy: dict[str, dict] = {}
     for server_round in range(state.round + 1, settings.rounds + 1):
         started = time.perf_counter()
         if dp is None:
@@ -175,4 +181,12 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         store.save_round(state, spec.model_meta(), entry, round_metrics)
         log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", server_round, seconds,
                  len(train_metrics), len(rejected))
+        participants |= {int(node) for node in sites}
+        site_privacy.update({node: {k: m[k] for k in ("epsilon", "delta") if k in m}
+                             for node, m in train_metrics.items() if "epsilon" in m})
+        if settings.delivers_after(server_round):
+            online = set(grid.get_node_ids())  # a site gone since it trained would only time out
+            deliver_model(grid, sorted(participants & online), spec, state.weights, state.ema,
+                          delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
+                                            entry), settings.timeout)
     return store

@@ -32,6 +32,9 @@ class FederationSettings:
     evaluate: bool = True  # ask sites for their held-out denoising loss ...
     evaluate_every: int = 1  # ... every this many rounds and after the last (each ask is one more message a site)
     seed: int = 0
+    # Model delivery (server/delivery.py): every participating site receives the global model and its EMA
+    deliver_final: bool = True  # after the last round
+    deliver_every: int = 0  # and every this many rounds (0 = only the final model)
     # Site-level (central) DP at the server (server/central_dp.py): each round's mean of updates clipped to
     # dp_clipping_norm plus Gaussian noise; Flower's RDP accountant composes the rounds.
     central_dp: str = "off"
@@ -50,6 +53,8 @@ class FederationSettings:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"[federation] strategy = {self.strategy!r} is not one of {list(STRATEGIES)}")
+        if self.deliver_every < 0:
+            raise ConfigError("[federation] deliver_every must be >= 0 (0 = deliver only the final model)")
         if min(self.rounds, self.local_steps, self.min_sites, self.evaluate_every) < 1:
             raise ConfigError("[federation] rounds, local_steps, min_sites and evaluate_every must be >= 1")
         if not 0 < self.fraction_train <= 1:
@@ -84,6 +89,10 @@ class FederationSettings:
     @property
     def population(self) -> int:
         return self.dp_population or self.min_sites
+
+    def delivers_after(self, server_round: int) -> bool:
+        final = server_round == self.rounds and self.deliver_final
+        return final or (self.deliver_every > 0 and server_round % self.deliver_every == 0)
 
     def evaluates_after(self, server_round: int) -> bool:
         return self.evaluate and (server_round % self.evaluate_every == 0 or server_round == self.rounds)

@@ -42,6 +42,18 @@ def _file_listing(source: str) -> list[tuple[str, int, int]]:
     return sorted(listing)
 
 
+def data_fingerprint(source: str) -> str:
+    """A short identity of the data folder (file names, sizes, times): it changes when a file is added, removed or
+    rewritten. For `meddiff site status`; it reads no pixel."""
+    if source == PHANTOM:
+        return "built-in phantom"
+    if not Path(source).exists():
+        return f"{source} is missing"
+    files = _file_listing(source)
+    digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+    return f"{len(files)} files, {sum(size for _, size, _ in files) / 1e6:.1f} MB, listing sha256 {digest}"
+
+
 def cache_key(source: str, config: DataConfig, resolution: int) -> str:
     """Changes whenever the prepared tensors could change."""
     files = [] if source == PHANTOM else _file_listing(source)

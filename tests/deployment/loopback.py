@@ -45,8 +45,9 @@ class Federation:
                                                    timeout=30).stdout, 60, "the SuperLink")
 
     def start_site(self, site: str, max_retries: int | None = None) -> subprocess.Popen:
-        (self.tmp / f"{site}.toml").write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
-        return self.group.start(site, supernode_command(self.address, free_port(), self.tmp / f"{site}.toml",
+        self.site_config(site).parent.mkdir(parents=True, exist_ok=True)
+        self.site_config(site).write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
+        return self.group.start(site, supernode_command(self.address, free_port(), self.site_config(site),
                                                         self.credentials.ca, self.credentials.site_key(site),
                                                         max_retries=max_retries, threads=1),
                                 flower_env(self.tmp / site), self.log(site))
@@ -58,6 +59,10 @@ class Federation:
             self.start_site(site)
         wait_for(lambda: online_nodes(self.home) == len(self.sites), 120, "all sites online")
         return self
+
+    def site_config(self, site: str) -> Path:
+        """Each site in its own folder: its state (.meddiff-site: ledger, audit log, models) lives beside it."""
+        return self.tmp / "sites" / site / "site.toml"
 
     def log(self, name: str) -> Path:
         return self.tmp / "logs" / f"{name}.log"

@@ -1,5 +1,6 @@
 """A real SuperLink and SuperNodes on 127.0.0.1 with TLS and SuperNode authentication: two rounds of meddiff,
-checkpointed and registered; a SuperNode with an unregistered key is refused. Every process is stopped by PID.
+checkpointed and registered, the final model delivered to both sites' stores and every message in their audit
+logs; a SuperNode with an unregistered key is refused. Every process is stopped by PID.
 """
 
 from __future__ import annotations
@@ -7,7 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from meddiff.client.audit import AuditLog
+from meddiff.client.model_store import ModelStore
+from meddiff.client.site_guard import ALLOWED_METRICS
+from meddiff.client.site_paths import audit_path, models_dir, site_state_dir
 from meddiff.common.checkpoint import load_checkpoint
+from meddiff.common.diffusion.loading import load_model
 from meddiff.server.deployment import online_nodes, submit_run, wait_for
 from meddiff.server.federation import initial_weights
 from meddiff.server.federation_config import load_federation_config
@@ -36,6 +42,27 @@ def test_two_rounds_over_tls_with_authenticated_sites_and_a_refused_stranger(tmp
     final, _ = load_checkpoint(registry[-1]["path"])
     start = initial_weights(spec.spec)
     assert any(not torch.equal(start[k], final["model"][k]) for k in start)
+
+    # model delivery: each site's store holds the final global model (and its EMA), equal to the server's
+    for site in federation.sites:
+        state = site_state_dir(federation.site_config(site))
+        stored = ModelStore(models_dir(state)).entries()
+        assert [(e["round"], e["final"]) for e in stored] == [(2, True)], stored
+        model, meta = load_checkpoint(stored[-1]["path"])
+        assert all(torch.equal(model["model"][k], final["model"][k]) for k in final["model"])
+        assert all(torch.equal(model["ema"][k], final["ema"][k]) for k in final["ema"])
+        assert meta["delivery"]["rounds"] == 2 and len(meta["delivery"]["sites"]) == 2
+        assert load_model(stored[-1]["path"]).resolution == spec.spec.resolution  # the task commands can read it
+        # the audit log: every round's sent arrays and metrics, an intact chain
+        audit = AuditLog(audit_path(state))
+        assert audit.verify().ok
+        sent = [r for r in audit.records() if r["event"] == "sent" and r["message_type"] == "train"]
+        assert sorted(r["round"] for r in sent) == [1, 2]
+        for record in sent:
+            weights = record["arrays"]["arrays/weights"]  # the packed model: float32 values + the npy header
+            assert 0 <= weights["bytes"] - 4 * weights["shape"][0] < 256 and weights["dtype"] == "float32"
+            assert set(record["metrics"]) <= ALLOWED_METRICS and "train-loss" in record["metrics"]
+            assert record["peer"] == federation.address
 
 
 @pytest.mark.parametrize("address", ["10.0.0.5:9092", "hospital.example.org:9092", "0.0.0.0:9092"])

@@ -1,0 +1,119 @@
+"""The site daemon (`meddiff site start`): runs Flower's SuperNode in the foreground and looks after it.
+
+- Logs: every line of the SuperNode and its ClientApps is printed and, with ``log_file``, appended as one JSON
+  object (time, level, source, message), colour codes removed, for the hospital's log collector.
+- State: ``.meddiff-site/daemon.json`` says pid, coordinator, state (running / stopping / stopped) and connection
+  (connected / reconnecting), for `meddiff site status`. The SuperNode reconnects by itself with no retry limit
+  when the coordinator restarts.
+- SIGTERM / SIGINT: the SuperNode and the ClientApp it runs are stopped (the round in progress is abandoned; the
+  coordinator counts this site out of that round). Nothing is left half-written: models and status files are
+  replaced atomically, audit lines are single fsync'ed writes, and the privacy ledger is an SQLite transaction
+  (a reserved round stays counted as spent). The daemon then exits with 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from .audit import AuditLog
+from .site_paths import audit_path, daemon_path, write_json_atomically
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LEVEL = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*:\s*(.*)$")
+RECONNECTING = ("retry", "connection attempt failed", "unavailable")
+CONNECTED = ("SuperNode ID", "Received successfully", "Sent successfully")
+STOP_GRACE_SECONDS = 30.0
+
+
+class SiteDaemon:
+    def __init__(self, command: list[str], env: dict[str, str], state_dir: Path, superlink: str,
+                 log_file: Path | None = None) -> None:
+        self.command, self.env, self.state_dir, self.superlink = command, env, state_dir, superlink
+        self.log_file = log_file
+        self.state = {"pid": os.getpid(), "started": time.time(), "superlink": superlink, "state": "starting",
+                      "connection": "connecting"}
+        self.process: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.audit = AuditLog(audit_path(state_dir))
+
+    def _save_state(self, **changes) -> None:
+        self.state.update(changes)
+        write_json_atomically(daemon_path(self.state_dir), self.state)
+
+    def _log(self, line: str, source: str = "supernode") -> None:
+        text = ANSI.sub("", line.rstrip("\n"))
+        if not text.strip():
+            return
+        match = LEVEL.match(text)
+        level, message = (match.group(1), match.group(2)) if match else ("INFO", text)
+        print(text, flush=True)
+        lowered = message.lower()
+        if any(k in lowered for k in RECONNECTING) and self.state["connection"] != "reconnecting":
+            self._save_state(connection="reconnecting")
+        elif any(k in message for k in CONNECTED) and self.state["connection"] != "connected":
+            self._save_state(connection="connected", connected_at=time.time())
+        if self.log_file is not None:
+            with open(self.log_file, "a") as f:
+                f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level,
+                                    "source": source, "message": message}) + "\n")
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._log(f"received {signal.Signals(signum).name}: stopping the SuperNode and its ClientApp", "daemon")
+        self._save_state(state="stopping")
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._on_signal)
+        self.audit.append("daemon-started", pid=os.getpid(), peer=self.superlink)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1, start_new_session=True)  # its own group: we stop it
+        self._save_state(state="running", supernode_pid=self.process.pid)
+        reader = threading.Thread(target=self._pump, daemon=True)
+        reader.start()
+        code = self._wait()
+        reader.join(5)
+        stopped_by_signal = self.stopping.is_set()
+        self.audit.append("daemon-stopped", pid=os.getpid(), peer=self.superlink,
+                          reason="signal" if stopped_by_signal else f"SuperNode exited with {code}")
+        self._save_state(state="stopped", stopped=time.time(), connection="-")
+        return 0 if stopped_by_signal else code
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self._log(line)
+
+    def _wait(self) -> int:
+        assert self.process is not None
+        while True:
+            try:
+                return self.process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if self.stopping.is_set():
+                    break
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and self.process.poll() is None:
+            time.sleep(0.2)
+        try:  # the ClientApp and Flower's helpers live in the same group; none may outlive the daemon
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.process.wait()
+

@@ -1,0 +1,65 @@
+"""The site's model store: every global model the coordinator delivered, with the run's metadata.
+
+    STATE/models/<run>-round-<NNNN>.pt   a meddiff checkpoint (global weights + EMA): every task command reads it
+    STATE/models/models.jsonl            one line per stored model: file, run, round, final, sites, privacy, sha256
+
+Task commands default to the newest model here (`meddiff segment --data ...` needs no --model). Files are written
+atomically, and the index line only after its file is on disk, so a crash never leaves a listed model missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from ..common.checkpoint import save_checkpoint
+
+INDEX = "models.jsonl"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "run"
+
+
+class ModelStore:
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def save(self, weights: dict[str, torch.Tensor], ema: dict[str, torch.Tensor], model_meta: dict,
+             delivery: dict) -> Path:
+        """Store one delivered model; ``delivery`` holds run, round, final, sites, privacy, metrics."""
+        path = self.folder / f"{_safe(str(delivery['run']))}-round-{int(delivery['round']):04d}.pt"
+        save_checkpoint(path, {"model": weights, "ema": ema, "step": int(delivery["round"])},
+                        {**model_meta, "round": int(delivery["round"]), "delivery": delivery})
+        line = {"file": path.name, "received": time.time(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                **{k: delivery.get(k) for k in ("run", "round", "rounds", "final", "sites", "privacy", "metrics")}}
+        with open(self.folder / INDEX, "a") as f:
+            f.write(json.dumps(line, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return path
+
+    def entries(self) -> list[dict]:
+        """Stored models, oldest first; lines whose file is gone or unreadable are left out."""
+        index = self.folder / INDEX
+        if not index.exists():
+            return []
+        out = []
+        for line in index.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a crash
+            if (self.folder / entry["file"]).is_file():
+                out.append({**entry, "path": str(self.folder / entry["file"])})
+        return out
+
+    def newest(self) -> Path | None:
+        entries = self.entries()
+        return Path(entries[-1]["path"]) if entries else None

@@ -1,0 +1,54 @@
+"""What a site keeps beside its site.toml, in ``.meddiff-site/``: one place that names every file.
+
+    .meddiff-site/flwr/... (Flower's home)     prepared/<site>/ (prepared-data cache)
+    .meddiff-site/privacy/<site>.sqlite        the privacy ledger
+    .meddiff-site/audit.jsonl                  the audit log (client/audit.py)
+    .meddiff-site/models/                      delivered global models (client/model_store.py)
+    .meddiff-site/status.json                  the last message from the coordinator (for `meddiff site status`)
+    .meddiff-site/daemon.json                  the running daemon: pid, coordinator, state
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def site_state_dir(site_config: str | Path) -> Path:
+    return Path(site_config).resolve().parent / ".meddiff-site"
+
+
+def ledger_path(state_dir: Path, site_id: str) -> Path:
+    return state_dir / "privacy" / f"{site_id}.sqlite"
+
+
+def audit_path(state_dir: Path) -> Path:
+    return state_dir / "audit.jsonl"
+
+
+def models_dir(state_dir: Path) -> Path:
+    return state_dir / "models"
+
+
+def status_path(state_dir: Path) -> Path:
+    return state_dir / "status.json"
+
+
+def daemon_path(state_dir: Path) -> Path:
+    return state_dir / "daemon.json"
+
+
+def write_json_atomically(path: Path, record: dict) -> None:
+    """Replace ``path`` in one step, so a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}

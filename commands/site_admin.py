@@ -1,0 +1,200 @@
+"""A site admin's everyday commands: ``meddiff site init | status | models | audit``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..common.config import ConfigError
+
+console = Console()
+
+SITE_TEMPLATE = '''# site.toml: how this hospital takes part in meddiff federated training.
+# Everything the daemon keeps (privacy ledger, audit log, delivered models, status) is written beside this
+# file, in .meddiff-site/. See docs/site-admin.md.
+
+# A short name for this site; it appears in logs and in the privacy ledger (not sent to the coordinator).
+site_id = "{site_id}"
+
+[data]
+# The site's images: a folder of DICOM series, NIfTI (images/ + labels/), PNG (images/ + masks/) or a .npz.
+# `meddiff site check --data PATH --config site.toml` reads it and lists every problem, writing nothing.
+path = "{data}"
+# format = "auto"              # auto, dicom, nifti, png, npz
+# channels = ["t1", "t2"]      # schema channel names in model order (default: what the format provides)
+# mask_values = [150, 200]     # raw mask values that become labels 1..K (default: any non-zero = 1)
+# resolution = 0               # 0 = the run's resolution
+
+[privacy]
+# Sample-level differential privacy at this site (DP-SGD with Opacus). The site decides, not the coordinator.
+enabled = false
+# target_epsilon = 10.0        # each run is trained to this epsilon
+# budget_epsilon = 0.0         # the ledger refuses any round past this total over all runs (0 = target_epsilon)
+# delta = 0.0                  # 0 = 1 / (10 N) for N training images
+# accountant = "rdp"           # rdp or prv
+
+[trust]
+# The meddiff code this site approved: the hash of the installed version when this file was written.
+# After an upgrade the daemon refuses to train until you approve the new hash (`meddiff site status` shows it).
+app_hash = "{app_hash}"
+# Refuse a coordinator that runs other meddiff code than this site.
+same_app_as_coordinator = true
+'''
+
+
+def add_parsers(site_commands) -> None:
+    init = site_commands.add_parser("init", help="write a commented site.toml")
+    init.add_argument("--out", default="site.toml", help="where to write it (never overwritten)")
+    init.add_argument("--site-id", default="site", help="a short name for this site")
+    init.add_argument("--data", default="", help="the site's data folder")
+    init.set_defaults(func=run_init)
+
+    status = site_commands.add_parser("status", help="connection, current run and round, data, budget left")
+    status.add_argument("--config", required=True, help="site.toml")
+    status.set_defaults(func=run_status)
+
+    models = site_commands.add_parser("models", help="list the global models delivered to this site")
+    models.add_argument("--config", required=True, help="site.toml")
+    models.set_defaults(func=run_models)
+
+    audit = site_commands.add_parser("audit", help="print and verify this site's audit log")
+    audit.add_argument("--config", required=True, help="site.toml")
+    audit.add_argument("--last", type=int, default=20, help="print the last N events (0 = none, only verify)")
+    audit.set_defaults(func=run_audit)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from ..common.app_identity import app_hash
+    from ..common.config import load_site_config
+
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError(f"{out} exists; nothing was overwritten (choose another --out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(SITE_TEMPLATE.format(site_id=args.site_id, data=args.data, app_hash=app_hash()))
+    load_site_config(out)  # what we write must load
+    console.print(f"wrote {out}: set [data] path, then `meddiff site check --data PATH --config {out}`")
+    return 0
+
+
+def _when(seconds: float | None) -> str:
+    if not seconds:
+        return "never"
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({time.time() - seconds:.0f} s ago)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from ..client.audit import AuditLog
+    from ..client.model_store import ModelStore
+    from ..client.site_paths import (audit_path, daemon_path, ledger_path, models_dir, read_json, site_state_dir,
+                                     status_path)
+    from ..common.app_identity import app_hash, app_version
+    from ..common.config import load_site_config
+    from ..common.data.prepared_cache import data_fingerprint
+
+    site = load_site_config(args.config)
+    state = site_state_dir(args.config)
+    daemon, contact = read_json(daemon_path(state)), read_json(status_path(state))
+    running = bool(daemon.get("pid")) and _alive(int(daemon["pid"])) and daemon.get("state") != "stopped"
+    daemon_line = (f"running, pid {daemon['pid']}, since {_when(daemon.get('started'))}" if running
+                   else f"not running (last state: {daemon.get('state', 'never started')})")
+    stored = ModelStore(models_dir(state)).entries()
+    verification = AuditLog(audit_path(state)).verify()
+    pinned = site.trust.app_hash
+    approval = "" if not pinned else " (approved)" if pinned == app_hash() else f" (NOT the approved {pinned})"
+    rows = [
+        ("daemon", daemon_line),
+        ("coordinator", str(daemon.get("superlink") or contact.get("peer") or "-")),
+        ("connection", str(daemon.get("connection", "-")) if running else "-"),
+        ("last contact", _when(contact.get("last_contact"))),
+        ("current run / round", f"{contact.get('run', '-')} / {contact.get('round', '-')} "
+                                f"({contact.get('message_type', '-')})"),
+        ("data", f"{site.data.path or '(not set)'}: {data_fingerprint(site.data.path) if site.data.path else '-'}"),
+        ("privacy", _budget_line(site, ledger_path(state, site.site_id))),
+        ("models", f"{len(stored)} stored; newest {stored[-1]['file']}" if stored else "none delivered yet"),
+        ("audit log", f"{verification.lines} events, chain {'intact' if verification.ok else 'BROKEN'}"),
+        ("code", f"meddiff {app_version()}, hash {app_hash()}{approval}"),
+    ]
+    console.print(f"site {site.site_id} ({args.config})", soft_wrap=True)
+    for name, value in rows:  # one line each: easy to read, grep and paste into a ticket
+        console.print(f"  {name + ':':<21}{value}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def _budget_line(site, ledger_file: Path) -> str:
+    if not site.privacy.enabled:
+        return "DP off at this site"
+    if not ledger_file.is_file():
+        return f"DP on; nothing released yet; budget epsilon {site.privacy.budget:g}"
+    from ..privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(ledger_file, site.privacy.accountant)
+    counted = [e for e in ledger.entries() if e["status"] in ("reserved", "released")]
+    if not counted:
+        return f"DP on; nothing released yet; budget epsilon {site.privacy.budget:g}"
+    spent = ledger.spent(counted[-1]["delta"])
+    return (f"sample-level epsilon {spent:.3f} spent of {site.privacy.budget:g} (delta {counted[-1]['delta']:.2g}, "
+            f"{site.privacy.accountant.upper()}); left {max(0.0, site.privacy.budget - spent):.3f}")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from ..client.model_store import ModelStore
+    from ..client.site_paths import models_dir, site_state_dir
+
+    store = ModelStore(models_dir(site_state_dir(args.config)))
+    entries = store.entries()
+    if not entries:
+        console.print(f"no model in {store.folder} yet: the coordinator delivers one at the end of each run")
+        return 0
+    console.print(f"{len(entries)} models delivered to this site ({store.folder}); task commands use the newest "
+                  "(the last line)", soft_wrap=True)
+    for e in entries:
+        epsilons = [p.get("epsilon") for p in ((e.get("privacy") or {}).get("sample_level_per_site") or {}).values()]
+        loss = (e.get("metrics") or {}).get("eval_loss")
+        when = datetime.fromtimestamp(e["received"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        console.print(f"  {e['file']}  received {when}  run {e['run']}  round {e['round']}/{e.get('rounds')}"
+                      f"{' (final)' if e.get('final') else ''}  {len(e.get('sites') or [])} sites  "
+                      f"eval loss {'-' if loss is None else f'{loss:.4f}'}  site DP epsilon "
+                      f"{', '.join(f'{x:.2f}' for x in epsilons if x is not None) or '-'}",
+                      soft_wrap=True, highlight=False)
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from ..client.audit import AuditLog
+    from ..client.site_paths import audit_path, site_state_dir
+
+    log = AuditLog(audit_path(site_state_dir(args.config)))
+    records = log.records()
+    if args.last:
+        table = Table(title=f"audit log {log.path} (last {min(args.last, len(records))} of {len(records)})")
+        for column in ("#", "time", "event", "run", "round", "type", "arrays (bytes)", "metrics / reason"):
+            table.add_column(column)
+        for r in records[-args.last:]:
+            detail = r.get("reason") or json.dumps(r.get("metrics", {}), default=str)[:120]
+            table.add_row(str(r.get("seq")), str(r.get("time", ""))[:23], str(r.get("event")), str(r.get("run")),
+                          str(r.get("round")), str(r.get("message_type")), str(r.get("bytes", "-")), detail)
+        console.print(table)
+    verification = log.verify()
+    if verification.ok:
+        console.print(f"audit chain intact: {verification.lines} events; last hash {verification.last_hash}")
+        return 0
+    console.print(f"[red]audit chain BROKEN at line {verification.first_broken}[/red] of {log.path}: "
+                  f"{verification.reason}")
+    return 1

@@ -8,7 +8,8 @@
 - SIGTERM / SIGINT: the SuperNode and the ClientApp it runs are stopped (the round in progress is abandoned; the
   coordinator counts this site out of that round). Nothing is left half-written: models and status files are
   replaced atomically, audit lines are single fsync'ed writes, and the privacy ledger is an SQLite transaction
-  (a reserved round stays counted as spent). The daemon then exits with 0.
+  (an abandoned DP round is cancelled, since nothing was released; if the ClientApp is killed before it can
+  record that, the reservation stays counted as spent). The daemon then exits with 0.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from ..common.diffusion.model import ConditionalDenoiser
@@ -93,9 +93,23 @@ def _plain_step(grid, strategy, dp, messages, arrays, layout, settings, server_r
         log.error("round %d: %d accepted replies, fewer than min_sites = %d; the global model is kept",
                   server_round, len(accepted), settings.min_sites)
         return None, _site_metrics(accepted), rejected
+    site_metrics = _site_metrics(accepted)
+    _common_metric_keys(accepted)
     if dp is not None:
         central_dp.prepare_aggregation(dp, accepted)
-    return strategy.aggregate_train(server_round, accepted)[0], _site_metrics(accepted), rejected
+    return strategy.aggregate_train(server_round, accepted)[0], site_metrics, rejected
+
+
+def _common_metric_keys(replies: list[Message]) -> None:
+    """Keep in each reply only the metric keys every reply has: Flower's strategies refuse to aggregate records of
+    different keys, and sites differ (a site with DP also reports epsilon). Per-site values are kept apart."""
+    records = [reply.content["metrics"] for reply in replies if "metrics" in reply.content.metric_records]
+    if len(records) != len(replies):
+        return
+    common = set.intersection(*(set(record) for record in records)) if records else set()
+    for reply, record in zip(replies, records):
+        if set(record) != common:
+            reply.content["metrics"] = MetricRecord({k: record[k] for k in record if k in common})
 
 
 def _secure_step(grid, strategy, dp, messages, settings, server_round):

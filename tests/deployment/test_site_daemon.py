@@ -63,7 +63,10 @@ def test_sigterm_during_training_leaves_a_consistent_site_and_a_restart_rejoins(
         audit = AuditLog(audit_path(state))
         assert audit.verify().ok and audit.records()[-1]["event"] == "daemon-stopped"
         entries = PrivacyLedger(ledger).entries()
-        assert [e["status"] for e in entries] == ["reserved"] and PrivacyLedger(ledger).spent(entries[0]["delta"]) > 0
+        # the abandoned round released nothing: its reservation is cancelled (or, if the ClientApp had no chance to
+        # say so, stays reserved and counted); either way the ledger agrees with what left the site
+        assert len(entries) == 1 and entries[0]["status"] in ("cancelled", "reserved")
+        assert not any(r["event"] == "sent" and r["message_type"] == "train" for r in audit.records())
         assert json.loads(daemon_path(state).read_text())["state"] == "stopped"
         assert not any(p.name.startswith(".") for p in models_dir(state).glob("*"))  # no half-written model
 
@@ -73,13 +76,13 @@ def test_sigterm_during_training_leaves_a_consistent_site_and_a_restart_rejoins(
         assert outcome["result"].returncode == 0, outcome["result"].stdout[-2000:] + outcome["result"].stderr[-2000:]
 
     registry = RunStore(tmp_path / "run").registry()
-    assert [e["round"] for e in registry] == [1, 2]
+    assert [e["round"] for e in registry] == [1, 2], outcome["result"].stdout[-4000:]
     assert len(registry[-1]["sites"]) == 2  # the restarted site took part in round 2
     records = AuditLog(audit_path(state)).records()
     assert AuditLog(audit_path(state)).verify().ok
     assert any(r["event"] == "sent" and r["message_type"] == "train" and r["round"] == 2 for r in records)
     statuses = [e["status"] for e in PrivacyLedger(ledger_path(state, "site-a")).entries()]
-    assert statuses[0] == "reserved" and statuses[-1] == "released"
+    assert statuses[0] in ("cancelled", "reserved") and statuses[-1] == "released"
     stored = ModelStore(models_dir(state)).entries()
     final, _ = load_checkpoint(registry[-1]["path"])
     delivered, _ = load_checkpoint(stored[-1]["path"])

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from ..common.config import ConfigError
 
@@ -183,14 +182,14 @@ def run_audit(args: argparse.Namespace) -> int:
     log = AuditLog(audit_path(site_state_dir(args.config)))
     records = log.records()
     if args.last:
-        table = Table(title=f"audit log {log.path} (last {min(args.last, len(records))} of {len(records)})")
-        for column in ("#", "time", "event", "run", "round", "type", "arrays (bytes)", "metrics / reason"):
-            table.add_column(column)
+        console.print(f"audit log {log.path}: the last {min(args.last, len(records))} of {len(records)} events",
+                      soft_wrap=True)
         for r in records[-args.last:]:
-            detail = r.get("reason") or json.dumps(r.get("metrics", {}), default=str)[:120]
-            table.add_row(str(r.get("seq")), str(r.get("time", ""))[:23], str(r.get("event")), str(r.get("run")),
-                          str(r.get("round")), str(r.get("message_type")), str(r.get("bytes", "-")), detail)
-        console.print(table)
+            detail = r.get("reason") or json.dumps(r.get("metrics", {}), default=str)
+            where = f"run {r['run']} round {r['round']} {r['message_type']}" if r.get("message_type") else ""
+            sent = f"{r['bytes']} bytes" if "bytes" in r else ""
+            console.print(f"  #{r.get('seq')} {str(r.get('time', ''))[:23]} {r.get('event')} {where} {sent} {detail}",
+                          soft_wrap=True, highlight=False)
     verification = log.verify()
     if verification.ok:
         console.print(f"audit chain intact: {verification.lines} events; last hash {verification.last_hash}")

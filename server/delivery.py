@@ -25,7 +25,8 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
     if not nodes:
         return []
     layout = spec.weight_layout()
-    config = {**spec.to_config(), **app_identity(), "delivery": json.dumps(metadata, default=str)}
+    config = {**spec.to_config(), **app_identity(), "server-round": int(metadata["round"]),
+              "delivery": json.dumps(metadata, default=str)}
     messages = [Message(content=RecordDict({"arrays": pack(weights, layout), "ema": pack(ema, layout),
                                             "config": ConfigRecord(dict(config))}),
                         dst_node_id=node, message_type=MESSAGE_TYPE) for node in nodes]

@@ -13,6 +13,7 @@ import logging
 import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from ..common.app_identity import app_hash
 from ..common.config import TrustConfig, load_site_config
@@ -29,11 +30,23 @@ ALLOWED_METRICS = frozenset({
     "stored",  # a delivered model was stored (1) or not (0)
 })
 ALLOWED_ARRAY_RECORDS = frozenset({"arrays"})
-SECAGG_RECORD = "secaggplus"  # Flower's SecAgg+ stages: public keys, encrypted shares, masked (quantised) vectors
+# Flower's SecAgg+ stages: public keys, encrypted shares, masked (quantised) vectors
+SECAGG_RECORD = RECORD_KEY_CONFIGS
 PRIVACY_KEYS = ("epsilon", "delta", "noise-multiplier")
 
 APP_REFUSED = 4003  # error code: the code is not the approved one
 EGRESS_REFUSED = 4004  # error code: the reply carried something outside the allow-list
+
+
+# Under SecAgg+ the masked-vector reply also carries Flower's legacy FitRes records: the parameters record (empty:
+# the masked vector travels in SECAGG_RECORD), the metrics as a config record, the example count and a status.
+SECURE_FITRES_KEYS = {"fitres.parameters": frozenset(), "fitres.metrics": ALLOWED_METRICS,
+                      "fitres.num_examples": frozenset({"num_examples"}), "fitres.status": frozenset({"code", "message"})}
+
+
+def _secure_fitres_problem(name: str, record) -> str:
+    extra = sorted(set(record) - SECURE_FITRES_KEYS[name])
+    return f"{name} carries {extra} beside SecAgg+'s masked vector" if extra else ""
 
 
 def egress_problem(reply: Message) -> str:
@@ -41,7 +54,12 @@ def egress_problem(reply: Message) -> str:
     if reply.has_error() or not reply.has_content():
         return ""
     content = reply.content
+    secure = SECAGG_RECORD in content
     for name, record in content.items():
+        if secure and name in SECURE_FITRES_KEYS:
+            if problem := _secure_fitres_problem(name, record):
+                return problem
+            continue
         if isinstance(record, ArrayRecord) and name not in ALLOWED_ARRAY_RECORDS:
             return f"array record {name!r} is not model weights ('arrays')"
         if isinstance(record, MetricRecord):
@@ -51,6 +69,14 @@ def egress_problem(reply: Message) -> str:
         if isinstance(record, ConfigRecord) and name != SECAGG_RECORD:
             return f"config record {name!r}: a site sends no configuration"
     return ""
+
+
+def _size(value) -> int:
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_size(v) for v in value)
+    return 8  # a number
 
 
 def record_summary(message: Message) -> dict:
@@ -63,8 +89,13 @@ def record_summary(message: Message) -> dict:
             for key, array in record.items():
                 arrays[f"{name}/{key}"] = {"shape": list(array.shape), "dtype": array.dtype,
                                            "bytes": len(array.data)}
-        elif isinstance(record, MetricRecord):
+        elif isinstance(record, MetricRecord) or name == "fitres.metrics":
             metrics.update(dict(record))
+        elif isinstance(record, ConfigRecord) and name == SECAGG_RECORD:  # SecAgg+'s masked vectors and keys
+            for key, value in record.items():
+                arrays[f"{name}/{key}"] = {"shape": [len(value)] if isinstance(value, list) else [],
+                                           "dtype": type(value[0] if isinstance(value, list) and value
+                                                         else value).__name__, "bytes": _size(value)}
     out = {"arrays": arrays, "bytes": sum(a["bytes"] for a in arrays.values())}
     if metrics:
         out["metrics"] = metrics
@@ -122,7 +153,8 @@ def site_guard(message: Message, context: Context, call_next) -> Message:
     """A Flower mod: audit in, trust check, handler, egress check, audit out."""
     guard = SiteGuard(context)
     guard.contact(message, context)
-    guard.record("received", message, context, **record_summary(message))
+    if guard.audit is not None:
+        guard.record("received", message, context, **record_summary(message))
     refusal = trust_refusal(message, guard.trust) if guard.trust is not None else ""
     if refusal:
         log.error("refused %s: %s", message.metadata.message_type, refusal)
@@ -139,6 +171,8 @@ def site_guard(message: Message, context: Context, call_next) -> Message:
         guard.record("refused", message, context, reason=f"egress: {problem}")
         return Message(Error(code=EGRESS_REFUSED, reason=f"the site's guard refused its own reply: {problem}"),
                        reply_to=message)
+    if guard.audit is None:  # a simulation's virtual site keeps no audit log
+        return reply
     sent = record_summary(reply)
     privacy = {k: sent.get("metrics", {})[k] for k in PRIVACY_KEYS if k in sent.get("metrics", {})}
     error = {"error": f"{reply.error.code}: {reply.error.reason}"} if reply.has_error() else {}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from meddiff.client.audit import AuditLog
+from meddiff.client.site_paths import audit_path, site_state_dir
 from meddiff.common.checkpoint import load_checkpoint
 from meddiff.server.deployment import submit_run
 from meddiff.server.run_store import RunStore
@@ -32,3 +34,9 @@ def test_a_secure_round_with_distributed_dp_completes_on_the_deployment_engine(t
     assert all(np.isfinite(v.numpy()).all() for v in state["model"].values())
     for site in federation.sites:  # every site went through the four SecAgg+ stages (secaggplus_mod's own log)
         assert "stage 3 completes" in federation.log(site).read_text()
+        # the site's guard let SecAgg+'s protocol record out and audited it: the masked vector is what left
+        audit = AuditLog(audit_path(site_state_dir(federation.site_config(site))))
+        assert audit.verify().ok
+        sent = [r for r in audit.records() if r["event"] == "sent" and r["message_type"] == "train"]
+        assert len(sent) == 4 and not [r for r in audit.records() if r["event"] == "refused"]
+        assert any(name.startswith("secaggplus_configs/") for r in sent for name in r["arrays"])

@@ -3,8 +3,9 @@
 - Logs: every line of the SuperNode and its ClientApps is printed and, with ``log_file``, appended as one JSON
   object (time, level, source, message), colour codes removed, for the hospital's log collector.
 - State: ``.meddiff-site/daemon.json`` says pid, coordinator, state (running / stopping / stopped) and connection
-  (connected / reconnecting), for `meddiff site status`. The SuperNode reconnects by itself with no retry limit
-  when the coordinator restarts.
+  (connected / reconnecting), for `meddiff site status`. The SuperNode reconnects by itself when the coordinator
+  restarts; when it gives up (the coordinator is not up yet, or does not know this site's key yet), the daemon
+  starts it again with a backoff of 2 s doubling to 60 s, until it is stopped.
 - SIGTERM / SIGINT: the SuperNode and the ClientApp it runs are stopped (the round in progress is abandoned; the
   coordinator counts this site out of that round). Nothing is left half-written: models and status files are
   replaced atomically, audit lines are single fsync'ed writes, and the privacy ledger is an SQLite transaction
@@ -31,6 +32,8 @@ LEVEL = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*:\s*(.*)$")
 RECONNECTING = ("retry", "connection attempt failed", "unavailable")
 CONNECTED = ("SuperNode ID", "Received successfully", "Sent successfully")
 STOP_GRACE_SECONDS = 30.0
+RESTART_FIRST_DELAY = 2.0  # seconds before starting an exited SuperNode again, doubling up to the maximum
+RESTART_MAX_DELAY = 60.0
 
 
 class SiteDaemon:
@@ -83,6 +86,25 @@ class SiteDaemon:
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._on_signal)
         self.audit.append("daemon-started", pid=os.getpid(), peer=self.superlink)
+        delay, code = RESTART_FIRST_DELAY, 0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            code = self._run_supernode()
+            if self.stopping.is_set():
+                break
+            # Flower's SuperNode gives up when it cannot activate (coordinator not up yet, or restarting): a
+            # daemon does not. Back off, and start it again until stopped.
+            delay = RESTART_FIRST_DELAY if time.monotonic() - started > RESTART_MAX_DELAY else delay
+            self._log(f"the SuperNode exited with code {code}; starting it again in {delay:.0f} s", "daemon")
+            self._save_state(connection="reconnecting", restarts=self.state.get("restarts", 0) + 1)
+            if self.stopping.wait(delay):
+                break
+            delay = min(RESTART_MAX_DELAY, delay * 2)
+        self.audit.append("daemon-stopped", pid=os.getpid(), peer=self.superlink, reason="signal")
+        self._save_state(state="stopped", stopped=time.time(), connection="-")
+        return 0
+
+    def _run_supernode(self) -> int:
         self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, bufsize=1, start_new_session=True)  # its own group: we stop it
         self._save_state(state="running", supernode_pid=self.process.pid)
@@ -90,11 +112,7 @@ class SiteDaemon:
         reader.start()
         code = self._wait()
         reader.join(5)
-        stopped_by_signal = self.stopping.is_set()
-        self.audit.append("daemon-stopped", pid=os.getpid(), peer=self.superlink,
-                          reason="signal" if stopped_by_signal else f"SuperNode exited with {code}")
-        self._save_state(state="stopped", stopped=time.time(), connection="-")
-        return 0 if stopped_by_signal else code
+        return code
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None

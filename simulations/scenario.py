@@ -84,7 +84,9 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
         return Scenario(
             name=str(raw.get("name", path.stem)),
             data=build_section(ScenarioData, raw.get("scenario", {}), "scenario", source),
-            federation=build_section(FederationSettings, raw.get("federation", {}), "federation", source),
+            # virtual hospitals keep no model store: the global model is in the run directory, not delivered
+            federation=build_section(FederationSettings, {"deliver_final": False, **raw.get("federation", {})},
+                                     "federation", source),
             train=build_section(TrainConfig, raw.get("train", {}), "train", source),
             model=build_section(ModelConfig, raw.get("model", {}), "model", source),
             data_config=data_config_from_dict(raw.get("data", {}), source),

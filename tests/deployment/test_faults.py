@@ -34,7 +34,8 @@ def test_a_site_killed_during_a_round_does_not_stop_the_round(tmp_path, central_
     with federation.group:
         federation.start()
         config = federation.config("run", rounds=1, steps=150,
-                                   extra=f'central_dp = "{central_dp}"\ndp_population = 3\ndp_clipping_norm = 0.1')
+                                   extra=f'central_dp = "{central_dp}"\ndp_population = 3\ndp_clipping_norm = 0.1\n'
+                                         'deliver_final = false')
         outcome = _submit_in_background(federation, config)
         site_c_log = federation.log("site-c")
         wait_for(lambda: "Received" in site_c_log.read_text() or "ClientApp" in site_c_log.read_text(), 120,
@@ -56,10 +57,10 @@ def test_a_coordinator_killed_after_round_2_of_4_resumes_to_the_same_model(tmp_p
     federation = Federation(tmp_path, ["site-a", "site-b"])
     with federation.group:
         federation.start()
-        straight = federation.config("straight", rounds=4, steps=3)
+        straight = federation.config("straight", rounds=4, steps=3, extra="deliver_final = false")
         assert submit_run(federation.home, straight, resume=False, timeout=600).returncode == 0
 
-        crashed = federation.config("crashed", rounds=4, steps=3)
+        crashed = federation.config("crashed", rounds=4, steps=3, extra="deliver_final = false")
         outcome = _submit_in_background(federation, crashed)
         store = RunStore(tmp_path / "crashed")
         wait_for(lambda: len(store.registry()) >= 2, 600, "round 2 of the second run", every=0.2)

@@ -48,7 +48,7 @@ def test_sigterm_during_training_leaves_a_consistent_site_and_a_restart_rejoins(
         wait_for(lambda: online_nodes(federation.home) == 2, 120, "both sites online")
         assert json.loads(daemon_path(state).read_text())["state"] == "running"
 
-        run = federation.config("run", rounds=2, steps=400)
+        run = federation.config("run", rounds=2, steps=200)
         outcome: dict = {}
         thread = threading.Thread(target=lambda: outcome.update(
             result=submit_run(federation.home, run, resume=False, timeout=900)), daemon=True)

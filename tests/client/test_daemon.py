@@ -1,0 +1,39 @@
+"""The site daemon's supervision, with a stand-in for the SuperNode that exits at once (as Flower's does when the
+coordinator is not up yet): it is started again with a backoff until SIGTERM, and then the daemon exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+
+from meddiff.client.audit import AuditLog
+from meddiff.client.daemon import SiteDaemon
+from meddiff.client.site_paths import audit_path, daemon_path
+
+
+def test_an_exited_supernode_is_started_again_until_sigterm(tmp_path, monkeypatch):
+    monkeypatch.setattr("meddiff.client.daemon.RESTART_FIRST_DELAY", 0.2)
+    marker = tmp_path / "starts"
+    command = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x'); print('ERROR :     Exit Code: 305')"]
+    log_file = tmp_path / "site.jsonl"
+    daemon = SiteDaemon(command, dict(os.environ), tmp_path / "state", "127.0.0.1:1", log_file)
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        assert daemon.run() == 0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert len(marker.read_text()) >= 3  # started, exited, started again (0.2 s, 0.4 s, 0.8 s ...)
+    state = json.loads(daemon_path(tmp_path / "state").read_text())
+    assert state["state"] == "stopped" and state["restarts"] >= 2
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any(r["level"] == "ERROR" and "305" in r["message"] for r in lines)
+    assert any(r["source"] == "daemon" and "starting it again" in r["message"] for r in lines)
+    events = [r["event"] for r in AuditLog(audit_path(tmp_path / "state")).records()]
+    assert events == ["daemon-started", "daemon-stopped"]

@@ -22,7 +22,7 @@ def test_a_secure_round_with_distributed_dp_completes_on_the_deployment_engine(t
         federation.start()
         config = federation.config("run", rounds=1, steps=3, extra="\n".join([
             "secure_aggregation = true", 'central_dp = "client-clipping"', "dp_population = 3",
-            "dp_clipping_norm = 0.05", "dp_noise_multiplier = 0.5"]))
+            "dp_clipping_norm = 0.05", "dp_noise_multiplier = 0.5", "deliver_final = false"]))
         result = submit_run(federation.home, config, resume=False, timeout=600)
         assert result.returncode == 0, result.stdout[-2000:]
     store = RunStore(tmp_path / "run")

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_run import run_meddiff  # noqa: E402
+from bench_run import run_meddiff, training_record, write_data_configs  # noqa: E402
 from case_split import split_cases  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,10 +42,8 @@ def main() -> int:
         return 0
     out = Path(args.out).resolve()
     train, test = split_cases(source, out / "data", train_cases=args.train_cases, pattern="*.nii*")
-    configs = {}
-    for name, folder in (("train", train), ("test", test)):
-        configs[name] = out / f"{name}.toml"
-        configs[name].write_text(f'[data]\npath = "{folder}"\nslices = false\nresolution = {args.resolution}\n')
+    configs = write_data_configs(out, {"train": train, "test": test},
+                                 f"slices = false\nresolution = {args.resolution}\n")
     model = Path(args.model) if args.model else out / "model" / "model.pt"
     if not model.exists():
         run_meddiff(["train", "--data", str(train), "--config", str(configs["train"]), "--out", str(model.parent),
@@ -55,7 +53,7 @@ def main() -> int:
           "--out", str(out / "segment"), "--samples", "8", "--seed", str(args.seed),
           "--baseline-train", str(train), "--baseline-seconds", args.baseline_seconds])
     report = json.loads((out / "segment" / "segment.json").read_text())
-    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
+    trained = training_record(model)
     summary = {"model": str(model), "resolution": args.resolution, "train_steps": trained.get("total_steps"),
                "train_seconds": trained.get("seconds"), "segment": report}
     (out / "results.json").write_text(json.dumps(summary, indent=2))

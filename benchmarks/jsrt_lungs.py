@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_run import run_meddiff  # noqa: E402
+from bench_run import run_meddiff, training_record, write_data_configs  # noqa: E402
 from case_split import split_cases  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,11 +45,8 @@ def main() -> int:
         return 0
     out = Path(args.out).resolve()
     train, test = split_cases(source, out / "data", test_every=5, labels="masks", pattern="*.png")
-    configs = {}
-    for name, folder in (("train", train), ("test", test)):
-        configs[name] = out / f"{name}.toml"
-        configs[name].write_text(f'[data]\npath = "{folder}"\nmask_values = {LUNG_VALUES}\n'
-                                 f'resolution = {args.resolution}\n')
+    configs = write_data_configs(out, {"train": train, "test": test},
+                                 f"mask_values = {LUNG_VALUES}\nresolution = {args.resolution}\n")
     model = Path(args.model) if args.model else out / "model" / "model.pt"
     if not model.exists():
         run_meddiff(["train", "--data", str(train), "--config", str(configs["train"]), "--out", str(model.parent),
@@ -59,7 +56,7 @@ def main() -> int:
                  "--baseline-train", str(train), "--baseline-seconds", args.baseline_seconds,
                  "--synthetic-pairs", args.synthetic_pairs])
     report = json.loads((out / "segment" / "segment.json").read_text())
-    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
+    trained = training_record(model)
     summary = {"model": str(model), "resolution": args.resolution, "train_steps": trained.get("total_steps"),
                "train_seconds": trained.get("seconds"), "train_images": len(list((train / "images").glob("*.png"))),
                "test_images": len(list((test / "images").glob("*.png"))), "segment": report}

@@ -25,7 +25,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pgbm_split import TEST_PATIENTS, TRAIN_PATIENTS, write_split, write_training_with_masks  # noqa: E402
 
-from bench_run import run_meddiff  # noqa: E402
+from bench_run import run_meddiff, training_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def main() -> int:
             ["--batch-size", args.batch_size] if args.batch_size else [])
         run_meddiff(["train", "--data", str(train_npz), "--out", str(model.parent), "--steps", str(args.train_steps),
                      "--resolution", str(args.resolution), "--seed", str(args.seed), *sizes])
-    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
+    trained = training_record(model)
     seconds = args.baseline_seconds
     if seconds == "same":
         if "seconds" not in trained:

@@ -25,7 +25,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pgbm_split import TEST_PATIENTS, TRAIN_PATIENTS, write_split  # noqa: E402
 
-from bench_run import run_meddiff  # noqa: E402
+from bench_run import run_meddiff, training_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def main() -> int:
         folder = out / f"{i}_{command}"
         run_meddiff([command, *common, *extra, "--out", str(folder)])
         results[name] = json.loads(next(folder.glob("*.json")).read_text())
-    trained = json.loads((model.parent / "train.json").read_text()) if (model.parent / "train.json").exists() else {}
+    trained = training_record(model)
     summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),
                "model": str(model), "train_steps": trained.get("total_steps"),
                "train_seconds": trained.get("seconds", train_seconds), "train_patients": TRAIN_PATIENTS,

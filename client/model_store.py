@@ -10,8 +10,6 @@ atomically, and the index line only after its file is on disk, so a crash never 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..common.checkpoint import save_checkpoint
+from ..common.jsonl import append_json_line, read_json_lines
 
 INDEX = "models.jsonl"
 
@@ -39,26 +38,13 @@ class ModelStore:
                         {**model_meta, "round": int(delivery["round"]), "delivery": delivery})
         line = {"file": path.name, "received": time.time(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                 **{k: delivery.get(k) for k in ("run", "round", "rounds", "final", "sites", "privacy", "metrics")}}
-        with open(self.folder / INDEX, "a") as f:
-            f.write(json.dumps(line, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_json_line(self.folder / INDEX, line)
         return path
 
     def entries(self) -> list[dict]:
         """Stored models, oldest first; lines whose file is gone or unreadable are left out."""
-        index = self.folder / INDEX
-        if not index.exists():
-            return []
-        out = []
-        for line in index.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a crash
-            if (self.folder / entry["file"]).is_file():
-                out.append({**entry, "path": str(self.folder / entry["file"])})
-        return out
+        return [{**entry, "path": str(self.folder / entry["file"])}
+                for entry in read_json_lines(self.folder / INDEX) if (self.folder / entry["file"]).is_file()]
 
     def newest(self) -> Path | None:
         entries = self.entries()

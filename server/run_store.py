@@ -13,7 +13,6 @@ at any moment leaves the last complete round to resume from.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,25 +20,7 @@ import numpy as np
 import torch
 
 from ..common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-
-
-def _append_line(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line from a crash: everything before it is intact
-    return lines
+from ..common.jsonl import append_json_line, read_json_lines
 
 
 @dataclass
@@ -75,10 +56,10 @@ class RunStore:
         path.write_text(json.dumps(description, indent=2, default=str))
 
     def registry(self) -> list[dict]:
-        return _read_lines(self.dir / "registry.jsonl")
+        return read_json_lines(self.dir / "registry.jsonl")
 
     def metrics(self) -> list[dict]:
-        return _read_lines(self.dir / "metrics.jsonl")
+        return read_json_lines(self.dir / "metrics.jsonl")
 
     def save_round(self, state: RoundState, model_meta: dict, entry: dict, round_metrics: dict) -> Path:
         path = self.checkpoints / f"round-{state.round:04d}.pt"
@@ -87,8 +68,8 @@ class RunStore:
         save_checkpoint(path, {"model": state.weights, "ema": state.ema, "strategy": strategy, "step": state.round,
                                 "privacy": state.privacy},
                         {**model_meta, "step": state.round, "round": state.round, "registry": entry})
-        _append_line(self.dir / "metrics.jsonl", {"round": state.round, **round_metrics})
-        _append_line(self.dir / "registry.jsonl", {**entry, "round": state.round, "path": str(path)})
+        append_json_line(self.dir / "metrics.jsonl", {"round": state.round, **round_metrics})
+        append_json_line(self.dir / "registry.jsonl", {**entry, "round": state.round, "path": str(path)})
         return path
 
     def latest(self) -> RoundState | None:

@@ -79,7 +79,8 @@ def run_init(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(SITE_TEMPLATE.format(site_id=args.site_id, data=args.data, app_hash=app_hash()))
     load_site_config(out)  # what we write must load
-    console.print(f"wrote {out}: set [data] path, then `meddiff site check --data PATH --config {out}`")
+    console.print(f"wrote {out}: set its \\[data] path, then check the data with `meddiff site check PATH --config "
+                  f"{out}`", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -181,6 +182,9 @@ def run_audit(args: argparse.Namespace) -> int:
 
     log = AuditLog(audit_path(site_state_dir(args.config)))
     records = log.records()
+    if not log.path.exists():
+        console.print(f"no audit log at {log.path} yet: it starts with the daemon's first start")
+        return 0
     if args.last:
         console.print(f"audit log {log.path}: the last {min(args.last, len(records))} of {len(records)} events",
                       soft_wrap=True)

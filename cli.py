@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=None, help="override the scenario's rounds")
     demo.set_defaults(func=cmd_demo)
 
-    from .commands import (budget, denoise, deploy, detect_anomalies, generate, reconstruct, segment, simulate,
+    from .commands import (bench, budget, denoise, deploy, detect_anomalies, generate, reconstruct, segment, simulate,
                            site_admin,
                            super_resolve, train, translate)
     deploy.add_parsers(commands, site)
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_parser(commands)
     translate.add_parser(commands)
     simulate.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 

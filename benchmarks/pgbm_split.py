@@ -44,3 +44,32 @@ def write_training_with_masks(data_root: Path, out: Path) -> Path:
     arrays = {k: source[k][rows].astype(np.uint8 if k == "mask" else np.float32) for k in CONTRASTS + ("mask",)}
     np.savez_compressed(path, **arrays, study=source["study"][rows])
     return path
+
+
+def write_training_by_study(data_root: Path, out: Path) -> Path:
+    """pgbm_train_by_study.npz under ``out``: every slice of the training patients with masks, each study its own
+    ``patient`` unit, so a federated scenario can spread the 4 training studies over 3 sites (the archive has only
+    2 training patients; the test patients stay out of every site)."""
+    source = np.load(write_training_with_masks(data_root, out))
+    path = out / "pgbm_train_by_study.npz"
+    np.savez_compressed(path, **{k: source[k] for k in source.files}, patient=source["study"])
+    return path
+
+
+def write_test_mix(data_root: Path, out: Path, n: int) -> Path:
+    """pgbm_test_mix_<n>.npz under ``out``: n slices of the test patients, half with tumour and half without,
+    evenly spaced through each group (so a small evaluation still has tumours to segment and detect)."""
+    source = np.load(Path(data_root) / ARCHIVE)
+    patient = np.asarray([str(s).split("/")[0] for s in source["study"]])
+    test = np.isin(patient, TEST_PATIENTS)
+    tumour = source["mask"].reshape(len(patient), -1).any(axis=1)
+    chosen = []
+    for group, count in ((np.flatnonzero(test & tumour), n // 2), (np.flatnonzero(test & ~tumour), n - n // 2)):
+        count = min(count, len(group))
+        chosen.extend(group[np.linspace(0, len(group) - 1, count).round().astype(int)].tolist() if count else [])
+    rows = np.asarray(sorted(set(chosen)))
+    path = out / f"pgbm_test_mix_{n}.npz"
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {k: source[k][rows].astype(np.uint8 if k == "mask" else np.float32) for k in CONTRASTS + ("mask",)}
+    np.savez_compressed(path, **arrays, study=source["study"][rows])
+    return path

@@ -1,0 +1,308 @@
+"""docs/RESULTS.md and its figures, written from a quality-suite run directory's result files only.
+
+Every number on the page is read from a file a step of the suite wrote; every table names the steps it comes
+from, and each step's command and log are in the run directory (RUN/suite.json, RUN/logs/). A step that did
+not complete shows as missing, with the reason, instead of a number.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MISSING = "missing"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pm(summary: dict | None, key: str, digits: int = 3) -> str:
+    if not summary or key not in summary:
+        return MISSING
+    s = summary[key]
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
+
+
+def _mean(summary: dict | None, key: str) -> float | None:
+    return summary[key]["mean"] if summary and key in summary else None
+
+
+def _copy(source: Path, figures: Path, name: str) -> str | None:
+    """Copy a PNG a step wrote into the page's figure folder; the page's relative link to it."""
+    if not source.exists():
+        return None
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, figures / name)
+    return f"{figures.name}/{name}"
+
+
+def _steps_line(records: list[dict], prefix: str) -> str:
+    mine = [r for r in records if r["step"].startswith(prefix)]
+    if not mine:
+        return ""
+    bad = [f"`{r['step']}` {r['status']}" for r in mine if not r["status"].startswith(("ok", "done"))]
+    return (f"Steps `{prefix}*` ({len(mine)}); logs in `logs/` of the run directory." +
+            (" **Did not complete:** " + "; ".join(bad) + "." if bad else ""))
+
+
+def _train_cost(folder: Path) -> str:
+    """Steps and seconds of a model: train.json of quality_train.py, or a simulation run's registry."""
+    trained = _load(folder / "model" / "train.json")
+    if trained:
+        return f"{trained['total_steps']} steps, {trained['seconds']:.0f} s"
+    registry = folder / "run" / "registry.jsonl"
+    if registry.exists():
+        rounds = len(registry.read_text().splitlines())
+        metrics = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+        replies = [m for r in metrics for m in r.get("train", {}).values()]
+        steps, seconds = sum(int(m.get("steps", 0)) for m in replies), sum(m.get("seconds", 0.0) for m in replies)
+        return f"{rounds} rounds, {steps} site steps, {seconds:.0f} s at the sites"
+    return MISSING
+
+
+def _epsilon_spent(run: Path) -> tuple[float, float] | None:
+    """(largest epsilon over the sites after the last round, delta) of a simulation with site DP."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return None
+    last = [json.loads(line) for line in path.read_text().splitlines()][-1]
+    spent = [(m["epsilon"], m.get("delta", float("nan"))) for m in last.get("train", {}).values() if "epsilon" in m]
+    return max(spent) if spent else None
+
+
+# -- experiments 1 and 2 ------------------------------------------------------------------------------------------
+
+def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> list[str]:
+    root = out / "pneumonia"
+    if not root.exists():
+        return ["## 1-2. PneumoniaMNIST", "", "Not run in this suite run (see --only), or its data was absent.", ""]
+    real = _load(root / "real" / "result.json")
+    total = budget["sites"] * budget["pneumonia_rounds"] * budget["pneumonia_local_steps"]
+    rows = [("central", "centralised (3 sites pooled)"), ("fedavg", "federated, FedAvg"),
+            ("fedadam", f"federated, FedAdam (server lr {budget['server_learning_rate']:g})")] + [
+        (f"site-{k}", f"site-{k} alone") for k in range(budget["sites"])]
+    results = {name: _load(root / name / "result.json") for name, _ in rows}
+    lines = ["## 1. PneumoniaMNIST: federated vs centralised vs each site alone", "",
+             f"3 virtual hospitals, Dirichlet label skew (alpha 0.5) over the MedMNIST train split (28 px), 10 % of "
+             f"each site held out. Every model gets {total} optimiser steps of batch 32 (federated: "
+             f"{budget['sites']} sites x {budget['pneumonia_rounds']} rounds x {budget['pneumonia_local_steps']} "
+             f"local steps), UNet widths {tuple(budget['pneumonia_channels'])}. Judge: the fixed small CNN of "
+             f"`meddiff.tasks.classifier` (one recipe) trained on {budget['n_synthetic']} synthetic images drawn "
+             f"with the real class proportions (DDIM {budget['sampling_steps']} steps, guidance 2), tested on the "
+             f"real test split (624 images). Feature-space metrics use that CNN trained on real training images "
+             f"(seed 0; {budget['real_images'] or 'all 4708'} images) as extractor: 128-d features after global "
+             f"average pooling; FID = Frechet distance of Gaussian "
+             f"fits, precision/recall = k-NN manifolds (k=3), synthetic vs the 624 real test images. "
+             f"Mean ± std over evaluation seeds {tuple(budget['eval_seeds'])} (the CNN's seed"
+             f"{'; one synthetic draw per model' if budget['one_draw'] else ' and the draws'}; the real-data "
+             f"reference over seeds {tuple(budget['real_seeds'])}, 2.5 min each); one training "
+             f"seed ({budget['seed']}) per model: training each model 3 times does not fit the CPU budget.", "",
+             "| model | training | TSTR accuracy | TSTR AUC | FID (CNN features) | precision | recall |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| real data reference (CNN on {budget['real_images'] or 'all 4708'} real training images) | - | "
+             f"{_pm(real and real['summary'], 'accuracy')} "
+             f"| {_pm(real and real['summary'], 'auc')} | - | - | - |"]
+    for name, label in rows:
+        s = results[name] and results[name]["summary"]
+        lines.append(f"| {label} | {_train_cost(root / name)} | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | "
+                     f"{_pm(s, 'fid', 1)} | {_pm(s, 'precision', 2)} | {_pm(s, 'recall', 2)} |")
+    lines += ["", _steps_line(records, "pneumonia/"), ""]
+    accuracy = {name: _mean(results[name] and results[name]["summary"], "accuracy") for name, _ in rows}
+    singles = {k: v for k, v in accuracy.items() if k.startswith("site-") and v is not None}
+    if accuracy["fedavg"] is not None and accuracy["central"] is not None and singles:
+        best = max(singles, key=singles.get)
+        fed = max((accuracy[k] for k in ("fedavg", "fedadam") if accuracy[k] is not None))
+        lines += ["Read against the goals (TSTR accuracy, best federated strategy):", "",
+                  f"- federated {fed:.3f} vs centralised {accuracy['central']:.3f}: "
+                  f"{100 * (fed - accuracy['central']) / accuracy['central']:+.1f} % (goal: within 5 %) "
+                  f"-> {'met' if fed >= 0.95 * accuracy['central'] else 'NOT met'}",
+                  f"- federated vs the best single site ({best}, {singles[best]:.3f}): "
+                  f"{100 * (fed - singles[best]) / singles[best]:+.1f} % (goal: at least +10 %) -> "
+                  f"{'met' if fed >= 1.10 * singles[best] else 'NOT met'}",
+                  f"- TSTR accuracy without DP {fed:.3f} (goal >= 0.85) -> {'met' if fed >= 0.85 else 'NOT met'}", ""]
+    grids = [(label, _copy(root / name / "synthetic_grid.png", figures, f"pneumonia_{name}.png"))
+             for name, label in rows]
+    lines += ["Synthetic samples (first evaluation seed; normal first, then pneumonia):", ""]
+    lines += [f"- {label}: ![{label}]({link})" for label, link in grids if link]
+    curves = [(_copy(root / "fedavg" / "run" / "figures" / f, figures, f"pneumonia_fedavg_{f}"), f)
+              for f in ("train_loss.png", "eval_loss.png")]
+    lines += ["", "Per-site curves of the FedAvg run (local training loss, held-out denoising loss):", ""]
+    lines += [f"![{f}]({link})" for link, f in curves if link] + [""]
+    lines += _privacy(root, budget, accuracy.get("fedavg"), results.get("fedavg"), figures)
+    return lines
+
+
+def _privacy(root: Path, budget: dict, plain: float | None, plain_result: dict | None, figures: Path) -> list[str]:
+    lines = ["## 2. Privacy-utility: the federated FedAvg run with sample-level DP at each site", "",
+             "DP-SGD (Opacus, per-example clipping, Poisson sampling) at every site, target epsilon per run over all "
+             "its rounds, RDP accountant, delta 1/(10 N) per site. It protects each training image of a site against "
+             "anyone who sees the weights (the coordinator included); it is not site-level DP. Same budget, metric and "
+             "seeds as table 1.", "",
+             "| target epsilon | epsilon spent (largest site) | delta | TSTR accuracy | TSTR AUC | FID | precision "
+             "| recall |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    points = []
+    for epsilon in budget["epsilons"]:
+        name = f"eps-{epsilon:g}"
+        result = _load(root / name / "result.json")
+        s = result and result["summary"]
+        spent = _epsilon_spent(root / name / "run")
+        lines.append(f"| {epsilon:g} | {f'{spent[0]:.2f}' if spent else MISSING} | "
+                     f"{f'{spent[1]:.1e}' if spent else MISSING} | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | "
+                     f"{_pm(s, 'fid', 1)} | {_pm(s, 'precision', 2)} | {_pm(s, 'recall', 2)} |")
+        if s:
+            points.append((epsilon, s["accuracy"]["mean"], s["accuracy"]["std"]))
+    s = plain_result and plain_result["summary"]
+    lines.append(f"| none (no DP) | - | - | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | {_pm(s, 'fid', 1)} | "
+                 f"{_pm(s, 'precision', 2)} | {_pm(s, 'recall', 2)} |")
+    at_ten = [p for p in points if p[0] == 10.0]
+    if at_ten:
+        lines += ["", f"Goal: TSTR accuracy >= 0.80 at epsilon 10 -> {at_ten[0][1]:.3f}, "
+                      f"{'met' if at_ten[0][1] >= 0.80 else 'NOT met'}."]
+    if points:
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+        xs, ys, es = zip(*points)
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="sample-level DP")
+        if plain is not None:
+            ax.axhline(plain, linestyle="--", color="grey", label="no DP")
+        ax.set(xscale="log", xlabel="target epsilon per site (log)", ylabel="TSTR accuracy",
+               title="PneumoniaMNIST: privacy vs utility")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figures.mkdir(parents=True, exist_ok=True)
+        fig.savefig(figures / "privacy_utility.png")
+        plt.close(fig)
+        lines += ["", f"![privacy-utility]({figures.name}/privacy_utility.png)"]
+    return lines + [""]
+
+
+# -- experiment 3 -------------------------------------------------------------------------------------------------
+
+def _task_cells(report: dict) -> tuple[str, str, float | None]:
+    """(the diffusion method's figure, the baselines' figures, the primary number) of one task report."""
+    m, task = report["metrics"], report["task"]
+    if task == "segmentation":
+        unet = "; ".join(f"UNet ({route}) Dice {r['dice']:.3f}" for route, r in report.get("unet", {}).items())
+        return f"Dice {m['dice']:.3f}, HD95 {m['hd95']:.1f} px", unet or "-", m["dice"]
+    if task == "anomaly detection":
+        return (f"pixel AUROC {m['pixel_auroc']:.3f}, Dice {m['best_dice']:.3f}", "-", m["best_dice"])
+    if task == "reconstruction":
+        return (f"{m['diffusion']['psnr']:.2f} dB", f"zero-filled {m['zero_filled']['psnr']:.2f} dB, "
+                f"TV {m['tv']['psnr']:.2f} dB", m["diffusion"]["psnr"])
+    others = "; ".join(f"{k} {v['psnr']:.2f} dB" for k, v in m.items() if k != "diffusion" and "psnr" in v)
+    return f"{m['diffusion']['psnr']:.2f} dB", others, m["diffusion"]["psnr"]
+
+
+def _pgbm(out: Path, budget: dict, records: list[dict], figures: Path, tasks: dict) -> list[str]:
+    root = out / "pgbm"
+    if not root.exists():
+        return ["## 3. PGBM", "", "Not run in this suite run (see --only), or its data was absent.", ""]
+    total = budget["sites"] * budget["pgbm_rounds"] * budget["pgbm_local_steps"]
+    models = ["federated", "central"] + [f"site-{k}" for k in range(budget["sites"])]
+    lines = ["## 3. PGBM brain MRI: every task, federated vs centralised vs the best single site", "",
+             f"Training: every slice of patients PGBM-001 and PGBM-003 (4 studies; the archive has 4 patients), "
+             f"split by study over 3 sites with channel skew (site-1 has no t2, site-2 no tumour masks) and a scanner "
+             f"intensity shift; {budget['pgbm_resolution']} px, UNet widths {tuple(budget['pgbm_channels'])}, "
+             f"{total} optimiser steps of batch 16 per model. Test: {budget['pgbm_test_slices']} slices of patients "
+             f"PGBM-006 and PGBM-008 (half with tumour). Best single site = the best of the 3 for each task "
+             f"(favours the single sites). One seed ({budget['seed']}); the spread over seeds is not measured "
+             f"here.", "",
+             "| task | federated | centralised | best single site | classical / supervised baselines (federated run) |",
+             "| --- | --- | --- | --- | --- |"]
+    goals = []
+    for index, (task, (command, _)) in enumerate(tasks.items()):
+        cells, primary, baselines = {}, {}, "-"
+        for model in models:
+            report = _load(root / model / f"{index}_{command}" / f"{command}.json")
+            if report:
+                cell, base, number = _task_cells(report)
+                cells[model], primary[model] = cell, number
+                if model == "federated":
+                    baselines = base
+                    fed_report = report
+        singles = {m: primary[m] for m in primary if m.startswith("site-")}
+        best = max(singles, key=singles.get) if singles else None
+        lines.append(f"| {task} | {cells.get('federated', MISSING)} | {cells.get('central', MISSING)} | "
+                     f"{f'{cells[best]} ({best})' if best else MISSING} | {baselines} |")
+        if "federated" in cells:
+            goals += _goal(command, fed_report)
+            link = _copy(root / "federated" / f"{index}_{command}" / f"{command}.png", figures, f"pgbm_{command}.png")
+            if link:
+                goals.append(f"![{task}]({link})")
+    lines += ["", _steps_line(records, "pgbm/"), "", "Goals (federated model):", ""] + goals + [""]
+    return lines
+
+
+def _goal(command: str, report: dict) -> list[str]:
+    m = report["metrics"]
+    checks = {"reconstruct": ("reconstruction x4 over zero-filled", "zero_filled", 6.0),
+              "denoise": ("denoising over non-local means", "non-local means", 1.5),
+              "super-resolve": ("super-resolution x2 over bicubic", "bicubic", 1.5)}
+    if command in checks:
+        what, baseline, goal = checks[command]
+        gain = m["diffusion"]["psnr"] - m[baseline]["psnr"]
+        return [f"- {what}: {gain:+.2f} dB (goal +{goal:g} dB) -> {'met' if gain >= goal else 'NOT met'}"]
+    if command == "detect-anomalies":
+        dice = m["best_dice"]
+        return [f"- tumour anomaly Dice {dice:.3f} (goal 0.5) -> {'met' if dice >= 0.5 else 'NOT met'}"]
+    return []
+
+
+# -- experiment 4 -------------------------------------------------------------------------------------------------
+
+def _segmentation(out: Path, records: list[dict], figures: Path) -> list[str]:
+    lines = ["## 4. Segmentation: JSRT lungs (synthetic vs real pairs) and hippocampus 3D", ""]
+    for name, title in (("jsrt", "JSRT chest X-ray, lung fields"),
+                        ("hippocampus", "Medical Decathlon hippocampus, 3D")):
+        result = _load(out / name / "results.json")
+        if not result:
+            lines += [f"{title}: {MISSING} ({_steps_line(records, name) or 'not run'})", ""]
+            continue
+        seg = result["segment"]
+        lines += [f"### {title}", "",
+                  f"Diffusion model: {result.get('train_steps')} steps, {result.get('train_seconds', 0):.0f} s, "
+                  f"{result.get('resolution')} px; test {seg['examples']} cases. One seed.", "",
+                  "| method | Dice | HD95 (px) |", "| --- | --- | --- |",
+                  f"| diffusion ensemble | {seg['metrics']['dice']:.3f} | {seg['metrics']['hd95']:.2f} |"]
+        lines += [f"| UNet, {route} | {r['dice']:.3f} | {r['hd95']:.2f} |" for route, r in seg.get("unet", {}).items()]
+        link = _copy(out / name / "segment" / "segment.png", figures, f"{name}_segment.png")
+        lines += ["", _steps_line(records, name)] + (["", f"![{title}]({link})"] if link else []) + [""]
+    return lines
+
+
+def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records: list[dict], data: Path,
+                  pgbm_tasks: dict) -> Path:
+    """Write ``page`` (and its figures beside it, in results/) from the run directory ``out``; ``pgbm_tasks``:
+    {task: (command, arguments)} in the order the suite numbered their folders."""
+    figures = page.parent / "results"
+    if figures.exists():
+        shutil.rmtree(figures)  # figures of an earlier run must not sit next to this run's numbers
+    failed = [r for r in records if not r["status"].startswith(("ok", "done"))]
+    head = ["# Results: does training together beat training alone, and what does privacy cost?", "",
+            f"Written by `{machine['command']}` (budget **{budget['name']}**) on {machine['date']}, machine "
+            f"`{machine['host']}` ({machine['cpus']} CPUs, no GPU used; {machine['platform']}, Python "
+            f"{machine['python']}); the suite took {machine['seconds'] / 60:.0f} min. Data: `{data}`. Run directory: "
+            f"`{out}` (each step's command and log: `suite.json`, `logs/`). Every number below is read from a result "
+            f"file of that run; a step that did not complete shows as '{MISSING}'.", "",
+            f"Budget `{budget['name']}` (benchmarks/quality_suite.py `BUDGETS`): "
+            + ", ".join(f"{k} {v}" for k, v in budget.items() if k != "name") + ".", ""]
+    if budget["name"] == "quick":
+        head += ["**This is the quick budget**: minutes of CPU training per model, far from converged. It shows "
+                 "that the whole pipeline runs and how the methods rank at a tiny budget; the goals below are "
+                 "read against the full budget (`make bench`).", ""]
+    if failed:
+        head += [f"**{len(failed)} steps did not complete**: " + "; ".join(f"`{r['step']}` {r['status']}"
+                                                                          for r in failed) + ".", ""]
+    body = (_pneumonia(out, budget, records, figures) + _pgbm(out, budget, records, figures, pgbm_tasks) +
+            _segmentation(out, records, figures))
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(head + body) + "\n")
+    return page

@@ -1,0 +1,349 @@
+"""The evidence suite: federated vs centralised vs single-site, privacy-utility, every task, on the real data.
+
+    make bench-quick        # = meddiff bench --suite quality --quick   (under 20 min on 2 cores)
+    make bench              # = meddiff bench --suite quality           (under 3 h on 2 cores)
+
+Each experiment is a list of steps; each step is one command (a `meddiff` sub-command or a benchmark script) with
+its own log in RUN/logs/. A step whose result file exists is not run again, so an interrupted suite continues
+where it stopped (delete RUN/ to start over). A failed step is recorded and the suite goes on; the results page
+marks what is missing and why. At the end docs/RESULTS.md and its figures (docs/results/) are written from the
+result files alone (quality_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality_report  # noqa: E402
+from pgbm_split import write_test_mix, write_training_by_study  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = REPO / "simulations" / "scenarios"
+PNEUMONIA = "medmnist/pneumoniamnist.npz"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Everything that sets the suite's cost. Federated, centralised and single-site models of one experiment
+    get the same number of optimiser steps of the same batch size: sites x rounds x local steps."""
+
+    name: str
+    pneumonia_rounds: int
+    pneumonia_local_steps: int
+    pneumonia_channels: tuple[int, ...]
+    n_synthetic: int
+    sampling_steps: int
+    eval_seeds: tuple[int, ...]
+    real_seeds: tuple[int, ...]  # the real-data reference CNN (about 2.5 min per seed on 2 cores)
+    real_images: int  # real training images of the reference CNN (0 = all 4708)
+    one_draw: bool  # one synthetic set per model; the evaluation seeds then vary only the CNN
+    epsilons: tuple[float, ...]
+    pgbm_rounds: int
+    pgbm_local_steps: int
+    pgbm_resolution: int
+    pgbm_channels: tuple[int, ...]
+    pgbm_test_slices: int
+    task_samples: int
+    unet_seconds: int
+    jsrt_resolution: int
+    jsrt_steps: int
+    jsrt_synthetic_pairs: int
+    hippocampus_steps: int
+    hippocampus_cases: int
+    server_learning_rate: float = 0.01  # FedAdam's eta (Flower's default 1e-3 barely moves a model in a few rounds)
+    sites: int = 3
+    seed: int = 0
+
+
+BUDGETS = {
+    "quick": Budget("quick", pneumonia_rounds=2, pneumonia_local_steps=40, pneumonia_channels=(16, 32, 32),
+                    n_synthetic=300, sampling_steps=10, eval_seeds=(0, 1, 2), real_seeds=(0,), real_images=1000,
+                    one_draw=True, epsilons=(10.0,),
+                    pgbm_rounds=2, pgbm_local_steps=25, pgbm_resolution=32, pgbm_channels=(16, 32, 32),
+                    pgbm_test_slices=6, task_samples=2, unet_seconds=15, jsrt_resolution=32, jsrt_steps=150,
+                    jsrt_synthetic_pairs=32, hippocampus_steps=100, hippocampus_cases=60),
+    "full": Budget("full", pneumonia_rounds=5, pneumonia_local_steps=100, pneumonia_channels=(32, 64, 64),
+                   n_synthetic=1000, sampling_steps=20, eval_seeds=(0, 1, 2), real_seeds=(0, 1, 2),
+                   real_images=0, one_draw=True, epsilons=(1.0, 4.0, 10.0),
+                   pgbm_rounds=5, pgbm_local_steps=100, pgbm_resolution=32, pgbm_channels=(32, 64, 64),
+                   pgbm_test_slices=24, task_samples=4, unet_seconds=120, jsrt_resolution=64, jsrt_steps=600,
+                   jsrt_synthetic_pairs=128, hippocampus_steps=600, hippocampus_cases=200),
+}
+
+
+@dataclass
+class Step:
+    """One command of the suite. ``argv`` is built when the step runs (it may name a file an earlier step made)."""
+
+    name: str
+    argv: Callable[[], list[str]]
+    done: Path  # the result file; its presence means the step has run
+    needs: tuple[Path, ...] = ()
+    info: dict = field(default_factory=dict)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+def _meddiff() -> str:
+    here = Path(sys.executable).parent / "meddiff"
+    return str(here) if here.exists() else (shutil.which("meddiff") or "meddiff")
+
+
+def _script(name: str) -> list[str]:
+    return [sys.executable, str(REPO / "benchmarks" / name)]
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def write_scenario(builtin: str, path: Path, name: str, overrides: dict[str, dict]) -> Path:
+    """A copy of a built-in scenario with ``overrides`` ({section: {key: value}}), as the suite ran it."""
+    raw = tomllib.loads((SCENARIOS / f"{builtin}.toml").read_text())
+    raw["name"] = name
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    lines = [f"name = {_toml_value(raw.pop('name'))}"]
+    for section, values in raw.items():
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def model_section(channels: tuple[int, ...]) -> dict:
+    """[model] for UNet widths ``channels``, with the group norm and attention head sizes `meddiff train
+    --channels` would choose."""
+    return {"channels": list(channels), "norm_num_groups": math.gcd(32, *channels),
+            "num_head_channels": min(32, channels[-1])}
+
+
+def global_model(run: Path) -> str:
+    """The last registered global model of a `meddiff simulate` run directory."""
+    lines = (run / "registry.jsonl").read_text().splitlines()
+    return json.loads(lines[-1])["path"]
+
+
+# -- experiments --------------------------------------------------------------------------------------------------
+
+def pneumonia_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
+    """Experiments 1 and 2: PneumoniaMNIST over 3 sites (Dirichlet alpha 0.5), judged by TSTR."""
+    archive = data / PNEUMONIA
+    root = out / "pneumonia"
+    base = {"scenario": {"data": str(archive), "sites": budget.sites, "seed": budget.seed},
+            "federation": {"rounds": budget.pneumonia_rounds, "local_steps": budget.pneumonia_local_steps,
+                           "min_sites": budget.sites, "server_learning_rate": budget.server_learning_rate},
+            "model": model_section(budget.pneumonia_channels), "train": {"seed": budget.seed}}
+    scenarios = {s: write_scenario("pneumonia", root / "scenarios" / f"{s}.toml", f"pneumonia-{s}",
+                                   {**base, "federation": {**base["federation"], "strategy": s}})
+                 for s in ("fedavg", "fedadam")}
+    total = budget.sites * budget.pneumonia_rounds * budget.pneumonia_local_steps
+    extractor = root / "real" / "extractor.pt"
+    evaluate = ["--data", str(archive), "--n-synthetic", str(budget.n_synthetic), "--sampling-steps",
+                str(budget.sampling_steps), "--seeds", ",".join(map(str, budget.eval_seeds)), "--extractor",
+                str(extractor)] + (["--one-draw"] if budget.one_draw else [])
+    steps = [Step("pneumonia/real", lambda: [*_script("quality_tstr.py"), "--real", "--data", str(archive),
+                                             "--seeds", ",".join(map(str, budget.real_seeds)),
+                                             "--real-images", str(budget.real_images),
+                                             "--out", str(root / "real")], root / "real" / "result.json",
+                  info={"method": "real data"})]
+
+    def federated(name: str, scenario: Path, extra: list[str], info: dict) -> None:
+        run = root / name / "run"
+        steps.append(Step(f"pneumonia/{name}/train", lambda: [_meddiff(), "simulate", str(scenario), "--out",
+                                                               str(run), *extra], run / "report.html", info=info))
+        steps.append(Step(f"pneumonia/{name}/eval", lambda: [*_script("quality_tstr.py"), "--model",
+                                                              global_model(run), *evaluate, "--out",
+                                                              str(root / name)],
+                          root / name / "result.json", needs=(run / "report.html", extractor), info=info))
+
+    def alone(name: str, sites: str, info: dict) -> None:
+        folder = root / name
+        steps.append(Step(f"pneumonia/{name}/train", lambda: [*_script("quality_train.py"), str(scenarios["fedavg"]),
+                                                               "--sites", sites, "--steps", str(total), "--out",
+                                                               str(folder / "model")],
+                          folder / "model" / "train.json", info=info))
+        steps.append(Step(f"pneumonia/{name}/eval", lambda: [*_script("quality_tstr.py"), "--model",
+                                                              str(folder / "model" / "model.pt"), *evaluate,
+                                                              "--out", str(folder)],
+                          folder / "result.json", needs=(folder / "model" / "train.json", extractor), info=info))
+
+    federated("fedavg", scenarios["fedavg"], [], {"method": "federated, FedAvg", "kind": "federated"})
+    adam = f"federated, FedAdam (eta {budget.server_learning_rate:g})"
+    federated("fedadam", scenarios["fedadam"], [], {"method": adam, "kind": "federated"})
+    alone("central", "all", {"method": "centralised (3 sites pooled)", "kind": "centralised"})
+    for site in range(budget.sites):
+        alone(f"site-{site}", str(site), {"method": f"site-{site} alone", "kind": "single site"})
+    for epsilon in budget.epsilons:
+        federated(f"eps-{epsilon:g}", scenarios["fedavg"], ["--epsilon", f"{epsilon:g}"],
+                  {"method": f"federated, FedAvg, sample-level DP epsilon {epsilon:g}", "kind": "dp",
+                   "epsilon": epsilon})
+    return steps
+
+
+PGBM_TASKS = {  # name: (command, arguments); each command's report carries its classical baselines
+    "translation t1pre -> t2": ("translate", ["--from", "t1pre", "--to", "t2"]),
+    "segmentation (tumour)": ("segment", []),
+    "anomaly detection (AnoDDPM, t*=0.3)": ("detect-anomalies", ["--method", "anoddpm", "--depth", "0.3"]),
+    "reconstruction t2 x4, t1pre given": ("reconstruct", ["--channel", "t2", "--acceleration", "4",
+                                                          "--given", "t1pre"]),
+    "denoising (Gaussian 0.1)": ("denoise", ["--simulate", "0.1"]),
+    "super-resolution x2": ("super-resolve", ["--simulate", "--factor", "2"]),
+}
+
+
+def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
+    """Experiment 3: PGBM studies over 3 sites with channel skew; every task with the federated, centralised and
+    single-site models, each next to the classical baselines its command reports."""
+    root = out / "pgbm"
+    if not (data / "pgbm").exists():
+        return []
+    train_npz = write_training_by_study(data, root / "data")
+    test_npz = write_test_mix(data, root / "data", budget.pgbm_test_slices)
+    scenario = write_scenario("pgbm", root / "scenarios" / "fedavg.toml", "pgbm-fedavg", {
+        "scenario": {"data": str(train_npz), "sites": budget.sites, "resolution": budget.pgbm_resolution,
+                     "seed": budget.seed},
+        "federation": {"rounds": budget.pgbm_rounds, "local_steps": budget.pgbm_local_steps,
+                       "min_sites": budget.sites},
+        "model": model_section(budget.pgbm_channels), "train": {"seed": budget.seed}})
+    total = budget.sites * budget.pgbm_rounds * budget.pgbm_local_steps
+    steps, models = [], {}
+    run = root / "federated" / "run"
+    steps.append(Step("pgbm/federated/train", lambda: [_meddiff(), "simulate", str(scenario), "--out", str(run)],
+                      run / "report.html", info={"method": "federated, FedAvg"}))
+    models["federated"] = (lambda: global_model(run), run / "report.html")
+    for name, sites in [("central", "all")] + [(f"site-{k}", str(k)) for k in range(budget.sites)]:
+        folder = root / name / "model"
+        steps.append(Step(f"pgbm/{name}/train", lambda folder=folder, sites=sites: [
+            *_script("quality_train.py"), str(scenario), "--sites", sites, "--steps", str(total), "--out",
+            str(folder)], folder / "train.json"))
+        models[name] = (lambda folder=folder: str(folder / "model.pt"), folder / "train.json")
+    samples = ["--samples", str(budget.task_samples)]
+    unet = ["--baseline-train", str(train_npz), "--baseline-seconds", str(budget.unet_seconds)]
+    for name, (model, trained) in models.items():
+        for index, (task, (command, extra)) in enumerate(PGBM_TASKS.items()):
+            folder = root / name / f"{index}_{command}"
+            more = list(extra)
+            if command in ("segment", "translate"):
+                more += samples + (unet if name == "federated" else [])  # one supervised UNet: trained centrally
+            if command == "translate":
+                more += ["--reference-data", str(train_npz)]
+            steps.append(Step(f"pgbm/{name}/{index}_{command}", lambda model=model, command=command, more=more,
+                              folder=folder: [_meddiff(), command, "--model", model(), "--data", str(test_npz),
+                                              "--seed", str(budget.seed), *more, "--out", str(folder)],
+                              folder / f"{command}.json", needs=(trained,), info={"task": task, "model": name}))
+    return steps
+
+
+def segmentation_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
+    """Experiment 4: JSRT lungs (synthetic vs real pairs) and hippocampus 3D, through their benchmark scripts."""
+    unet = str(budget.unet_seconds)
+    return [
+        Step("jsrt", lambda: [*_script("jsrt_lungs.py"), "--data", str(data), "--out", str(out / "jsrt"),
+                              "--resolution", str(budget.jsrt_resolution), "--train-steps", str(budget.jsrt_steps),
+                              "--channels", ",".join(map(str, budget.pneumonia_channels)),
+                              "--baseline-seconds", unet, "--synthetic-pairs", str(budget.jsrt_synthetic_pairs),
+                              "--samples", str(budget.task_samples), "--seed", str(budget.seed)],
+             out / "jsrt" / "results.json"),
+        Step("hippocampus", lambda: [*_script("hippocampus_3d.py"), "--data", str(data), "--out",
+                                     str(out / "hippocampus"), "--train-steps", str(budget.hippocampus_steps),
+                                     "--train-cases", str(budget.hippocampus_cases), "--baseline-seconds", unet,
+                                     "--seed", str(budget.seed)], out / "hippocampus" / "results.json"),
+    ]
+
+
+EXPERIMENTS = {"pneumonia": pneumonia_steps, "pgbm": pgbm_steps, "segmentation": segmentation_steps}
+
+
+# -- running ------------------------------------------------------------------------------------------------------
+
+def run_step(step: Step, out: Path, earlier: dict | None = None) -> dict:
+    """Run one step (its output to its log); the record says what ran, for how long, and how it ended.
+    ``earlier``: this step's record from an earlier run of the suite in ``out`` (kept when its result is)."""
+    log = out / "logs" / f"{step.name.replace('/', '__')}.log"
+    record = {"step": step.name, "log": str(log.relative_to(out)), **step.info}
+    if step.done.exists():
+        return {**(earlier or record), "status": "ok (result kept from an earlier run)"}
+    missing = [str(p) for p in step.needs if not p.exists()]
+    if missing:
+        return {**record, "status": f"not run: needs {', '.join(missing)} (an earlier step failed)"}
+    argv = step.argv()
+    record["command"] = " ".join(argv)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        handle.write(f"$ {record['command']}\n")
+        handle.flush()
+        code = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                              env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}).returncode
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    ok = code == 0 and step.done.exists()
+    record["status"] = "ok" if ok else f"failed (exit {code}{'' if step.done.exists() else ', no result file'})"
+    print(f"  {step.name}: {record['status']} in {record['seconds']:.0f} s (log {log})", flush=True)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the quick budget (under 20 min on 2 cores)")
+    parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")),
+                        help="the folder of the shared data sets (default ../shared/data)")
+    parser.add_argument("--out", help="run directory (default bench_out/quality-<budget>)")
+    parser.add_argument("--only", default="", help=f"comma-separated experiments, of {list(EXPERIMENTS)}")
+    parser.add_argument("--results", default=str(REPO / "docs" / "RESULTS.md"), help="the results page to write")
+    args = parser.parse_args(argv)
+    budget = BUDGETS["quick" if args.quick else "full"]
+    data = Path(args.data).resolve()
+    out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
+    if not data.is_dir():
+        print(f"skipped: {data} does not exist (give --data, the folder of the shared data sets)")
+        return 0
+    chosen = [e.strip() for e in args.only.split(",") if e.strip()] or list(EXPERIMENTS)
+    unknown = sorted(set(chosen) - set(EXPERIMENTS))
+    if unknown:
+        parser.error(f"--only {unknown}: the experiments are {list(EXPERIMENTS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "budget.json").write_text(json.dumps(asdict(budget), indent=2))
+    started = time.perf_counter()
+    suite = out / "suite.json"
+    earlier = {r["step"]: r for r in json.loads(suite.read_text())["records"]} if suite.exists() else {}
+    records = []
+    for experiment in chosen:
+        steps = EXPERIMENTS[experiment](budget, data, out)
+        print(f"{experiment}: {len(steps)} steps" + ("" if steps else " (its data is absent: skipped)"), flush=True)
+        records += [run_step(step, out, earlier.get(step.name)) for step in steps]
+    machine = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+               "seconds": round(time.perf_counter() - started), "command": " ".join(
+                   ["meddiff bench --suite quality"] + (["--quick"] if args.quick else []) +
+                   ([f"--only {args.only}"] if args.only else []))}
+    suite.write_text(json.dumps({"machine": machine, "records": records}, indent=2))
+    page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=machine,
+                                        records=records, data=data, pgbm_tasks=PGBM_TASKS)
+    failed = [r["step"] for r in records if not r["status"].startswith(("ok", "done"))]
+    print(f"suite {budget.name}: {len(records)} steps in {machine['seconds']} s; "
+          f"{len(failed)} did not complete{': ' + ', '.join(failed) if failed else ''}; results page {page}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The evidence suite's own parts: its fidelity metrics, the scenarios it writes, its centralised comparator and
+the PGBM test mix. (The suite itself is `make bench-quick`: 20 minutes, a benchmark, not a test.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import quality_suite  # noqa: E402
+from quality_tstr import frechet_distance, precision_recall  # noqa: E402
+
+from meddiff.common.diffusion.loading import load_model  # noqa: E402
+from meddiff.simulations.scenario import load_scenario, site_partitions  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+
+
+def _blobs(n: int, centre: float, seed: int, dim: int = 8) -> torch.Tensor:
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + centre
+
+
+def test_precision_and_recall_tell_fidelity_from_coverage():
+    real = torch.cat([_blobs(200, 0.0, 0), _blobs(200, 20.0, 1)])  # two modes
+    assert precision_recall(real, torch.cat([_blobs(200, 0.0, 2), _blobs(200, 20.0, 3)])) > (0.8, 0.8)
+    one_mode = precision_recall(real, _blobs(400, 0.0, 4))  # faithful but covers half the real data
+    assert one_mode[0] > 0.8 and 0.3 < one_mode[1] < 0.7
+    assert precision_recall(real, _blobs(400, 60.0, 5)) == (0.0, 0.0)  # nothing real-looking
+
+
+def test_frechet_distance_is_zero_for_one_distribution_and_grows_with_the_mean_shift():
+    a, b = _blobs(4000, 0.0, 0), _blobs(4000, 0.0, 1)
+    assert frechet_distance(a, b) < 0.1
+    shifted = frechet_distance(a, _blobs(4000, 1.0, 2))  # |mu shift|^2 = 8 dims x 1
+    assert shifted == pytest.approx(8.0, rel=0.1)
+
+
+def test_a_written_scenario_loads_with_the_suites_settings(tmp_path):
+    path = quality_suite.write_scenario("pneumonia", tmp_path / "s.toml", "pneumonia-fedadam", {
+        "scenario": {"data": "/somewhere/p.npz", "seed": 3},
+        "federation": {"rounds": 4, "local_steps": 7, "strategy": "fedadam", "server_learning_rate": 0.01},
+        "model": {"channels": [16, 32, 32]}})
+    scenario = load_scenario(path)
+    assert (scenario.name, scenario.data.data, scenario.data.seed) == ("pneumonia-fedadam", "/somewhere/p.npz", 3)
+    federation = scenario.federation
+    assert (federation.rounds, federation.local_steps, federation.strategy) == (4, 7, "fedadam")
+    assert scenario.federation.server_learning_rate == 0.01 and tuple(scenario.model.channels) == (16, 32, 32)
+    assert scenario.data.alpha == 0.5 and scenario.data.split == "dirichlet"  # the rest stays the built-in's
+
+
+@pytest.mark.slow
+def test_the_centralised_comparator_trains_on_every_sites_training_examples(tmp_path):
+    scenario = quality_suite.write_scenario("phantom", tmp_path / "phantom.toml", "phantom-small", {
+        "scenario": {"examples_per_site": 8, "resolution": 16}, "model": quality_suite.model_section((8, 16, 16))})
+    for sites, folder in (("all", "central"), ("1", "site-1")):
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality_train.py"), str(scenario), "--sites",
+                        sites, "--steps", "3", "--out", str(tmp_path / folder)], check=True, cwd=REPO)
+    _, parts = site_partitions(load_scenario(scenario))
+    central = json.loads((tmp_path / "central" / "train.json").read_text())
+    single = json.loads((tmp_path / "site-1" / "train.json").read_text())
+    assert central["data"]["examples"] == sum(len(p.train) for p in parts)
+    assert single["data"]["examples"] == len(parts[1].train) < central["data"]["examples"]
+    assert central["total_steps"] == 3
+    assert load_model(tmp_path / "central" / "model.pt", device="cpu").resolution == 16
+
+
+@pytest.mark.realdata
+def test_the_pgbm_test_mix_is_half_tumour_and_only_test_patients(tmp_path):
+    if not (DATA / "pgbm").exists():
+        pytest.skip(f"{DATA / 'pgbm'} is absent (the shared PGBM archive)")
+    from pgbm_split import TEST_PATIENTS, write_test_mix, write_training_by_study
+
+    mix = np.load(write_test_mix(DATA, tmp_path, 6))
+    assert len(mix["study"]) == 6
+    assert {str(s).split("/")[0] for s in mix["study"]} <= set(TEST_PATIENTS)
+    assert mix["mask"].reshape(6, -1).any(axis=1).sum() == 3
+    train = np.load(write_training_by_study(DATA, tmp_path))
+    assert not {str(s).split("/")[0] for s in train["study"]} & set(TEST_PATIENTS)
+    assert len(set(train["patient"].tolist())) == 4  # one unit per study: 4 training studies for 3 sites
+
+
+def test_meddiff_bench_without_the_data_says_so_and_does_nothing(tmp_path):
+    from meddiff.cli import main
+
+    assert main(["bench", "--suite", "quality", "--quick", "--data", str(tmp_path / "absent"),
+                 "--out", str(tmp_path / "run"), "--results", str(tmp_path / "RESULTS.md")]) == 0
+    assert not (tmp_path / "RESULTS.md").exists() and not (tmp_path / "run").exists()

@@ -12,10 +12,11 @@ from pathlib import Path
 
 
 def split_cases(source: Path, out: Path, test_every: int = 0, train_cases: int = 0, labels: str = "labels",
-                pattern: str = "*") -> tuple[Path, Path]:
+                pattern: str = "*", test_cases: int = 0) -> tuple[Path, Path]:
     """(train, test) folders; only cases with both an image and a label.
 
-    test_every = k puts every k-th case (sorted by name) in the test set; otherwise the first train_cases train.
+    test_every = k puts every k-th case (sorted by name) in the test set; otherwise the first train_cases train
+    and the rest test (only the last test_cases of them when test_cases > 0).
     """
     cases = sorted(p.name for p in (source / "images").glob(pattern) if (source / labels / p.name).exists())
     if test_every:
@@ -23,6 +24,7 @@ def split_cases(source: Path, out: Path, test_every: int = 0, train_cases: int =
         train = [c for c in cases if c not in set(test)]
     else:
         train, test = cases[:train_cases], cases[train_cases:]
+        test = test[-test_cases:] if test_cases else test
     folders = out / "train", out / "test"
     for folder, names in zip(folders, (train, test)):
         for kind in ("images", labels):

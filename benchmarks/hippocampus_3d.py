@@ -33,6 +33,8 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--train-cases", type=int, default=200)
+    parser.add_argument("--test-cases", type=int, default=0, help="test on the last N cases only (0 = all the rest)")
+    parser.add_argument("--samples", default="8", help="draws of the segmentation ensemble")
     parser.add_argument("--baseline-seconds", default="300")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -41,7 +43,8 @@ def main() -> int:
         print(f"skipped: {source} is absent (give --data, the folder of the shared data sets)")
         return 0
     out = Path(args.out).resolve()
-    train, test = split_cases(source, out / "data", train_cases=args.train_cases, pattern="*.nii*")
+    train, test = split_cases(source, out / "data", train_cases=args.train_cases, pattern="*.nii*",
+                              test_cases=args.test_cases)
     configs = write_data_configs(out, {"train": train, "test": test},
                                  f"slices = false\nresolution = {args.resolution}\n")
     model = Path(args.model) if args.model else out / "model" / "model.pt"
@@ -50,7 +53,7 @@ def main() -> int:
               "--steps", str(args.train_steps), "--channels", "16,32,32", "--batch-size", "8",
               "--seed", str(args.seed)])
     run_meddiff(["segment", "--model", str(model), "--data", str(test), "--config", str(configs["test"]),
-          "--out", str(out / "segment"), "--samples", "8", "--seed", str(args.seed),
+          "--out", str(out / "segment"), "--samples", args.samples, "--seed", str(args.seed),
           "--baseline-train", str(train), "--baseline-seconds", args.baseline_seconds])
     report = json.loads((out / "segment" / "segment.json").read_text())
     trained = training_record(model)

@@ -130,7 +130,8 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> l
     grids = [(label, _copy(root / name / "synthetic_grid.png", figures, f"pneumonia_{name}.png"))
              for name, label in rows]
     lines += ["Synthetic samples (first evaluation seed; normal first, then pneumonia):", ""]
-    lines += [f"- {label}: ![{label}]({link})" for label, link in grids if link]
+    for label, link in grids:
+        lines += [f"{label}:", "", f"![{label}]({link})", ""] if link else []
     curves = [(_copy(root / "fedavg" / "run" / "figures" / f, figures, f"pneumonia_fedavg_{f}"), f)
               for f in ("train_loss.png", "eval_loss.png")]
     lines += ["", "Per-site curves of the FedAvg run (local training loss, held-out denoising loss):", ""]
@@ -217,11 +218,11 @@ def _pgbm(out: Path, budget: dict, records: list[dict], figures: Path, tasks: di
              f"here.", "",
              "| task | federated | centralised | best single site | classical / supervised baselines (federated run) |",
              "| --- | --- | --- | --- | --- |"]
-    goals = []
-    for index, (task, (command, _)) in enumerate(tasks.items()):
+    goals, pictures = [], []
+    for index, (task, (command, stem)) in enumerate(tasks.items()):
         cells, primary, baselines = {}, {}, "-"
         for model in models:
-            report = _load(root / model / f"{index}_{command}" / f"{command}.json")
+            report = _load(root / model / f"{index}_{command}" / f"{stem}.json")
             if report:
                 cell, base, number = _task_cells(report)
                 cells[model], primary[model] = cell, number
@@ -234,10 +235,11 @@ def _pgbm(out: Path, budget: dict, records: list[dict], figures: Path, tasks: di
                      f"{f'{cells[best]} ({best})' if best else MISSING} | {baselines} |")
         if "federated" in cells:
             goals += _goal(command, fed_report)
-            link = _copy(root / "federated" / f"{index}_{command}" / f"{command}.png", figures, f"pgbm_{command}.png")
+            link = _copy(root / "federated" / f"{index}_{command}" / f"{stem}.png", figures, f"pgbm_{stem}.png")
             if link:
-                goals.append(f"![{task}]({link})")
+                pictures += [f"{task}:", "", f"![{task}]({link})", ""]
     lines += ["", _steps_line(records, "pgbm/"), "", "Goals (federated model):", ""] + goals + [""]
+    lines += ["Outputs of the federated model (each command's own figure):", ""] + pictures
     return lines
 
 
@@ -281,7 +283,7 @@ def _segmentation(out: Path, records: list[dict], figures: Path) -> list[str]:
 def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records: list[dict], data: Path,
                   pgbm_tasks: dict) -> Path:
     """Write ``page`` (and its figures beside it, in results/) from the run directory ``out``; ``pgbm_tasks``:
-    {task: (command, arguments)} in the order the suite numbered their folders."""
+    {task: (command, output stem)} in the order the suite numbered their folders."""
     figures = page.parent / "results"
     if figures.exists():
         shutil.rmtree(figures)  # figures of an earlier run must not sit next to this run's numbers

@@ -13,6 +13,7 @@ result files alone (quality_report.py).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -62,7 +63,8 @@ class Budget:
     jsrt_steps: int
     jsrt_synthetic_pairs: int
     hippocampus_steps: int
-    hippocampus_cases: int
+    hippocampus_cases: int  # training cases (the first N by name)
+    hippocampus_test_cases: int  # test cases (the last N by name)
     server_learning_rate: float = 0.01  # FedAdam's eta (Flower's default 1e-3 barely moves a model in a few rounds)
     sites: int = 3
     seed: int = 0
@@ -74,13 +76,15 @@ BUDGETS = {
                     one_draw=True, epsilons=(10.0,),
                     pgbm_rounds=2, pgbm_local_steps=25, pgbm_resolution=32, pgbm_channels=(16, 32, 32),
                     pgbm_test_slices=6, task_samples=2, unet_seconds=15, jsrt_resolution=32, jsrt_steps=150,
-                    jsrt_synthetic_pairs=32, hippocampus_steps=100, hippocampus_cases=60),
+                    jsrt_synthetic_pairs=32, hippocampus_steps=100, hippocampus_cases=60,
+                    hippocampus_test_cases=20),
     "full": Budget("full", pneumonia_rounds=5, pneumonia_local_steps=100, pneumonia_channels=(32, 64, 64),
                    n_synthetic=1000, sampling_steps=20, eval_seeds=(0, 1, 2), real_seeds=(0, 1, 2),
                    real_images=0, one_draw=True, epsilons=(1.0, 4.0, 10.0),
                    pgbm_rounds=5, pgbm_local_steps=100, pgbm_resolution=32, pgbm_channels=(32, 64, 64),
                    pgbm_test_slices=24, task_samples=4, unet_seconds=120, jsrt_resolution=64, jsrt_steps=600,
-                   jsrt_synthetic_pairs=128, hippocampus_steps=600, hippocampus_cases=200),
+                   jsrt_synthetic_pairs=128, hippocampus_steps=600, hippocampus_cases=200,
+                   hippocampus_test_cases=60),
 }
 
 
@@ -211,6 +215,11 @@ PGBM_TASKS = {  # name: (command, arguments); each command's report carries its 
 }
 
 
+def output_stem(command: str) -> str:
+    """The name a task command gives its outputs (OUT/<stem>.json, .npz, .png): its module's TASK."""
+    return importlib.import_module(f"meddiff.commands.{command.replace('-', '_')}").TASK
+
+
 def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     """Experiment 3: PGBM studies over 3 sites with channel skew; every task with the federated, centralised and
     single-site models, each next to the classical baselines its command reports."""
@@ -250,7 +259,8 @@ def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
             steps.append(Step(f"pgbm/{name}/{index}_{command}", lambda model=model, command=command, more=more,
                               folder=folder: [_meddiff(), command, "--model", model(), "--data", str(test_npz),
                                               "--seed", str(budget.seed), *more, "--out", str(folder)],
-                              folder / f"{command}.json", needs=(trained,), info={"task": task, "model": name}))
+                              folder / f"{output_stem(command)}.json", needs=(trained,),
+                              info={"task": task, "model": name}))
     return steps
 
 
@@ -266,7 +276,9 @@ def segmentation_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
              out / "jsrt" / "results.json"),
         Step("hippocampus", lambda: [*_script("hippocampus_3d.py"), "--data", str(data), "--out",
                                      str(out / "hippocampus"), "--train-steps", str(budget.hippocampus_steps),
-                                     "--train-cases", str(budget.hippocampus_cases), "--baseline-seconds", unet,
+                                     "--train-cases", str(budget.hippocampus_cases), "--test-cases",
+                                     str(budget.hippocampus_test_cases), "--samples", str(budget.task_samples),
+                                     "--baseline-seconds", unet,
                                      "--seed", str(budget.seed)], out / "hippocampus" / "results.json"),
     ]
 
@@ -338,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                    ([f"--only {args.only}"] if args.only else []))}
     suite.write_text(json.dumps({"machine": machine, "records": records}, indent=2))
     page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=machine,
-                                        records=records, data=data, pgbm_tasks=PGBM_TASKS)
+                                        records=records, data=data,
+                                        pgbm_tasks={t: (c, output_stem(c)) for t, (c, _) in PGBM_TASKS.items()})
     failed = [r["step"] for r in records if not r["status"].startswith(("ok", "done"))]
     print(f"suite {budget.name}: {len(records)} steps in {machine['seconds']} s; "
           f"{len(failed)} did not complete{': ' + ', '.join(failed) if failed else ''}; results page {page}")

@@ -72,7 +72,7 @@ class Budget:
 
 BUDGETS = {
     "quick": Budget("quick", pneumonia_rounds=2, pneumonia_local_steps=40, pneumonia_channels=(16, 32, 32),
-                    n_synthetic=300, sampling_steps=10, eval_seeds=(0, 1, 2), real_seeds=(0,), real_images=1000,
+                    n_synthetic=200, sampling_steps=10, eval_seeds=(0, 1, 2), real_seeds=(0,), real_images=1000,
                     one_draw=True, epsilons=(10.0,),
                     pgbm_rounds=2, pgbm_local_steps=25, pgbm_resolution=32, pgbm_channels=(16, 32, 32),
                     pgbm_test_slices=6, task_samples=2, unet_seconds=15, jsrt_resolution=32, jsrt_steps=150,

@@ -126,10 +126,14 @@ def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per
     from tests.conftest import shared
 
     data = shared("medmnist/pneumoniamnist.npz")
+    scenario = tmp_path / "pneumonia-tiny.toml"  # the built-in pneumonia split, with the tests' tiny network
+    scenario.write_text(f'name = "pneumonia-tiny"\n[scenario]\ndata = "{data}"\nsites = 3\nsplit = "dirichlet"\n'
+                        f'alpha = 0.5\nscanner_shift = false\nresolution = 28\n[federation]\nmin_sites = 3\n'
+                        + TINY_MODEL_TABLES)
     noise = {}
     for epsilon in (1.0, 10.0):
         out = tmp_path / f"eps{epsilon:g}"
-        assert main(["simulate", "pneumonia", "--data", str(data), "--out", str(out), "--rounds", "2",
+        assert main(["simulate", str(scenario), "--out", str(out), "--rounds", "2",
                      "--local-steps", "3", "--epsilon", str(epsilon)]) == 0
         rounds = RunStore(out).metrics()
         per_site = {}

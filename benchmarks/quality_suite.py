@@ -327,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data).resolve()
     out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
     if not data.is_dir():
-        print(f"skipped: {data} does not exist (give --data, the folder of the shared data sets)")
-        return 0
+        print(f"meddiff bench: the data folder {data} does not exist; give --data (or MEDDIFF_DATA=...) the folder "
+              f"of the shared data sets (medmnist/, pgbm/, jsrt/, hippocampus/). Nothing was run.", file=sys.stderr)
+        return 2
     chosen = [e.strip() for e in args.only.split(",") if e.strip()] or list(EXPERIMENTS)
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:

@@ -91,5 +91,5 @@ def test_meddiff_bench_without_the_data_says_so_and_does_nothing(tmp_path):
     from meddiff.cli import main
 
     assert main(["bench", "--suite", "quality", "--quick", "--data", str(tmp_path / "absent"),
-                 "--out", str(tmp_path / "run"), "--results", str(tmp_path / "RESULTS.md")]) == 0
+                 "--out", str(tmp_path / "run"), "--results", str(tmp_path / "RESULTS.md")]) == 2
     assert not (tmp_path / "RESULTS.md").exists() and not (tmp_path / "run").exists()

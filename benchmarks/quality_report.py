@@ -142,7 +142,8 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> l
 
 def _privacy(root: Path, budget: dict, plain: float | None, plain_result: dict | None, figures: Path) -> list[str]:
     lines = ["## 2. Privacy-utility: the federated FedAvg run with sample-level DP at each site", "",
-             "DP-SGD (Opacus, per-example clipping, Poisson sampling) at every site, target epsilon per run over all "
+             f"DP-SGD (Opacus, per-example clipping, Poisson sampling; {budget['dp_noise_multiplicity']} noise draws "
+             f"per example averaged before clipping) at every site, target epsilon per run over all "
              "its rounds, RDP accountant, delta 1/(10 N) per site. It protects each training image of a site against "
              "anyone who sees the weights (the coordinator included); it is not site-level DP. Same budget, metric and "
              "seeds as table 1.", "",
@@ -291,7 +292,8 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
     head = ["# Results: does training together beat training alone, and what does privacy cost?", "",
             f"Written by `{machine['command']}` (budget **{budget['name']}**) on {machine['date']}, machine "
             f"`{machine['host']}` ({machine['cpus']} CPUs, no GPU used; {machine['platform']}, Python "
-            f"{machine['python']}); the suite took {machine['seconds'] / 60:.0f} min. Data: `{data}`. Run directory: "
+            f"{machine['python']}); its steps took {sum(r.get('seconds', 0) for r in records) / 60:.1f} min in all (a step "
+            f"kept from an earlier run of the same directory counts with its own time). Data: `{data}`. Run directory: "
             f"`{out}` (each step's command and log: `suite.json`, `logs/`). Every number below is read from a result "
             f"file of that run; a step that did not complete shows as '{MISSING}'.", "",
             f"Budget `{budget['name']}` (benchmarks/quality_suite.py `BUDGETS`): "

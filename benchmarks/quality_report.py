@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 MISSING = "missing"
+DRAW_ONLY = ("fid", "precision", "recall")  # the same for every CNN seed when the synthetic set is drawn once
 
 
 def _load(path: Path) -> dict | None:
@@ -24,10 +25,12 @@ def _load(path: Path) -> dict | None:
 
 
 def _pm(summary: dict | None, key: str, digits: int = 3) -> str:
+    """mean ± std over seeds; the mean alone for one seed, or for a draw-only metric of a one-draw run."""
     if not summary or key not in summary:
         return MISSING
     s = summary[key]
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
+    spread = s["n"] > 1 and not (key in DRAW_ONLY and s["std"] < 1e-6)
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if spread else f"{s['mean']:.{digits}f}"
 
 
 def _mean(summary: dict | None, key: str) -> float | None:
@@ -102,7 +105,8 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> l
              f"fits, precision/recall = k-NN manifolds (k=3), synthetic vs the 624 real test images. "
              f"Mean ± std over evaluation seeds {tuple(budget['eval_seeds'])} (the CNN's seed"
              f"{'; one synthetic draw per model' if budget['one_draw'] else ' and the draws'}; the real-data "
-             f"reference over seeds {tuple(budget['real_seeds'])}, 2.5 min each); one training "
+             f"reference over seeds {tuple(budget['real_seeds'])}); FID, precision and recall depend on the draw only, "
+             f"so with one draw they have no spread. One training "
              f"seed ({budget['seed']}) per model: training each model 3 times does not fit the CPU budget.", "",
              "| model | training | TSTR accuracy | TSTR AUC | FID (CNN features) | precision | recall |",
              "| --- | --- | --- | --- | --- | --- | --- |",
@@ -142,8 +146,8 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> l
 
 def _privacy(root: Path, budget: dict, plain: float | None, plain_result: dict | None, figures: Path) -> list[str]:
     lines = ["## 2. Privacy-utility: the federated FedAvg run with sample-level DP at each site", "",
-             f"DP-SGD (Opacus, per-example clipping, Poisson sampling; {budget['dp_noise_multiplicity']} noise draws "
-             f"per example averaged before clipping) at every site, target epsilon per run over all "
+             f"DP-SGD (Opacus, per-example clipping, Poisson sampling; K = {budget['dp_noise_multiplicity']} "
+             f"(t, noise) draws per example averaged before clipping) at every site, target epsilon per run over all "
              "its rounds, RDP accountant, delta 1/(10 N) per site. It protects each training image of a site against "
              "anyone who sees the weights (the coordinator included); it is not site-level DP. Same budget, metric and "
              "seeds as table 1.", "",
@@ -281,6 +285,18 @@ def _segmentation(out: Path, records: list[dict], figures: Path) -> list[str]:
     return lines
 
 
+def _copy_run(out: Path, target: Path) -> None:
+    """The run's logs and small result files (JSON, JSON lines) beside the page, so that every number on it can
+    be traced to its command and log from the repository too (checkpoints and arrays stay in the run)."""
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out)
+        if ".flwr" in relative.parts or not path.is_file():
+            continue
+        if relative.parts[0] == "logs" or path.suffix in (".json", ".jsonl", ".toml"):
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / relative)
+
+
 def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records: list[dict], data: Path,
                   pgbm_tasks: dict) -> Path:
     """Write ``page`` (and its figures beside it, in results/) from the run directory ``out``; ``pgbm_tasks``:
@@ -292,9 +308,11 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
     head = ["# Results: does training together beat training alone, and what does privacy cost?", "",
             f"Written by `{machine['command']}` (budget **{budget['name']}**) on {machine['date']}, machine "
             f"`{machine['host']}` ({machine['cpus']} CPUs, no GPU used; {machine['platform']}, Python "
-            f"{machine['python']}); its steps took {sum(r.get('seconds', 0) for r in records) / 60:.1f} min in all (a step "
-            f"kept from an earlier run of the same directory counts with its own time). Data: `{data}`. Run directory: "
-            f"`{out}` (each step's command and log: `suite.json`, `logs/`). Every number below is read from a result "
+            f"{machine['python']}); its steps took {sum(r.get('seconds', 0) for r in records) / 60:.1f} min in all "
+            f"(a step kept from an earlier run of the same directory counts with its own time). Data: `{data}`. "
+            f"Run directory: "
+            f"`{out}` (each step's command and log: `suite.json`, `logs/`; a copy of the logs and result files is in "
+            f"[results/run/](results/run/)). Every number below is read from a result "
             f"file of that run; a step that did not complete shows as '{MISSING}'.", "",
             f"Budget `{budget['name']}` (benchmarks/quality_suite.py `BUDGETS`): "
             + ", ".join(f"{k} {v}" for k, v in budget.items() if k != "name") + ".", ""]
@@ -307,6 +325,7 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
                                                                           for r in failed) + ".", ""]
     body = (_pneumonia(out, budget, records, figures) + _pgbm(out, budget, records, figures, pgbm_tasks) +
             _segmentation(out, records, figures))
+    _copy_run(out, figures / "run")
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(head + body) + "\n")
     return page

@@ -225,6 +225,10 @@ def output_stem(command: str) -> str:
     return importlib.import_module(f"meddiff.commands.{command.replace('-', '_')}").TASK
 
 
+def _task_stems() -> dict[str, tuple[str, str]]:
+    return {task: (command, output_stem(command)) for task, (command, _) in PGBM_TASKS.items()}
+
+
 def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     """Experiment 3: PGBM studies over 3 sites with channel skew; every task with the federated, centralised and
     single-site models, each next to the classical baselines its command reports."""
@@ -327,10 +331,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="run directory (default bench_out/quality-<budget>)")
     parser.add_argument("--only", default="", help=f"comma-separated experiments, of {list(EXPERIMENTS)}")
     parser.add_argument("--results", default=str(REPO / "docs" / "RESULTS.md"), help="the results page to write")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the page again from the run directory's suite.json")
     args = parser.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     data = Path(args.data).resolve()
     out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
+    if args.report_only:
+        ran = json.loads((out / "suite.json").read_text())
+        page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=ran["machine"],
+                                            records=ran["records"], data=data, pgbm_tasks=_task_stems())
+        print(f"results page {page} (from {out / 'suite.json'})")
+        return 0
     if not data.is_dir():
         print(f"meddiff bench: the data folder {data} does not exist; give --data (or MEDDIFF_DATA=...) the folder "
               f"of the shared data sets (medmnist/, pgbm/, jsrt/, hippocampus/). Nothing was run.", file=sys.stderr)
@@ -356,8 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                    ([f"--only {args.only}"] if args.only else []))}
     suite.write_text(json.dumps({"machine": machine, "records": records}, indent=2))
     page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=machine,
-                                        records=records, data=data,
-                                        pgbm_tasks={t: (c, output_stem(c)) for t, (c, _) in PGBM_TASKS.items()})
+                                        records=records, data=data, pgbm_tasks=_task_stems())
     failed = [r["step"] for r in records if not r["status"].startswith(("ok", "done"))]
     print(f"suite {budget.name}: {len(records)} steps in {machine['seconds']} s; "
           f"{len(failed)} did not complete{': ' + ', '.join(failed) if failed else ''}; results page {page}")

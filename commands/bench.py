@@ -21,6 +21,7 @@ def add_parser(commands) -> None:
     p.add_argument("--out", help="run directory (default bench_out/quality-<budget>; an existing one is continued)")
     p.add_argument("--only", help="comma-separated experiments: pneumonia, pgbm, segmentation")
     p.add_argument("--results", help="the results page to write (default docs/RESULTS.md)")
+    p.add_argument("--report-only", action="store_true", help="run nothing; write the page from --out's results")
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if not script.exists():
         raise ConfigError(f"{script} is missing: the benchmark suites ship with the source checkout, not the "
                           "installed package; run meddiff bench from a clone (pip install -e .)")
-    argv = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + [
+    argv = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + (
+        ["--report-only"] if args.report_only else []) + [
         flag for name in ("data", "out", "only", "results") if getattr(args, name)
         for flag in (f"--{name}", getattr(args, name))]
     return subprocess.run(argv).returncode

@@ -46,6 +46,23 @@ def _copy(source: Path, figures: Path, name: str) -> str | None:
     return f"{figures.name}/{name}"
 
 
+def _mosaic(source: Path, figures: Path, name: str, columns: int = 8) -> str | None:
+    """A one-column sample grid (one square tile per image) laid out ``columns`` tiles wide; the page's link."""
+    if not source.exists():
+        return None
+    import numpy as np
+    from PIL import Image
+
+    column = np.asarray(Image.open(source))
+    size = column.shape[1]
+    tiles = [column[i:i + size] for i in range(0, column.shape[0] - size + 1, size)]
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    figures.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(figures / name)
+    return f"{figures.name}/{name}"
+
+
 def _steps_line(records: list[dict], prefix: str) -> str:
     mine = [r for r in records if r["step"].startswith(prefix)]
     if not mine:
@@ -131,9 +148,10 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> l
                   f"{100 * (fed - singles[best]) / singles[best]:+.1f} % (goal: at least +10 %) -> "
                   f"{'met' if fed >= 1.10 * singles[best] else 'NOT met'}",
                   f"- TSTR accuracy without DP {fed:.3f} (goal >= 0.85) -> {'met' if fed >= 0.85 else 'NOT met'}", ""]
-    grids = [(label, _copy(root / name / "synthetic_grid.png", figures, f"pneumonia_{name}.png"))
+    grids = [(label, _mosaic(root / name / "synthetic_grid.png", figures, f"pneumonia_{name}.png"))
              for name, label in rows]
-    lines += ["Synthetic samples (first evaluation seed; normal first, then pneumonia):", ""]
+    lines += ["Synthetic samples (16 per model, drawn with the first evaluation seed; normal first, then "
+              "pneumonia, row by row):", ""]
     for label, link in grids:
         lines += [f"{label}:", "", f"![{label}]({link})", ""] if link else []
     curves = [(_copy(root / "fedavg" / "run" / "figures" / f, figures, f"pneumonia_fedavg_{f}"), f)

@@ -5,7 +5,7 @@
 
 Each experiment is a list of steps; each step is one command (a `meddiff` sub-command or a benchmark script) with
 its own log in RUN/logs/. A step whose result file exists is not run again, so an interrupted suite continues
-where it stopped (delete RUN/ to start over). A failed step is recorded and the suite goes on; the results page
+where it stopped (an interrupted simulation resumes from its last saved round; delete RUN/ to start over). A failed step is recorded and the suite goes on; the results page
 marks what is missing and why. At the end docs/RESULTS.md and its figures (docs/results/) are written from the
 result files alone (quality_report.py).
 """
@@ -99,6 +99,13 @@ class Step:
     done: Path  # the result file; its presence means the step has run
     needs: tuple[Path, ...] = ()
     info: dict = field(default_factory=dict)
+    fresh: tuple[Path, ...] = ()  # removed before the step runs: what an interrupted run of it may have left
+
+
+def _simulate(scenario: Path, run: Path, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """`meddiff simulate`, resuming from the last saved round when an earlier run of the suite was interrupted."""
+    resume = ["--resume"] if (run / "run.json").exists() else []
+    return [_meddiff(), "simulate", str(scenario), "--out", str(run), *extra, *resume]
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -175,8 +182,8 @@ def pneumonia_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
 
     def federated(name: str, scenario: Path, extra: list[str], info: dict) -> None:
         run = root / name / "run"
-        steps.append(Step(f"pneumonia/{name}/train", lambda: [_meddiff(), "simulate", str(scenario), "--out",
-                                                               str(run), *extra], run / "report.html", info=info))
+        steps.append(Step(f"pneumonia/{name}/train", lambda: _simulate(scenario, run, extra), run / "report.html",
+                          info=info))
         steps.append(Step(f"pneumonia/{name}/eval", lambda: [*_script("quality_tstr.py"), "--model",
                                                               global_model(run), *evaluate, "--out",
                                                               str(root / name)],
@@ -246,7 +253,7 @@ def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     total = budget.sites * budget.pgbm_rounds * budget.pgbm_local_steps
     steps, models = [], {}
     run = root / "federated" / "run"
-    steps.append(Step("pgbm/federated/train", lambda: [_meddiff(), "simulate", str(scenario), "--out", str(run)],
+    steps.append(Step("pgbm/federated/train", lambda: _simulate(scenario, run),
                       run / "report.html", info={"method": "federated, FedAvg"}))
     models["federated"] = (lambda: global_model(run), run / "report.html")
     for name, sites in [("central", "all")] + [(f"site-{k}", str(k)) for k in range(budget.sites)]:
@@ -282,13 +289,14 @@ def segmentation_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
                               "--channels", ",".join(map(str, budget.pneumonia_channels)),
                               "--baseline-seconds", unet, "--synthetic-pairs", str(budget.jsrt_synthetic_pairs),
                               "--samples", str(budget.task_samples), "--seed", str(budget.seed)],
-             out / "jsrt" / "results.json"),
+             out / "jsrt" / "results.json", fresh=(out / "jsrt" / "model",)),
         Step("hippocampus", lambda: [*_script("hippocampus_3d.py"), "--data", str(data), "--out",
                                      str(out / "hippocampus"), "--train-steps", str(budget.hippocampus_steps),
                                      "--train-cases", str(budget.hippocampus_cases), "--test-cases",
                                      str(budget.hippocampus_test_cases), "--samples", str(budget.task_samples),
                                      "--baseline-seconds", unet,
-                                     "--seed", str(budget.seed)], out / "hippocampus" / "results.json"),
+                                     "--seed", str(budget.seed)], out / "hippocampus" / "results.json",
+             fresh=(out / "hippocampus" / "model",)),
     ]
 
 
@@ -307,6 +315,8 @@ def run_step(step: Step, out: Path, earlier: dict | None = None) -> dict:
     missing = [str(p) for p in step.needs if not p.exists()]
     if missing:
         return {**record, "status": f"not run: needs {', '.join(missing)} (an earlier step failed)"}
+    for path in step.fresh:  # e.g. a checkpoint of an interrupted training, which the script would take as done
+        shutil.rmtree(path, ignore_errors=True)
     argv = step.argv()
     record["command"] = " ".join(argv)
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,17 @@ def _epsilon_spent(run: Path) -> tuple[float, float] | None:
 
 # -- experiments 1 and 2 ------------------------------------------------------------------------------------------
 
-def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> list[str]:
+def _majority_rate(archive: Path) -> float | None:
+    """The test accuracy of always answering the test split's most frequent class (what a useless CNN scores)."""
+    if not archive.exists():
+        return None
+    import numpy as np
+
+    labels = np.load(archive)["test_labels"].ravel()
+    return float(np.bincount(labels).max() / len(labels))
+
+
+def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path, data: Path) -> list[str]:
     root = out / "pneumonia"
     if not root.exists():
         return ["## 1-2. PneumoniaMNIST", "", "Not run in this suite run (see --only), or its data was absent.", ""]
@@ -148,6 +158,14 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path) -> l
                   f"{100 * (fed - singles[best]) / singles[best]:+.1f} % (goal: at least +10 %) -> "
                   f"{'met' if fed >= 1.10 * singles[best] else 'NOT met'}",
                   f"- TSTR accuracy without DP {fed:.3f} (goal >= 0.85) -> {'met' if fed >= 0.85 else 'NOT met'}", ""]
+        majority = _majority_rate(data / "medmnist" / "pneumoniamnist.npz")
+        useless = [k for k, v in accuracy.items() if v is not None and majority and v <= majority + 0.01]
+        if useless:
+            lines += [f"**Read with care**: always answering the majority class scores {majority:.3f} on this test "
+                      f"split; the CNNs trained on the synthetic data of {', '.join(useless)} score no more: they answer "
+                      f"the majority class for (nearly) every test image, so accuracy and the accuracy goals above "
+                      f"cannot rank those models; AUC (how well the CNN orders the images) and the feature-space "
+                      f"columns still can.", ""]
     grids = [(label, _mosaic(root / name / "synthetic_grid.png", figures, f"pneumonia_{name}.png"))
              for name, label in rows]
     lines += ["Synthetic samples (16 per model, drawn with the first evaluation seed; normal first, then "
@@ -341,7 +359,7 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
     if failed:
         head += [f"**{len(failed)} steps did not complete**: " + "; ".join(f"`{r['step']}` {r['status']}"
                                                                           for r in failed) + ".", ""]
-    body = (_pneumonia(out, budget, records, figures) + _pgbm(out, budget, records, figures, pgbm_tasks) +
+    body = (_pneumonia(out, budget, records, figures, data) + _pgbm(out, budget, records, figures, pgbm_tasks) +
             _segmentation(out, records, figures))
     _copy_run(out, figures / "run")
     page.parent.mkdir(parents=True, exist_ok=True)

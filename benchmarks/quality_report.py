@@ -163,9 +163,9 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path, data
         if useless:
             lines += [f"**Read with care**: always answering the majority class scores {majority:.3f} on this test "
                       f"split; the CNNs trained on the synthetic data of {', '.join(useless)} score no more: they "
-                      f"answer the majority class for (nearly) every test image, so accuracy and the accuracy goals above "
-                      f"cannot rank those models; AUC (how well the CNN orders the images) and the feature-space "
-                      f"columns still can.", ""]
+                      f"answer the majority class for (nearly) every test image, so accuracy and the accuracy goals "
+                      f"above cannot rank those models; AUC (how well the CNN orders the images) and the "
+                      f"feature-space columns still can.", ""]
     grids = [(label, _mosaic(root / name / "synthetic_grid.png", figures, f"pneumonia_{name}.png"))
              for name, label in rows]
     lines += ["Synthetic samples (16 per model, drawn with the first evaluation seed; normal first, then "

@@ -16,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from meddiff.common.jsonl import read_json_lines  # noqa: E402
+
 MISSING = "missing"
 DRAW_ONLY = ("fid", "precision", "recall")  # the same for every CNN seed when the synthetic set is drawn once
 
@@ -77,10 +79,9 @@ def _train_cost(folder: Path) -> str:
     trained = _load(folder / "model" / "train.json")
     if trained:
         return f"{trained['total_steps']} steps, {trained['seconds']:.0f} s"
-    registry = folder / "run" / "registry.jsonl"
-    if registry.exists():
-        rounds = len(registry.read_text().splitlines())
-        metrics = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    rounds = len(read_json_lines(folder / "run" / "registry.jsonl"))
+    if rounds:
+        metrics = read_json_lines(folder / "run" / "metrics.jsonl")
         replies = [m for r in metrics for m in r.get("train", {}).values()]
         steps, seconds = sum(int(m.get("steps", 0)) for m in replies), sum(m.get("seconds", 0.0) for m in replies)
         return f"{rounds} rounds, {steps} site steps, {seconds:.0f} s at the sites"
@@ -89,10 +90,10 @@ def _train_cost(folder: Path) -> str:
 
 def _epsilon_spent(run: Path) -> tuple[float, float] | None:
     """(largest epsilon over the sites after the last round, delta) of a simulation with site DP."""
-    path = run / "metrics.jsonl"
-    if not path.exists():
+    metrics = read_json_lines(run / "metrics.jsonl")
+    if not metrics:
         return None
-    last = [json.loads(line) for line in path.read_text().splitlines()][-1]
+    last = metrics[-1]
     spent = [(m["epsilon"], m.get("delta", float("nan"))) for m in last.get("train", {}).values() if "epsilon" in m]
     return max(spent) if spent else None
 

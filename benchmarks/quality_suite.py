@@ -29,6 +29,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_report  # noqa: E402
+from meddiff.common.jsonl import read_json_lines  # noqa: E402
 from pgbm_split import write_test_mix, write_training_by_study  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,8 +153,7 @@ def model_section(channels: tuple[int, ...]) -> dict:
 
 def global_model(run: Path) -> str:
     """The last registered global model of a `meddiff simulate` run directory."""
-    lines = (run / "registry.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])["path"]
+    return read_json_lines(run / "registry.jsonl")[-1]["path"]
 
 
 # -- experiments --------------------------------------------------------------------------------------------------

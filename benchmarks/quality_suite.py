@@ -5,9 +5,10 @@
 
 Each experiment is a list of steps; each step is one command (a `meddiff` sub-command or a benchmark script) with
 its own log in RUN/logs/. A step whose result file exists is not run again, so an interrupted suite continues
-where it stopped (an interrupted simulation resumes from its last saved round; delete RUN/ to start over). A failed step is recorded and the suite goes on; the results page
-marks what is missing and why. At the end docs/RESULTS.md and its figures (docs/results/) are written from the
-result files alone (quality_report.py).
+where it stopped (an interrupted simulation resumes from its last saved round; delete RUN/ to start over).
+RUN/suite.json is rewritten after every step, so the time each finished step took survives an interruption. A
+failed step is recorded and the suite goes on; the results page marks what is missing and why. At the end
+docs/RESULTS.md and its figures (docs/results/) are written from the result files alone (quality_report.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_report  # noqa: E402
+from meddiff.client.site_paths import write_json_atomically  # noqa: E402
 from meddiff.common.jsonl import read_json_lines  # noqa: E402
 from pgbm_split import write_test_mix, write_training_by_study  # noqa: E402
 
@@ -305,9 +307,11 @@ EXPERIMENTS = {"pneumonia": pneumonia_steps, "pgbm": pgbm_steps, "segmentation":
 
 # -- running ------------------------------------------------------------------------------------------------------
 
-def run_step(step: Step, out: Path, earlier: dict | None = None) -> dict:
+def run_step(step: Step, out: Path, earlier: dict | None, save: Callable[[dict], None]) -> dict:
     """Run one step (its output to its log); the record says what ran, for how long, and how it ended.
-    ``earlier``: this step's record from an earlier run of the suite in ``out`` (kept when its result is)."""
+    ``earlier``: this step's record from an earlier run of the suite in ``out`` (kept when its result is).
+    ``save`` is called with the record before the command starts and again when it ends, so a suite killed
+    mid-step leaves an 'interrupted' record, and the next run says the step was resumed."""
     log = out / "logs" / f"{step.name.replace('/', '__')}.log"
     record = {"step": step.name, "log": str(log.relative_to(out)), **step.info}
     if step.done.exists():
@@ -319,9 +323,11 @@ def run_step(step: Step, out: Path, earlier: dict | None = None) -> dict:
         shutil.rmtree(path, ignore_errors=True)
     argv = step.argv()
     record["command"] = " ".join(argv)
+    resumed = (earlier or {}).get("status", "").startswith("interrupted")
+    save({**record, "status": f"interrupted (started {time.strftime('%Y-%m-%d %H:%M')}; did not finish)"})
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with log.open("w") as handle:
+    with log.open("a" if resumed else "w") as handle:
         handle.write(f"$ {record['command']}\n")
         handle.flush()
         code = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
@@ -329,7 +335,10 @@ def run_step(step: Step, out: Path, earlier: dict | None = None) -> dict:
     record["seconds"] = round(time.perf_counter() - start, 1)
     ok = code == 0 and step.done.exists()
     record["status"] = "ok" if ok else f"failed (exit {code}{'' if step.done.exists() else ', no result file'})"
+    if resumed:  # the interrupted attempt's time is not known, so the step's seconds undercount it
+        record["status"] += " (resumed after an interrupted attempt, whose time is not counted)"
     print(f"  {step.name}: {record['status']} in {record['seconds']:.0f} s (log {log})", flush=True)
+    save(record)
     return record
 
 
@@ -366,17 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     suite = out / "suite.json"
     earlier = {r["step"]: r for r in json.loads(suite.read_text())["records"]} if suite.exists() else {}
-    records = []
+    kept = dict(earlier)  # every step's latest record, this run's and earlier runs' (of other experiments too)
+
+    def save(record: dict) -> None:
+        kept[record["step"]] = record
+        write_json_atomically(suite, {"machine": {"status": "in progress"}, "records": list(kept.values())})
+
     for experiment in chosen:
         steps = EXPERIMENTS[experiment](budget, data, out)
         print(f"{experiment}: {len(steps)} steps" + ("" if steps else " (its data is absent: skipped)"), flush=True)
-        records += [run_step(step, out, earlier.get(step.name)) for step in steps]
+        for step in steps:
+            save(run_step(step, out, earlier.get(step.name), save))
+    records = list(kept.values())
     machine = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                "seconds": round(time.perf_counter() - started), "command": " ".join(
                    ["meddiff bench --suite quality"] + (["--quick"] if args.quick else []) +
                    ([f"--only {args.only}"] if args.only else []))}
-    suite.write_text(json.dumps({"machine": machine, "records": records}, indent=2))
+    write_json_atomically(suite, {"machine": machine, "records": records})
     page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=machine,
                                         records=records, data=data, pgbm_tasks=_task_stems())
     failed = [r["step"] for r in records if not r["status"].startswith(("ok", "done"))]

@@ -93,3 +93,19 @@ def test_meddiff_bench_without_the_data_says_so_and_does_nothing(tmp_path):
     assert main(["bench", "--suite", "quality", "--quick", "--data", str(tmp_path / "absent"),
                  "--out", str(tmp_path / "run"), "--results", str(tmp_path / "RESULTS.md")]) == 2
     assert not (tmp_path / "RESULTS.md").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_step_killed_midway_leaves_an_interrupted_record_and_its_rerun_says_it_resumed(tmp_path):
+    """suite.json is saved before and after each command, so a suite killed mid-step keeps the times it measured."""
+    done = tmp_path / "result.json"
+    write = [sys.executable, "-c", f"open({str(done)!r}, 'w').write('{{}}')"]
+    saved = []
+    crashed = quality_suite.Step("x/crash", lambda: [sys.executable, "-c", "raise SystemExit(3)"], done)
+    record = quality_suite.run_step(crashed, tmp_path, None, saved.append)
+    assert saved[0]["status"].startswith("interrupted") and record["status"].startswith("failed (exit 3")
+    step = quality_suite.Step("x/write", lambda: write, done)
+    record = quality_suite.run_step(step, tmp_path, saved[0], saved.append)  # as after a kill: no end record
+    assert record["status"].startswith("ok (resumed") and "seconds" in record and done.exists()
+    kept = quality_suite.run_step(step, tmp_path, record, saved.append)
+    assert kept["seconds"] == record["seconds"] and kept["status"] == "ok (result kept from an earlier run)"
+    assert (tmp_path / "logs" / "x__write.log").read_text().startswith("$ ")

@@ -51,8 +51,8 @@ class Budget:
     n_synthetic: int
     sampling_steps: int
     eval_seeds: tuple[int, ...]
-    real_seeds: tuple[int, ...]  # the real-data reference CNN (80 s per seed on 2 cores with all 4708 images)
-    real_images: int  # real training images of the reference CNN (0 = all 4708)
+    real_seeds: tuple[int, ...]  # the real-data reference CNN (80 s per seed on 2 cores with all 4690 images)
+    real_images: int  # real training images of the reference CNN (0 = all 4690 of the archive)
     one_draw: bool  # one synthetic set per model; the evaluation seeds then vary only the CNN
     epsilons: tuple[float, ...]
     pgbm_rounds: int

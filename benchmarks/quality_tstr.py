@@ -61,7 +61,9 @@ def precision_recall(real: torch.Tensor, synthetic: torch.Tensor, k: int = NEIGH
 
 def _real_reference(archive: Path, resolution: int, seeds: list[int], out: Path, count: int = 0) -> dict:
     train, test = _split(archive, "train", resolution), _split(archive, "test", resolution)
+    described = f"all {len(train)} real training images"
     if count:  # a random subset of the real training images (the quick budget)
+        described = f"{count} of the {len(train)} real training images (random, seed 0)"
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count])
     per_seed = {}
     for seed in seeds:
@@ -69,7 +71,7 @@ def _real_reference(archive: Path, resolution: int, seeds: list[int], out: Path,
         per_seed[seed] = evaluate(classifier, test.images, test.labels)
         if seed == seeds[0]:
             torch.save(classifier.state_dict(), out / "extractor.pt")
-    return {"trained_on": f"all {len(train)} real training images", "test_images": len(test), "per_seed": per_seed}
+    return {"trained_on": described, "test_images": len(test), "per_seed": per_seed}
 
 
 def _model_quality(args, archive: Path, seeds: list[int], out: Path) -> dict:

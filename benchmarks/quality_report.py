@@ -88,14 +88,22 @@ def _train_cost(folder: Path) -> str:
     return MISSING
 
 
-def _epsilon_spent(run: Path) -> tuple[float, float] | None:
-    """(largest epsilon over the sites after the last round, delta) of a simulation with site DP."""
+def _dp_run_facts(run: Path, sites: int) -> tuple[float, float, int, int] | None:
+    """(largest epsilon any site reported, its delta, site updates aggregated, sites x rounds) of a simulation
+    with site DP. A site whose ledger would exceed its budget refuses a round, so it may stop reporting before the
+    last round: each site's latest report counts."""
     metrics = read_json_lines(run / "metrics.jsonl")
     if not metrics:
         return None
-    last = metrics[-1]
-    spent = [(m["epsilon"], m.get("delta", float("nan"))) for m in last.get("train", {}).values() if "epsilon" in m]
-    return max(spent) if spent else None
+    latest = {}
+    for record in metrics:
+        for site, m in record.get("train", {}).items():
+            if "epsilon" in m:
+                latest[site] = (m["epsilon"], m.get("delta", float("nan")))
+    if not latest:
+        return None
+    updates = sum(len(record.get("train", {})) for record in metrics)
+    return (*max(latest.values()), updates, sites * len(metrics))
 
 
 # -- experiments 1 and 2 ------------------------------------------------------------------------------------------
@@ -189,23 +197,26 @@ def _privacy(root: Path, budget: dict, plain: float | None, plain_result: dict |
              f"(t, noise) draws per example averaged before clipping) at every site, target epsilon per run over all "
              "its rounds, RDP accountant, delta 1/(10 N) per site. It protects each training image of a site against "
              "anyone who sees the weights (the coordinator included); it is not site-level DP. Same budget, metric and "
-             "seeds as table 1.", "",
-             "| target epsilon | epsilon spent (largest site) | delta | TSTR accuracy | TSTR AUC | FID | precision "
-             "| recall |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "seeds as table 1. A site refuses a round that would take its ledger past the target (the ledger counts "
+             "every round the site trained, those of an interrupted attempt before a resume too), so 'site updates' "
+             "below sites x rounds means a less trained model.", "",
+             "| target epsilon | epsilon spent (largest site) | delta | site updates | TSTR accuracy | TSTR AUC | FID "
+             "| precision | recall |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     points = []
     for epsilon in budget["epsilons"]:
         name = f"eps-{epsilon:g}"
         result = _load(root / name / "result.json")
         s = result and result["summary"]
-        spent = _epsilon_spent(root / name / "run")
+        spent = _dp_run_facts(root / name / "run", budget["sites"])
         lines.append(f"| {epsilon:g} | {f'{spent[0]:.2f}' if spent else MISSING} | "
-                     f"{f'{spent[1]:.1e}' if spent else MISSING} | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | "
+                     f"{f'{spent[1]:.1e}' if spent else MISSING} | "
+                     f"{f'{spent[2]} of {spent[3]}' if spent else MISSING} | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | "
                      f"{_pm(s, 'fid', 1)} | {_pm(s, 'precision', 2)} | {_pm(s, 'recall', 2)} |")
         if s:
             points.append((epsilon, s["accuracy"]["mean"], s["accuracy"]["std"]))
     s = plain_result and plain_result["summary"]
-    lines.append(f"| none (no DP) | - | - | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | {_pm(s, 'fid', 1)} | "
+    lines.append(f"| none (no DP) | - | - | - | {_pm(s, 'accuracy')} | {_pm(s, 'auc')} | {_pm(s, 'fid', 1)} | "
                  f"{_pm(s, 'precision', 2)} | {_pm(s, 'recall', 2)} |")
     at_ten = [p for p in points if p[0] == 10.0]
     if at_ten:

@@ -109,3 +109,15 @@ def test_a_step_killed_midway_leaves_an_interrupted_record_and_its_rerun_says_it
     kept = quality_suite.run_step(step, tmp_path, record, saved.append)
     assert kept["seconds"] == record["seconds"] and kept["status"] == "ok (result kept from an earlier run)"
     assert (tmp_path / "logs" / "x__write.log").read_text().startswith("$ ")
+
+
+def test_the_privacy_table_counts_the_rounds_a_site_refused_and_keeps_its_last_epsilon(tmp_path):
+    """A site whose ledger is spent stops reporting; the page must show its epsilon and the missing updates."""
+    from quality_report import _dp_run_facts
+
+    rounds = [{"round": 1, "train": {"a": {"epsilon": 4.0, "delta": 1e-4}, "b": {"epsilon": 6.0, "delta": 2e-4}}},
+              {"round": 2, "train": {"a": {"epsilon": 7.0, "delta": 1e-4}}},  # b refused: its budget was spent
+              {"round": 3, "train": {}}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    assert _dp_run_facts(tmp_path, sites=2) == (7.0, 1e-4, 3, 6)
+    assert _dp_run_facts(tmp_path / "absent", sites=2) is None

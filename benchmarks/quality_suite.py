@@ -358,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
     if args.report_only:
         ran = json.loads((out / "suite.json").read_text())
+        if "command" not in ran["machine"]:
+            print(f"meddiff bench --report-only: the suite in {out} has not finished (its suite.json says "
+                  f"{ran['machine']}); let it finish, or run it again to continue it", file=sys.stderr)
+            return 2
         page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=ran["machine"],
                                             records=ran["records"], data=data, pgbm_tasks=_task_stems())
         print(f"results page {page} (from {out / 'suite.json'})")

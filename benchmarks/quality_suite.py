@@ -30,8 +30,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_report  # noqa: E402
-from meddiff.client.site_paths import write_json_atomically  # noqa: E402
-from meddiff.common.jsonl import read_json_lines  # noqa: E402
+from meddiff.common.jsonl import read_json_lines, write_json_atomically  # noqa: E402
 from pgbm_split import write_test_mix, write_training_by_study  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,8 +309,8 @@ EXPERIMENTS = {"pneumonia": pneumonia_steps, "pgbm": pgbm_steps, "segmentation":
 def run_step(step: Step, out: Path, earlier: dict | None, save: Callable[[dict], None]) -> dict:
     """Run one step (its output to its log); the record says what ran, for how long, and how it ended.
     ``earlier``: this step's record from an earlier run of the suite in ``out`` (kept when its result is).
-    ``save`` is called with the record before the command starts and again when it ends, so a suite killed
-    mid-step leaves an 'interrupted' record, and the next run says the step was resumed."""
+    ``save`` is called with an 'interrupted' record before the command starts (the caller saves the returned
+    one), so a suite killed mid-step leaves that record, and the next run says the step was resumed."""
     log = out / "logs" / f"{step.name.replace('/', '__')}.log"
     record = {"step": step.name, "log": str(log.relative_to(out)), **step.info}
     if step.done.exists():
@@ -338,7 +337,6 @@ def run_step(step: Step, out: Path, earlier: dict | None, save: Callable[[dict],
     if resumed:  # the interrupted attempt's time is not known, so the step's seconds undercount it
         record["status"] += " (resumed after an interrupted attempt, whose time is not counted)"
     print(f"  {step.name}: {record['status']} in {record['seconds']:.0f} s (log {log})", flush=True)
-    save(record)
     return record
 
 

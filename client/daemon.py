@@ -24,8 +24,9 @@ import threading
 import time
 from pathlib import Path
 
+from ..common.jsonl import write_json_atomically
 from .audit import AuditLog
-from .site_paths import audit_path, daemon_path, write_json_atomically
+from .site_paths import audit_path, daemon_path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LEVEL = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*:\s*(.*)$")

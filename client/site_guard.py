@@ -17,8 +17,9 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from ..common.app_identity import app_hash
 from ..common.config import TrustConfig, load_site_config
+from ..common.jsonl import write_json_atomically
 from .audit import AuditLog
-from .site_paths import audit_path, site_state_dir, status_path, write_json_atomically
+from .site_paths import audit_path, site_state_dir, status_path
 
 log = logging.getLogger(__name__)
 

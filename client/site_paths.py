@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
@@ -37,14 +36,6 @@ def status_path(state_dir: Path) -> Path:
 
 def daemon_path(state_dir: Path) -> Path:
     return state_dir / "daemon.json"
-
-
-def write_json_atomically(path: Path, record: dict) -> None:
-    """Replace ``path`` in one step, so a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict:

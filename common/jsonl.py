@@ -1,5 +1,6 @@
-"""Append-only JSON-lines files that survive a crash: each line is one fsync'ed write, and a torn last line (a
-crash mid-write) is ignored on reading, so everything before it stays usable."""
+"""JSON files that survive a crash. JSON lines are append-only: each line is one fsync'ed write, and a torn last
+line (a crash mid-write) is ignored on reading, so everything before it stays usable. A whole JSON file is
+replaced atomically."""
 
 from __future__ import annotations
 
@@ -25,3 +26,11 @@ def read_json_lines(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break  # a torn last line from a crash: everything before it is intact
     return lines
+
+
+def write_json_atomically(path: Path, record: dict) -> None:
+    """Replace ``path`` in one step, so a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)

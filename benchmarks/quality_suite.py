@@ -355,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data).resolve()
     out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
     if args.report_only:
+        if not (out / "suite.json").is_file():
+            print(f"meddiff bench --report-only: {out / 'suite.json'} does not exist; give --out the run directory of "
+                  f"an earlier `meddiff bench` (and --quick if it was the quick budget). Nothing was written.",
+                  file=sys.stderr)
+            return 2
         ran = json.loads((out / "suite.json").read_text())
         if "command" not in ran["machine"]:
             print(f"meddiff bench --report-only: the suite in {out} has not finished (its suite.json says "

@@ -121,3 +121,10 @@ def test_the_privacy_table_counts_the_rounds_a_site_refused_and_keeps_its_last_e
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
     assert _dp_run_facts(tmp_path, sites=2) == (7.0, 1e-4, 3, 6)
     assert _dp_run_facts(tmp_path / "absent", sites=2) is None
+
+
+def test_report_only_without_a_run_says_which_folder_and_writes_nothing(tmp_path, capsys):
+    assert quality_suite.main(["--report-only", "--out", str(tmp_path / "run"),
+                               "--results", str(tmp_path / "RESULTS.md")]) == 2
+    assert str(tmp_path / "run" / "suite.json") in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()

@@ -6,26 +6,49 @@ is refused with the key's name and what it accepts, so a typo never silently cha
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 FORMATS = ("auto", "dicom", "nifti", "png", "npz")
+COLOUR_MODES = ("rgb", "grey")
 
 
 class ConfigError(ValueError):
     """A configuration value is wrong: the message names the file, the key and the accepted values."""
 
 
+SERIES_KINDS = ("original", "derived", "localizer", "reformat")
+IMAGE_KINDS = ("original",)  # an image channel takes acquired series only, unless its rule says otherwise
+MASK_KINDS = ("original", "derived")  # segmentations are derived objects by nature
+
+
 @dataclass(frozen=True)
 class ChannelRule:
     """Maps a DICOM series to a channel when ``pattern`` (a case-insensitive regular expression) is found in
-    the series' ``field`` (a DICOM keyword such as SeriesDescription, ProtocolName or Modality)."""
+    the series' ``field`` (a DICOM keyword such as SeriesDescription, ProtocolName or Modality).
+
+    kinds: the series kinds the rule accepts (original, derived, localizer, reformat; see
+    common/data/dicom_series.py); empty means original for image channels, original and derived for masks.
+    """
 
     channel: str
     pattern: str
     field: str = "SeriesDescription"
+    kinds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(SERIES_KINDS))
+        if unknown:
+            raise ConfigError(f"[[data.dicom_rules]] kinds {unknown} for channel {self.channel!r}: "
+                              f"choose from {list(SERIES_KINDS)}")
+        try:
+            re.compile(self.pattern)
+        except re.error as e:
+            raise ConfigError(f"[[data.dicom_rules]] pattern {self.pattern!r} for channel {self.channel!r} is not "
+                              f"a valid regular expression ({e})") from None
 
 
 # Order matters: the first rule that matches wins, so specific names come before general ones.
@@ -45,6 +68,8 @@ class DataConfig:
     """Where a site's images are and how to read them.
 
     channels: schema channel names in model order; empty means "what the format provides".
+    colour: "rgb" keeps colour images (PNG, npz, DICOM) as three channels red, green, blue; "grey" converts them
+        to luminance.
     mask_values: raw values of mask files mapped to labels 1..K in order (e.g. JSRT [150, 200, 250]);
         empty means masks are already 0/1/2... label maps (PNG masks: any non-zero pixel is label 1).
     resolution: in-plane size (and depth, for 3D) examples are resized to; 0 means the suggested one.
@@ -61,6 +86,8 @@ class DataConfig:
     upper_percentile: float = 99.5
     npz_split: str = "train"
     dicom_rules: tuple[ChannelRule, ...] = DEFAULT_DICOM_RULES
+    check_intensities: bool = True  # drop a DICOM channel whose values are implausible for its name
+    colour: str = "rgb"  # colour images: rgb keeps three channels (red, green, blue); grey turns them into luminance
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -68,6 +95,8 @@ class DataConfig:
         if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
             raise ConfigError("[data] needs 0 <= lower_percentile < upper_percentile <= 100, got "
                               f"{self.lower_percentile}, {self.upper_percentile}")
+        if self.colour not in COLOUR_MODES:
+            raise ConfigError(f"[data] colour = {self.colour!r} is not one of {list(COLOUR_MODES)}")
         if self.resolution < 0:
             raise ConfigError(f"[data] resolution must be 0 (suggested) or a positive size, got {self.resolution}")
 
@@ -189,9 +218,15 @@ def data_config_from_dict(table: dict[str, Any], source: str = "<config>") -> Da
 def read_toml(path: Path, known: set[str], missing: str) -> dict[str, Any]:
     """A config file's top-level tables, refusing unknown ones; ``missing`` says what to do when it is absent."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the path of the .toml file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give the path of a TOML config file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     unknown = sorted(set(raw) - known)

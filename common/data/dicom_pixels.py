@@ -2,7 +2,7 @@
 
 Handles what real archives contain: compressed transfer syntaxes (through pydicom's pixel handlers and
 pylibjpeg), multi-frame and enhanced multi-frame objects, rescale slope/intercept (also inside functional
-groups), MONOCHROME1 (inverted grey scale), palette and RGB/YBR colour (converted to luminance).
+groups), MONOCHROME1 (inverted grey scale), palette and RGB/YBR colour (kept as RGB, or converted to luminance).
 """
 
 from __future__ import annotations
@@ -92,27 +92,35 @@ def _rescale(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32)
 
 
-def frames_as_float(ds: Dataset) -> tuple[np.ndarray, list[str]]:
+def is_colour(ds: Dataset) -> bool:
+    interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    return interpretation == "PALETTE COLOR" or interpretation in COLOUR_INTERPRETATIONS \
+        or int(ds.get("SamplesPerPixel", 1) or 1) == 3
+
+
+def frames_as_float(ds: Dataset, keep_colour: bool = False) -> tuple[np.ndarray, list[str]]:
     """All frames of ``ds`` as (F, H, W) float32 in physical units, and notes on conversions made.
 
+    Colour (RGB, YBR, palette) becomes (F, H, W, 3) RGB when ``keep_colour``, luminance otherwise.
     Raises whatever the pixel handlers raise (truncated data, missing decoder): the caller reports it.
     """
     notes: list[str] = []
     pixels = ds.pixel_array
     interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     frames = number_of_frames(ds)
-    if interpretation == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, ds)
-        notes.append("palette colour converted to grey (luminance)")
-    is_colour = interpretation == "PALETTE COLOR" or interpretation in COLOUR_INTERPRETATIONS \
-        or int(ds.get("SamplesPerPixel", 1) or 1) == 3
-    if is_colour:
-        # pydicom converts YBR to RGB by default; weights are ITU-R BT.601 luma.
-        rgb = pixels.astype(np.float32)
-        pixels = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-        if interpretation != "PALETTE COLOR":
-            notes.append(f"colour ({interpretation}) converted to grey (luminance)")
-        values = pixels.astype(np.float32)
+    if is_colour(ds):
+        # pydicom converts YBR to RGB by default; luminance weights are ITU-R BT.601 luma.
+        rgb = (apply_color_lut(pixels, ds) if interpretation == "PALETTE COLOR" else pixels).astype(np.float32)
+        grey_content = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+        if keep_colour and not grey_content:
+            values = rgb[None] if frames == 1 and rgb.ndim == 3 else rgb
+            if values.ndim != 4 or values.shape[-1] != 3:
+                raise ValueError(f"unexpected colour pixel array shape {rgb.shape} for {frames} frame(s)")
+            return np.ascontiguousarray(values), notes
+        values = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        kind = "palette colour" if interpretation == "PALETTE COLOR" else f"colour ({interpretation})"
+        notes.append(f"{kind} stored with grey content: read as grey" if grey_content
+                     else f"{kind} converted to grey (luminance)")
     else:
         values = _rescale(ds, pixels)
         if interpretation == "MONOCHROME1":

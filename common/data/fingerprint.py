@@ -10,10 +10,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .problems import LoadedData
+from .problems import DataProblem, LoadedData
+from ..console import plain_console
+from rich.console import Console
 
 SIZES = (32, 64, 128, 256)
 CPU_MAX_SIZE = 64
@@ -28,6 +30,7 @@ class ChannelStats:
     median_spacing: tuple[float, ...] | None
     percentiles: tuple[float, float, float] | None  # 0.5, 50, 99.5 for image channels
     label_counts: dict[int, int] | None  # voxels per label for mask channels
+    series: list[str] = field(default_factory=list)  # DICOM: the series descriptions mapped to this channel
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Fingerprint:
     notes: list[str] = field(default_factory=list)
     suggested_resolution: int = 64
     suggested_resolution_gpu: int = 64
+    colour: str = ""  # e.g. "colour (RGB: red, green, blue)"; empty for grey images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +83,9 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
             sample = np.concatenate([rng.choice(e.image[c].ravel(), min(per_example, e.image[c].size), replace=False)
                                      for e in having])
             percentiles = tuple(float(v) for v in np.percentile(sample, [0.5, 50, 99.5]))
-        stats.append(ChannelStats(name, len(having), slices, median_shape, median_spacing, percentiles, label_counts))
+        series = Counter(e.meta["series"][name] for e in having if name in (e.meta.get("series") or {}))
+        stats.append(ChannelStats(name, len(having), slices, median_shape, median_spacing, percentiles, label_counts,
+                                  [s for s, _ in series.most_common()]))
     class_counts: Counter = Counter()
     for e in data.examples:
         key = schema.class_names[e.label] if e.label is not None and e.label < schema.num_classes \
@@ -95,14 +101,17 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
         examples=len(data.examples), slices=sum(e.image.shape[1] if e.is_3d else 1 for e in data.examples),
         ndim=ndim, channels=stats, class_counts=dict(class_counts),
         skipped=[str(p) for p in data.skipped], notes=[str(p) for p in data.notes],
-        suggested_resolution=min(gpu, CPU_MAX_SIZE), suggested_resolution_gpu=gpu)
+        suggested_resolution=min(gpu, CPU_MAX_SIZE), suggested_resolution_gpu=gpu,
+        colour=", ".join(f"colour (RGB: {', '.join(schema.channels[i] for i in group)})"
+                         for group in schema.colour_groups))
 
 
 def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     """Print the fingerprint as tables a site admin can read at a glance."""
-    console = console or Console()
+    console = console or plain_console()
     summary = Table(title=f"Data set fingerprint: {fp.root}", show_header=False)
     summary.add_row("format", fp.format)
+    summary.add_row("images", fp.colour or "grey")
     summary.add_row("patients / studies", f"{fp.patients} / {fp.studies}")
     summary.add_row("examples (volumes or images)", str(fp.examples))
     summary.add_row("slices", str(fp.slices))
@@ -111,8 +120,18 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     summary.add_row("suggested resolution", f"{fp.suggested_resolution} on CPU, {fp.suggested_resolution_gpu} on a GPU")
     summary.add_row("skipped files / notes", f"{len(fp.skipped)} / {len(fp.notes)}")
     console.print(summary)
+    console.print(channel_table(fp))
+    if fp.skipped or fp.notes:
+        problem_table(fp.skipped, fp.notes, console)
+    else:
+        console.print("No problems found.")
+
+
+def channel_table(fp: Fingerprint) -> Table:
     table = Table(title="Channels")
-    for column in ("channel", "examples", "slices", "median shape", "spacing (mm)", "p0.5 / p50 / p99.5 or labels"):
+    columns = ["channel", "examples", "slices", "median shape", "spacing (mm)", "p0.5 / p50 / p99.5 or labels"]
+    with_series = any(ch.series for ch in fp.channels)
+    for column in columns + (["DICOM series"] if with_series else []):
         table.add_column(column)
     for ch in fp.channels:
         if ch.percentiles:
@@ -123,17 +142,24 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
         else:
             values = "-"
         spacing = " x ".join(f"{s:g}" for s in ch.median_spacing) if ch.median_spacing else "-"
-        table.add_row(ch.name, str(ch.examples), str(ch.slices), " x ".join(map(str, ch.median_shape)) or "-",
-                      spacing, values)
-    console.print(table)
-    if fp.skipped or fp.notes:
-        problems = Table(title="Problems found")
-        problems.add_column("kind")
-        problems.add_column("file and reason")
-        for line in fp.skipped:
-            problems.add_row("[red]skipped[/red]", line.removeprefix("skipped: "))
-        for line in fp.notes:
-            problems.add_row("[yellow]note[/yellow]", line.removeprefix("note: "))
-        console.print(problems)
-    else:
-        console.print("No problems found.")
+        row = [ch.name, str(ch.examples), str(ch.slices), " x ".join(map(str, ch.median_shape)) or "-", spacing,
+               values]
+        table.add_row(*row, *([", ".join(f"'{s}'" for s in ch.series) or "-"] if with_series else []))
+    return table
+
+
+def problem_table(skipped: list[str], notes: list[str], console: Console) -> None:
+    problems = Table(title="Problems found")
+    problems.add_column("kind")
+    problems.add_column("file and reason")
+    for line in skipped:
+        problems.add_row(Text("skipped", style="red"), line.removeprefix("skipped: "))
+    for line in notes:
+        problems.add_row(Text("note", style="yellow"), line.removeprefix("note: "))
+    console.print(problems)
+
+
+def render_problems(problems: list[DataProblem], console: Console) -> None:
+    """The problems met by a load that produced nothing (site check shows them before the error)."""
+    if problems:
+        problem_table([str(p) for p in problems if p.skipped], [str(p) for p in problems if not p.skipped], console)

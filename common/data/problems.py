@@ -29,8 +29,8 @@ class DataProblem:
 class DataError(Exception):
     """Nothing could be loaded from a path: the message names the path, the reason and the fix."""
 
-    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
-        self.path, self.reason, self.fix = str(path), reason, fix
+    def __init__(self, path: str | Path, reason: str, fix: str = "", problems: list[DataProblem] | None = None) -> None:
+        self.path, self.reason, self.fix, self.problems = str(path), reason, fix, list(problems or [])
         super().__init__(f"{path}: {reason}" + (f". Fix: {fix}" if fix else ""))
 
 

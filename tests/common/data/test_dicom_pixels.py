@@ -9,11 +9,12 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from meddiff.common.config import ChannelRule, DataConfig
+from meddiff.common.config import SERIES_KINDS, ChannelRule, DataConfig
 from meddiff.common.data.dicom import load_dicom
 from tests.conftest import shared
 
-ALL_AS_IMAGE = DataConfig(dicom_rules=(ChannelRule("image", ".*", "Modality"),))
+# every file as one grey image channel, whatever its kind: these tests are about decoding pixels
+ALL_AS_IMAGE = DataConfig(dicom_rules=(ChannelRule("image", ".*", "Modality", kinds=SERIES_KINDS),), colour="grey")
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "jpeg2000"])

@@ -6,11 +6,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from meddiff.common.config import ChannelRule, DataConfig
+from meddiff.common.config import SERIES_KINDS, ChannelRule, DataConfig
 from meddiff.common.data.dicom import load_dicom
 from tests.conftest import shared
 
-ALL_AS_IMAGE = DataConfig(dicom_rules=(ChannelRule("image", ".*", "Modality"),))
+# every file as one grey image channel, whatever its kind: these tests are about decoding pixels
+ALL_AS_IMAGE = DataConfig(dicom_rules=(ChannelRule("image", ".*", "Modality", kinds=SERIES_KINDS),), colour="grey")
 
 
 @pytest.fixture(scope="module")

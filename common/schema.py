@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MASK_PREFIX = "mask"
+COLOURS = ("red", "green", "blue")
+
+
+def colour_channel_names(channel: str = "image") -> tuple[str, str, str]:
+    """The three channels a colour image becomes: red, green, blue (or <channel>_red ... for a named channel)."""
+    return COLOURS if channel == "image" else tuple(f"{channel}_{c}" for c in COLOURS)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,21 @@ class ChannelSchema:
     @property
     def image_indices(self) -> tuple[int, ...]:
         return tuple(i for i, c in enumerate(self.channels) if not self.is_mask(c))
+
+    @property
+    def colour_groups(self) -> tuple[tuple[int, int, int], ...]:
+        """Indices (red, green, blue) of every colour image in the schema (channels named as
+        :func:`colour_channel_names` names them)."""
+        groups = []
+        for c, name in enumerate(self.channels):
+            base = "image" if name == "red" else name[:-4] if name.endswith("_red") else None
+            if base is not None and all(n in self.channels for n in colour_channel_names(base)):
+                groups.append(tuple(self.channels.index(n) for n in colour_channel_names(base)))
+        return tuple(groups)
+
+    @property
+    def is_colour(self) -> bool:
+        return bool(self.colour_groups)
 
     def index(self, channel: str) -> int:
         try:

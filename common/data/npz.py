@@ -1,6 +1,7 @@
 """NumPy .npz archives -> examples.
 
-Two layouts: MedMNIST (``{split}_images`` (N, H, W[, 3]) or (N, D, H, W), ``{split}_labels`` (N, 1)) and a
+Two layouts: MedMNIST (``{split}_images`` (N, H, W[, 3]) or (N, D, H, W), ``{split}_labels`` (N, 1); colour images
+become the channels red, green, blue, or their luminance with ``[data] colour = "grey"``) and a
 channel layout (one (N, H, W) array per channel, e.g. ``t1pre``, ``t2``, ``mask``, with optional ``study``,
 ``patient`` and ``labels``), as in the PGBM slice archive.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig
-from ..schema import ChannelSchema, Example
+from ..schema import ChannelSchema, Example, colour_channel_names
 from .files import require_path
 from .masks import to_labels
 from .problems import DataError, DataProblem, LoadedData
@@ -31,24 +32,37 @@ def _open(path: Path) -> dict[str, np.ndarray]:
                         "re-create it with numpy.savez") from None
 
 
+LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+
+
+def _colour_rows(image: np.ndarray, colour: str) -> dict[str, np.ndarray]:
+    """One MedMNIST image as channel arrays: (H, W[, 3]) -> image, or red/green/blue, or its luminance."""
+    if image.ndim == 3 and image.shape[-1] == 3:
+        if colour == "rgb":
+            return dict(zip(colour_channel_names(), np.moveaxis(image, -1, 0)))
+        return {"image": image.astype(np.float32) @ LUMA}
+    return {"image": image}
+
+
 def _medmnist(path: Path, arrays: dict, config: DataConfig) -> tuple[list[tuple], tuple[str, ...]]:
     splits = SPLITS if config.npz_split == "all" else (config.npz_split,)
     rows = []
+    channels: tuple[str, ...] = ("image",)
     for split in splits:
         if f"{split}_images" not in arrays:
             raise DataError(path, f"no '{split}_images' array (keys: {sorted(arrays)})",
                             "set [data] npz_split to one of the splits present, or 'all'")
         images = arrays[f"{split}_images"]
         labels = arrays.get(f"{split}_labels")
-        if images.ndim == 4 and images.shape[-1] == 3:  # colour MedMNIST -> luminance
-            images = images.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+        if images.ndim == 4 and images.shape[-1] == 3 and config.colour == "rgb":  # colour MedMNIST stays colour
+            channels = colour_channel_names()
         if labels is not None and len(labels) != len(images):
             raise DataError(path, f"'{split}_labels' has {len(labels)} rows for {len(images)} images",
                             "re-create the archive with one label per image")
         for i, image in enumerate(images):
             label = None if labels is None else int(np.asarray(labels[i]).reshape(-1)[0])
-            rows.append(({"image": image}, label, f"{split}-{i:05d}", f"{split}-{i:05d}"))
-    return rows, ("image",)
+            rows.append((_colour_rows(image, config.colour), label, f"{split}-{i:05d}", f"{split}-{i:05d}"))
+    return rows, channels
 
 
 def _channel_layout(path: Path, arrays: dict, config: DataConfig) -> tuple[list[tuple], tuple[str, ...]]:

@@ -1,7 +1,8 @@
 """Folders of PNG/JPEG images (+ a masks/ folder, + optional class sub-folders) -> (C, H, W) examples.
 
 Layouts: ``ROOT/images/*.png`` with ``ROOT/masks/*.png`` matched by file name, or ``ROOT/images/<class>/*.png``
-(one sub-folder per class), or images directly in ROOT.
+(one sub-folder per class), or images directly in ROOT. Colour photographs (fundus, dermoscopy, histology) stay
+colour: three channels red, green, blue.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
-from ..schema import ChannelSchema, Example
+from ..schema import ChannelSchema, Example, colour_channel_names
 from .files import require_path, walk_files
 from .masks import to_labels
 from .nifti import IMAGE_FOLDERS, LABEL_FOLDERS, find_folder, stem
 from .problems import DataError, DataProblem, LoadedData
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+GREY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -30,8 +34,47 @@ def read_grey(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L"), dtype=np.float32)
 
 
+def read_image(path: Path, keep_colour: bool) -> np.ndarray:
+    """(H, W) grey, or (H, W, 3) RGB when ``keep_colour`` and the file really holds colour (not R = G = B)."""
+    with Image.open(path) as image:
+        image.load()
+        if not keep_colour or image.mode in GREY_MODES:
+            return read_grey(path)
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        return rgb[..., 0]
+    return rgb
+
+
+def _read_all(images: list[Path], keep_colour: bool, problems: list[DataProblem]) -> dict[Path, np.ndarray]:
+    read = {}
+    for path in images:
+        try:
+            read[path] = read_image(path, keep_colour)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            problems.append(DataProblem(str(path), f"cannot read image ({type(e).__name__}: {e})",
+                                        "re-export the image as PNG"))
+    return read
+
+
+def _read_mask(mask_path: Path, shape: tuple[int, ...], config: DataConfig, problems: list[DataProblem]):
+    """The label map for an image, or None with the reason reported (the image is kept without its mask)."""
+    try:
+        mask = read_grey(mask_path)
+        if mask.shape != shape:
+            raise ValueError(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
+                             f"{shape[1]}x{shape[0]}")
+        return to_labels(mask, config.mask_values, binary_default=True)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        problems.append(DataProblem(str(mask_path), f"mask not used ({e}); image loaded without mask",
+                                    "save the mask at the image's size"))
+        return None
+
+
 def load_png(root: str | Path, config: DataConfig) -> LoadedData:
-    """Images with optional masks; a mask of the wrong size or unreadable is reported and the image kept."""
+    """Images with optional masks; a mask of the wrong size or unreadable is reported and the image kept.
+    Colour images keep their colour (channels red, green, blue) unless ``[data] colour = "grey"``; in a folder
+    that holds colour, grey images fill all three."""
     root = require_path(root)
     problems: list[DataProblem] = []
     image_dir = find_folder(root, IMAGE_FOLDERS) or root
@@ -44,39 +87,33 @@ def load_png(root: str | Path, config: DataConfig) -> LoadedData:
     class_dirs = sorted({p.parent.name for p in images if p.parent != image_dir})
     class_names = config.class_names or tuple(class_dirs)
     masks = {stem(p): p for p in walk_files(mask_dir, problems) if p.suffix.lower() in SUFFIXES} if mask_dir else {}
-    channels = config.channels or (("image", "mask") if mask_dir else ("image",))
+    read = _read_all(images, config.colour == "rgb", problems)
+    colour = any(pixels.ndim == 3 for pixels in read.values())
+    image_channels = colour_channel_names() if colour else ("image",)
+    channels = config.channels or (image_channels + (("mask",) if mask_dir else ()))
     schema = ChannelSchema(tuple(channels), tuple(class_names), max(1, len(config.mask_values)))
     image_stems = {stem(p) for p in images}
     for name, path in sorted(masks.items()):
         if name not in image_stems:
             problems.append(DataProblem(str(path), "mask without a matching image", "add the image or remove the mask"))
     examples = []
-    image_index = schema.image_indices[0]
-    for path in images:
-        try:
-            grey = read_grey(path)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            problems.append(DataProblem(str(path), f"cannot read image ({type(e).__name__}: {e})",
-                                        "re-export the image as PNG"))
-            continue
-        image = np.zeros((schema.num_channels, *grey.shape), dtype=np.float32)
+    in_colour = all(c in schema.channels for c in colour_channel_names())
+    targets = [schema.index(c) for c in colour_channel_names()] if in_colour else [schema.image_indices[0]]
+    for path, pixels in read.items():
+        if pixels.ndim == 3 and not in_colour:  # [data] channels asks for one image channel
+            pixels = pixels @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+        image = np.zeros((schema.num_channels, *pixels.shape[:2]), dtype=np.float32)
         available = np.zeros(schema.num_channels, dtype=bool)
-        image[image_index], available[image_index] = grey, True
+        planes = np.moveaxis(pixels, -1, 0) if pixels.ndim == 3 else [pixels] * len(targets)
+        for index, plane in zip(targets, planes):
+            image[index], available[index] = plane, True
         mask_path = masks.get(stem(path))
         if mask_path is not None and schema.mask_indices:
-            try:
-                mask = read_grey(mask_path)
-                if mask.shape != grey.shape:
-                    raise ValueError(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
-                                     f"{grey.shape[1]}x{grey.shape[0]}")
-                image[schema.mask_indices[0]] = to_labels(mask, config.mask_values, binary_default=True)
-                available[schema.mask_indices[0]] = True
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                problems.append(DataProblem(str(mask_path), f"mask not used ({e}); image loaded without mask",
-                                            "save the mask at the image's size"))
-        label = None
-        if path.parent != image_dir and path.parent.name in class_names:
-            label = class_names.index(path.parent.name)
+            labels = _read_mask(mask_path, pixels.shape[:2], config, problems)
+            if labels is not None:
+                image[schema.mask_indices[0]], available[schema.mask_indices[0]] = labels, True
+        label = class_names.index(path.parent.name) if path.parent != image_dir and path.parent.name in class_names \
+            else None
         examples.append(Example(image=image, available=available, label=label, patient=stem(path),
                                 study=stem(path), source=str(path)))
     if not examples:

@@ -99,7 +99,8 @@ def _model_quality(args, archive: Path, seeds: list[int], out: Path) -> dict:
             real_features, fake_features), "precision": precision, "recall": recall}
         if seed == seeds[0]:
             order = torch.argsort(labels[:16], stable=True)  # normal first, then pneumonia
-            example_grid([Example(image=synthetic[i].numpy(), available=np.ones(1, dtype=bool)) for i in order],
+            example_grid([Example(image=synthetic[i].numpy(), available=np.ones(1, dtype=bool), label=int(labels[i]))
+                          for i in order],
                          train.schema, out / "synthetic_grid.png")
     return {"model": args.model, "n_synthetic": args.n_synthetic, "test_images": len(test),
             "draws": 1 if args.one_draw else len(seeds),

@@ -23,11 +23,8 @@ from ..common.grid import example_grid  # noqa: E402
 from ..common.schema import Example  # noqa: E402
 from ..privacy.ledger import PrivacyLedger  # noqa: E402
 from ..server.central_dp import describe  # noqa: E402
+from ..server.progress import site_name  # noqa: E402
 from ..server.run_store import RunStore  # noqa: E402
-
-
-def _site_name(metrics: dict, node: str) -> str:
-    return f"site-{int(metrics['partition-id'])}" if "partition-id" in metrics else f"node {node[-6:]}"
 
 
 def _curves(rounds: list[dict], section: str, key: str) -> dict[str, list[tuple[int, float]]]:
@@ -35,7 +32,7 @@ def _curves(rounds: list[dict], section: str, key: str) -> dict[str, list[tuple[
     for entry in rounds:
         for node, metrics in entry.get(section, {}).items():
             if key in metrics:
-                curves.setdefault(_site_name(metrics, node), []).append((entry["round"], metrics[key]))
+                curves.setdefault(site_name(metrics, node), []).append((entry["round"], metrics[key]))
     return dict(sorted(curves.items()))
 
 
@@ -61,7 +58,9 @@ def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
     conditioning = Conditioning(torch.zeros(n, c, size, size), torch.zeros(n, c, dtype=torch.bool), labels)
     images = sample(loaded.model, loaded.schedule, conditioning, steps=steps,
                     generator=torch.Generator().manual_seed(0)).numpy()
-    return example_grid([Example(image=x, available=np.ones(c, dtype=bool)) for x in images], loaded.schema, path)
+    classes = labels.tolist() if labels is not None else [None] * n
+    return example_grid([Example(image=x, available=np.ones(c, dtype=bool), label=k) for x, k in zip(images, classes)],
+                        loaded.schema, path)
 
 
 def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
@@ -113,7 +112,7 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
         f"<td>{html.escape('; '.join(str(x['node']) + ': ' + x['reason'] for x in r['rejected'])) or '-'}</td></tr>"
         for r in rounds)
     images = "".join(f"<figure><img src='figures/{p.name}'><figcaption>round {r}: EMA model, DDIM 25 steps, "
-                     f"one row per sample (t1, t2, flair, ...)</figcaption></figure>" for r, p in grids)
+                     f"one row per sample (labelled with its class), one column per channel (named above it)</figcaption></figure>" for r, p in grids)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>meddiff run {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>

@@ -6,29 +6,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from ..common.grid import labelled_grid
+
+
+INPUTS = ("input", "noisy", "image", "source")
+REFERENCES = ("reference", "truth", "clean", "target")
+OUTPUTS = ("diffusion", "healthy reconstruction", "anomaly map", "uncertainty map", "probability", "segmentation")
+
+
+def column_role(name: str) -> str:
+    """input, output (the diffusion model's), reference (ground truth) or baseline, from the column's name."""
+    lowered = name.lower()
+    for role, names in (("input", INPUTS), ("reference", REFERENCES), ("output", OUTPUTS)):
+        if any(lowered == n or lowered.startswith(n + " ") for n in names):
+            return role
+    return "baseline"
 
 
 def panel(columns: dict[str, torch.Tensor], path: str | Path, rows: int = 8, scale: int = 2) -> Path:
-    """Save columns of (N, H, W) images in [0, 1] (maps are scaled by their own 99th percentile) as a grey PNG.
-
-    The column names go into the file's PNG text metadata ("columns"), left to right."""
+    """Save columns of (N, H, W) images in [0, 1] (maps are scaled by their own 99th percentile) as a PNG whose
+    header names each column with its role: input, output, baseline or reference."""
     tiles = []
     for name, images in columns.items():
         values = images[:rows].float().numpy()
         if name.endswith("map"):
             values = values / max(float(np.percentile(values, 99)), 1e-6)
         tiles.append(np.clip(values, 0, 1))
-    grid = np.concatenate([np.concatenate([t[i] for t in tiles], axis=1) for i in range(len(tiles[0]))], axis=0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("columns", ", ".join(columns))
-    image = Image.fromarray((grid * 255).astype(np.uint8))
-    image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path, pnginfo=info)
-    return path
+    names = [f"{column_role(name)}: {name.replace('_', ' ')}" for name in columns]
+    return labelled_grid([[t[i] for t in tiles] for i in range(len(tiles[0]))], names, [], path, scale)
 
 
 def first_image_channel(images: torch.Tensor, have: torch.Tensor) -> torch.Tensor:

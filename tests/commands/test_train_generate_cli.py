@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from meddiff.cli import main
+from meddiff.common.grid import HEADER, MIN_TILE
 
-TINY = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
+from tests.conftest import TINY_TRAIN_FLAGS as TINY
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def test_generate_writes_samples_grid_and_report(run_dir, tmp_path):
     assert np.abs(samples["t2"]).max() <= 1.0
     report = json.loads((out / "generate.json").read_text())
     assert report["sampler"] == "dpm++2m" and "phantom_check" in report
-    assert Image.open(out / "grid.png").size[0] == 5 * 16 * 2
+    width, height = Image.open(out / "grid.png").size  # 5 labelled channel columns, 5 rows (at least 96 px tiles)
+    assert 5 * MIN_TILE < width < 5 * (MIN_TILE + 8) + 120 and 5 * MIN_TILE + HEADER <= height
 
 
 def test_a_given_channel_is_read_from_a_file_and_kept(run_dir, tmp_path):

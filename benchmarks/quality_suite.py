@@ -302,6 +302,13 @@ def segmentation_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
 
 
 EXPERIMENTS = {"pneumonia": pneumonia_steps, "pgbm": pgbm_steps, "segmentation": segmentation_steps}
+NEEDS = {"pneumonia": (PNEUMONIA,), "pgbm": ("pgbm/pgbm_t1_t1c_flair_t2_mask_128.npz",),
+         "segmentation": ("jsrt/images", "jsrt/masks", "hippocampus/images", "hippocampus/labels")}
+
+
+def missing_data(data: Path, experiments: list[str]) -> list[str]:
+    """The data sets the chosen experiments read that the data folder lacks."""
+    return [str(data / need) for experiment in experiments for need in NEEDS[experiment] if not (data / need).exists()]
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -356,13 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
     if args.report_only:
         if not (out / "suite.json").is_file():
-            print(f"meddiff bench --report-only: {out / 'suite.json'} does not exist; give --out the run directory of "
-                  f"an earlier `meddiff bench` (and --quick if it was the quick budget). Nothing was written.",
+            print(f"meddiff bench: error: --report-only: {out / 'suite.json'} does not exist; give --out the run "
+                  f"directory of an earlier `meddiff bench` (and --quick if it was the quick budget). Nothing was "
+                  "written.",
                   file=sys.stderr)
             return 2
         ran = json.loads((out / "suite.json").read_text())
         if "command" not in ran["machine"]:
-            print(f"meddiff bench --report-only: the suite in {out} has not finished (its suite.json says "
+            print(f"meddiff bench: error: --report-only: the suite in {out} has not finished (its suite.json says "
                   f"{ran['machine']}); let it finish, or run it again to continue it", file=sys.stderr)
             return 2
         page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=ran["machine"],
@@ -370,13 +378,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results page {page} (from {out / 'suite.json'})")
         return 0
     if not data.is_dir():
-        print(f"meddiff bench: the data folder {data} does not exist; give --data (or MEDDIFF_DATA=...) the folder "
-              f"of the shared data sets (medmnist/, pgbm/, jsrt/, hippocampus/). Nothing was run.", file=sys.stderr)
+        print(f"meddiff bench: error: the data folder {data} does not exist; give --data (or MEDDIFF_DATA=...) the "
+              f"folder of the shared data sets (medmnist/, pgbm/, jsrt/, hippocampus/). Nothing was run.", file=sys.stderr)
         return 2
     chosen = [e.strip() for e in args.only.split(",") if e.strip()] or list(EXPERIMENTS)
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"--only {unknown}: the experiments are {list(EXPERIMENTS)}")
+    absent = missing_data(data, chosen)
+    if absent:
+        print(f"meddiff bench: error: the data folder {data} lacks {', '.join(absent)}; give --data the folder of "
+              f"the shared data sets, or choose experiments with --only. Nothing was run and no page was written.",
+              file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "budget.json").write_text(json.dumps(asdict(budget), indent=2))
     started = time.perf_counter()

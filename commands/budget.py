@@ -6,8 +6,8 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
+from ..common.console import plain_console
 
 
 def add_parser(site_commands) -> None:
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     site = load_site_config(args.config)
     privacy = site.privacy
     path = args.ledger or ledger_path(site_state_dir(args.config), site.site_id)
-    console = Console()
+    console = plain_console()
     if not Path(path).is_file():  # opening a ledger would create it
         console.print(f"site {site.site_id}: no privacy ledger at {path}: nothing has been released under DP")
         return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from rich.console import Console
 
 from ..common.config import ConfigError
 from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
+from ..common.console import plain_console
 
 TASK = "denoise"
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     figure = panel(columns, f"{args.out}/denoise.png")
     path = write_outputs(args.out, TASK, {**{k.replace(" ", "_"): v for k, v in outputs.items()}, "noisy": noisy,
                                           "level": result["level"]}, report)
-    console = Console()
+    console = plain_console()
     if rows:
         print_table(f"denoising ({args.noise_model}, level {args.simulate}) on {len(data)} images, [0, 1] units",
                     ("method", "PSNR (dB)", "SSIM"), rows, console)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 
 from ..common.config import ConfigError
+from ..common.console import plain_console
 
-console = Console()
+console = plain_console()
 
 
 def add_parsers(commands, site_commands) -> None:
@@ -51,7 +51,13 @@ def run_certs(args: argparse.Namespace) -> int:
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     if not hosts:
         raise ConfigError("--hosts needs at least one host name or IP")
-    paths = create_credentials(args.out, hosts, sites)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the credentials")
+    if (out / "ca.crt").exists():
+        raise ConfigError(f"{out} already holds credentials (ca.crt): a new CA would lock out every site that trusts "
+                          "the old one; nothing was overwritten (choose another --out)")
+    paths = create_credentials(out, hosts, sites)
     console.print(f"CA {paths['ca']} (give it to every site); coordinator certificate {paths['server_cert']} for "
                   f"{hosts}; site keys in {Path(args.out) / 'sites'} (give each site its private key only)")
     return 0
@@ -88,11 +94,16 @@ def run_coordinator(args: argparse.Namespace) -> int:
             console.print(f"registered {len(keys)} site keys: {[k.stem for k in keys]}")
         need = config.settings.min_sites
         console.print(f"SuperLink on {address}; waiting for {need} sites (up to {args.wait_for_sites:.0f} s)")
-        wait_for(lambda: online_nodes(home) >= need, args.wait_for_sites, f"{need} sites online", every=3.0)
+        try:
+            wait_for(lambda: online_nodes(home) >= need, args.wait_for_sites, f"{need} sites online", every=3.0)
+        except TimeoutError:
+            raise ConfigError(f"{online_nodes(home)} of the {need} sites (min_sites) came online within "
+                              f"{args.wait_for_sites:.0f} s; the SuperLink was stopped. Start the sites (`meddiff site "
+                              "start`), check they reach this address, or give --wait-for-sites more time") from None
         result = submit_run(home, Path(args.config), args.resume, timeout=10 * 24 * 3600)
         console.print(result.stdout[-4000:])
         if result.returncode != 0:
-            console.print(f"[red]the run failed[/red]: {result.stderr[-2000:]}")
+            console.print(f"the run failed: {result.stderr[-2000:]}", style="red")
             return 1
     registry = RunStore(config.run_dir).registry()
     if registry:

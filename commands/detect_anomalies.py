@@ -6,10 +6,10 @@ import argparse
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from ..common.config import ConfigError
 from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
+from ..common.console import plain_console
 
 TASK = "anomalies"
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     path = write_outputs(args.out, TASK, {"map": result["map"], "score": result["score"],
                                           "reconstruction": result["reconstruction"],
                                           **({"truth": data.truth} if data.truth is not None else {})}, report)
-    console = Console()
+    console = plain_console()
     rows = [(k, v) for k, v in metrics.items()] or [("metrics", "none: the data has no masks or classes")]
     print_table(f"anomaly detection ({args.method}, depth {args.depth}) on {len(data)} images", ("metric", "value"),
                 rows + [("seconds", seconds)], console)

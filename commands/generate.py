@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..common.config import ConfigError
 from .task_io import MODEL_HELP
+from ..common.console import plain_console
+from rich.console import Console
 
 SAMPLERS = ["ddpm", "ddim", "euler-maruyama", "pc", "ode", "langevin", "dpm++2m"]
 
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     images = torch.cat(batches).numpy()
     label_array = np.full(args.n, -1) if labels is None else labels.numpy()
-    console = Console()
+    console = plain_console()
     audit = None if args.no_audit else _audit(args, loaded, images, console)
     if audit is not None:
         keep = ~np.asarray(audit.pop("flagged"), dtype=bool)
@@ -132,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "samples.npz", **{c: images[:, i] for i, c in enumerate(schema.channels)},
                         labels=label_array, given=given.numpy(), channels=np.asarray(schema.channels))
-    shown = [Example(image=images[i], available=np.ones(schema.num_channels, dtype=bool))
-             for i in range(min(16, len(images)))]
+    shown = [Example(image=images[i], available=np.ones(schema.num_channels, dtype=bool),
+                     label=int(label_array[i]) if label_array[i] >= 0 else None) for i in range(min(16, len(images)))]
     grid = example_grid(shown, schema, out / "grid.png")
     report = {"model": str(args.model), "n": args.n, "sampler": args.sampler, "steps": args.steps,
               "guidance": args.guidance, "class": args.class_name, "given": args.given, "seed": args.seed,
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if formats:
         report["export"] = export(images, label_array, schema, out, formats, str(args.model))
         if audit is None:
-            console.print("[yellow]exported without a memorisation audit: the training data is not on this machine")
+            console.print("exported without a memorisation audit: the training data is not on this machine", style="yellow")
     if loaded.meta.get("data", {}).get("source") == "phantom" and not args.given:
         report["phantom_check"] = _phantom_check(images, label_array if labels is not None else None, size, console)
     (out / "generate.json").write_text(json.dumps(report, indent=2))
@@ -160,8 +162,8 @@ def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Consol
 
     source = args.audit_data or loaded.meta.get("data", {}).get("source", "")
     if source != "phantom" and not (source and Path(source).exists()):
-        console.print("[yellow]not audited for memorisation: pass --audit-data (the site's training data) "
-                      "before these samples leave the site")
+        console.print("not audited for memorisation: pass --audit-data (the site's training data) "
+                      "before these samples leave the site", style="yellow")
         return None
     config = load_site_config(args.site_config).data if args.site_config else DataConfig()
     try:
@@ -203,7 +205,7 @@ def _phantom_check(images: np.ndarray, labels: np.ndarray | None, size: int, con
         table.add_column(column)
     for key, real_value, generated, tolerance, ok in rows:
         table.add_row(key, f"{real_value:.3f}", f"{generated:.3f}", f"{tolerance:.2f}",
-                      "[green]yes" if ok else "[red]no")
+                      Text("yes", style="green") if ok else Text("no", style="red"))
     console.print(table)
     return {"rows": [dict(zip(("statistic", "phantom", "samples", "tolerance", "within"), r)) for r in rows],
             "all_within": all(r[4] for r in rows)}

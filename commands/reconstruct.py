@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from ..common.config import ConfigError
 from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
+from ..common.console import plain_console
 
 TASK = "reconstruct"
 
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     arrays = {name: image * scale for name, image in outputs.items()}
     arrays.update(complex=result * scale, mask=mask)
     path = write_outputs(args.out, TASK, arrays, report)
-    console = Console()
+    console = plain_console()
     if rows:
         print_table(f"reconstruction of {channel}, x{report['acceleration']:.1f} ({args.mask_kind}) on "
                     f"{len(kspace)} images, [0, 1] units", ("method", "PSNR (dB)", "SSIM", "NMSE"), rows, console)

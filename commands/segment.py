@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 
 from ..common.config import ConfigError
 from .task_io import add_common_arguments, open_task, print_table, run_timed, site_data_config, write_outputs
+from ..common.console import plain_console
 
 TASK = "segment"
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         columns[f"UNet ({route})"] = (probability > 0.5).float()
     figure = panel({k: middle_slice(v) for k, v in columns.items()}, f"{args.out}/segment.png")
     path = write_outputs(args.out, TASK, as_numpy(result), report)
-    console = Console()
+    console = plain_console()
     if report["metrics"]:
         m = report["metrics"]
         rows = [("diffusion ensemble", m["dice"], m["hd95"], m["false_positive_rate_on_empty"])]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from dataclasses import replace
 from pathlib import Path
+from ..common.console import plain_console
 
-from rich.console import Console
 
 
 def add_parser(commands) -> None:
@@ -30,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from ..server import central_dp
     from ..simulations.report import write_report
     from ..simulations.runner import simulate
+    from ..simulations.run_logs import simulation_logs
     from ..simulations.scenario import load_scenario
 
-    logging.getLogger("flwr").propagate = False  # Flower logs through its own handler; no duplicates
     scenario = load_scenario(args.scenario)
     federation = replace(scenario.federation, **{k: v for k, v in
                                                  (("rounds", args.rounds), ("local_steps", args.local_steps))
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         privacy = replace(privacy, enabled=True, target_epsilon=args.epsilon, budget_epsilon=args.epsilon)
     scenario = replace(scenario, federation=federation, data=data, privacy=privacy)
     out = Path(args.out or Path("runs") / scenario.name)
-    console = Console()
+    console = plain_console()
     console.print(f"scenario {scenario.name}: {scenario.data.sites} sites on {scenario.data.data} "
                   f"({scenario.data.split} split), {federation.rounds} rounds x {federation.local_steps} local steps, "
                   f"{federation.strategy}; run directory {out}")
@@ -56,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if federation.secure_aggregation:
         console.print("secure aggregation: SecAgg+ (the coordinator sees only the mean of the sites' weights)")
     started = time.perf_counter()
-    store = simulate(scenario, out, resume=args.resume, verbose=args.verbose_flower)
+    with simulation_logs(out, args.verbose_flower) as log_file:
+        console.print(f"Flower's and Ray's messages go to {log_file}", soft_wrap=True)
+        store = simulate(scenario, out, resume=args.resume, verbose=args.verbose_flower)
     report = write_report(out, scenario.name, args.sample_every)
     last = store.registry()[-1]
     console.print(f"{last['round']} rounds in {time.perf_counter() - started:.0f} s; global model "

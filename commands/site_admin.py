@@ -9,11 +9,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.console import Console
 
 from ..common.config import ConfigError
+from ..common.console import plain_console
 
-console = Console()
+console = plain_console()
 
 SITE_TEMPLATE = '''# site.toml: how this hospital takes part in meddiff federated training.
 # Everything the daemon keeps (privacy ledger, audit log, delivered models, status) is written beside this
@@ -24,7 +24,7 @@ site_id = "{site_id}"
 
 [data]
 # The site's images: a folder of DICOM series, NIfTI (images/ + labels/), PNG (images/ + masks/) or a .npz.
-# `meddiff site check --data PATH --config site.toml` reads it and lists every problem, writing nothing.
+# `meddiff site check PATH --config site.toml` reads it and lists every problem, writing nothing.
 path = "{data}"
 # format = "auto"              # auto, dicom, nifti, png, npz
 # channels = ["t1", "t2"]      # schema channel names in model order (default: what the format provides)
@@ -79,7 +79,7 @@ def run_init(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(SITE_TEMPLATE.format(site_id=args.site_id, data=args.data, app_hash=app_hash()))
     load_site_config(out)  # what we write must load
-    console.print(f"wrote {out}: set its \\[data] path, then check the data with `meddiff site check PATH --config "
+    console.print(f"wrote {out}: set its [data] path, then check the data with `meddiff site check PATH --config "
                   f"{out}`", soft_wrap=True, highlight=False)
     return 0
 
@@ -156,7 +156,9 @@ def _budget_line(site, ledger_file: Path) -> str:
 def run_models(args: argparse.Namespace) -> int:
     from ..client.model_store import ModelStore
     from ..client.site_paths import models_dir, site_state_dir
+    from ..common.config import load_site_config
 
+    load_site_config(args.config)  # a wrong path or a broken site.toml says so, instead of "no model yet"
     store = ModelStore(models_dir(site_state_dir(args.config)))
     entries = store.entries()
     if not entries:
@@ -179,7 +181,9 @@ def run_models(args: argparse.Namespace) -> int:
 def run_audit(args: argparse.Namespace) -> int:
     from ..client.audit import AuditLog
     from ..client.site_paths import audit_path, site_state_dir
+    from ..common.config import load_site_config
 
+    load_site_config(args.config)
     log = AuditLog(audit_path(site_state_dir(args.config)))
     records = log.records()
     if not log.path.exists():
@@ -198,6 +202,6 @@ def run_audit(args: argparse.Namespace) -> int:
     if verification.ok:
         console.print(f"audit chain intact: {verification.lines} events; last hash {verification.last_hash}")
         return 0
-    console.print(f"[red]audit chain BROKEN at line {verification.first_broken}[/red] of {log.path}: "
-                  f"{verification.reason}")
+    console.print(f"audit chain BROKEN at line {verification.first_broken} of {log.path}: "
+                  f"{verification.reason}", style="red")
     return 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from rich.console import Console
 
 from ..common.config import ConfigError
 from .task_io import add_common_arguments, open_task, print_table, run_timed, write_outputs
+from ..common.console import plain_console
 
 TASK = "super_resolve"
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         columns["reference"] = to_unit(first_image_channel(data.images, have))
     figure = panel(columns, f"{args.out}/super_resolve.png")
     path = write_outputs(args.out, TASK, {"high": high, "low": low, "bicubic": baseline}, report)
-    console = Console()
+    console = plain_console()
     if rows:
         print_table(f"super-resolution x{args.factor} on {len(data)} images, [0, 1] units", ("method", "PSNR (dB)", "SSIM"),
                     rows, console)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from ..common.config import ConfigError
+from ..common.console import plain_console
+from rich.console import Console
 
 
 MODEL_HELP = ("model.pt (a `meddiff train` checkpoint or a global model); default: the newest model the coordinator "
@@ -91,7 +92,7 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple], console:
         table.add_column(column, justify="left" if column == header[0] else "right")
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    (console or Console()).print(table)
+    (console or plain_console()).print(table)
 
 
 def run_timed(task: str, work):

@@ -9,10 +9,10 @@ import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from ..common.config import ConfigError
+from ..common.console import plain_console
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     checkpoint = out / CHECKPOINT
     data_config = load_site_config(args.config).data if args.config else DataConfig()
-    console = Console()
+    console = plain_console()
     if checkpoint.exists() and not args.resume:
         raise ConfigError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out "
                           "(nothing was overwritten)")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from rich.console import Console
 
 from ..common.config import ConfigError
 from .task_io import add_common_arguments, open_task, print_table, run_timed, site_data_config, write_outputs
+from ..common.console import plain_console
 
 TASK = "translate"
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if baseline is not None:
         arrays["histogram_matched"] = to_unit(baseline)
     path = write_outputs(args.out, TASK, arrays, report)
-    console = Console()
+    console = plain_console()
     if rows:
         print_table(f"{'+'.join(sources)} -> {args.target} on {int(has_target.sum())} images, [0, 1] units",
                     ("method", "PSNR (dB)", "SSIM"), rows, console)

@@ -25,6 +25,7 @@ from ..common.wire import Layout, WireFormatError, pack, unpack, unpack_numpy
 from ..common.app_identity import app_identity
 from . import central_dp
 from .delivery import deliver_model, delivery_metadata
+from .progress import progress_log, round_summary
 from .run_store import RoundState, RunStore
 from .secure_round import as_replies, secure_train_round
 from .settings import FederationSettings
@@ -193,6 +194,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
                      entry["central_dp"]["epsilon"], entry["central_dp"]["delta"], entry["central_dp"]["accountant"],
                      entry["central_dp"]["releases"])
         store.save_round(state, spec.model_meta(), entry, round_metrics)
+        progress_log.info(round_summary(server_round, settings.rounds, round_metrics, entry))
         log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", server_round, seconds,
                  len(train_metrics), len(rejected))
         participants |= {int(node) for node in sites}

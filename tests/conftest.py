@@ -45,3 +45,17 @@ def trained_phantom(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained-phantom")
     assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "1500"]) == 0
     return out / "model.pt"
+
+
+TINY_TRAIN_FLAGS = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A barely trained phantom model (2 steps, tiny network): for plumbing, guarantees that hold for any model,
+    and errors; quality tests use ``trained_phantom``."""
+    from meddiff.cli import main
+
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *TINY_TRAIN_FLAGS]) == 0
+    return out / "model.pt"

@@ -12,7 +12,7 @@ import torch
 from meddiff.cli import main
 from meddiff.tasks.super_resolve import downsample
 
-TINY = ["--channels", "8,16", "--resolution", "16", "--phantom-n", "8", "--batch-size", "4"]
+from tests.conftest import TINY_TRAIN_FLAGS as TINY
 
 
 @pytest.mark.parametrize("factor", [2, 4])

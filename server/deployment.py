@@ -123,6 +123,7 @@ class ProcessGroup:
     """Processes we started; ``stop`` ends each by its PID (its whole session: Flower forks helpers)."""
 
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    previous_sigterm: object = None
 
     def start(self, name: str, command: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -160,11 +161,13 @@ class ProcessGroup:
     def __enter__(self) -> "ProcessGroup":
         # a SIGTERM to us must still stop our children: turn it into SystemExit so __exit__ runs
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            self.previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop_all()
+        if self.previous_sigterm is not None:  # whoever called us gets their own handler back
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
 
 
 def flwr(home: Path, *args: str, timeout: float = 120.0, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -196,12 +199,13 @@ def wait_for(condition, timeout: float, what: str, every: float = 1.0) -> None:
 
 
 def app_directory() -> Path:
-    """The Flower app (pyproject.toml with [tool.flwr.app]) that `flwr run` packages: meddiff's own project."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file():
-        raise ConfigError(f"{root} has no pyproject.toml: deployment needs meddiff installed from its source tree "
-                          "(pip install -e .)")
-    return root
+    """The Flower app (a pyproject.toml with [tool.flwr.app]) that `flwr run` submits; it ships inside the package,
+    so a coordinator installed from a wheel runs as one installed from the source tree."""
+    folder = Path(__file__).resolve().parents[1] / "flower_app"
+    if not (folder / "pyproject.toml").is_file():
+        raise ConfigError(f"{folder / 'pyproject.toml'} is missing: this meddiff installation is incomplete; "
+                          "reinstall it")
+    return folder
 
 
 def submit_run(home: Path, federation_config: Path, resume: bool, timeout: float) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,11 +61,18 @@ def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verb
     client_app = make_client_app(_site_provider(scenario, run_dir))
     threads = scenario.data.threads_per_site
     cores = max(1, os.cpu_count() or 1)
+    # every virtual site trains at once and the OS shares the cores: with 3 sites on 2 cores, no site waits for a
+    # free core while the others finish (a round is as long as 1.5 sites' work, not 2)
     backend = {"client_resources": {"num_cpus": threads, "num_gpus": 0.0},
-               "init_args": {"num_cpus": max(cores, threads), "include_dashboard": False,
+               "init_args": {"num_cpus": max(cores, threads * scenario.data.sites), "include_dashboard": False,
                              "logging_level": logging.ERROR, "log_to_driver": verbose}}
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.data.sites,
-                   backend_config=backend, verbose_logging=verbose)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.data.sites,
+                       backend_config=backend, verbose_logging=verbose)
+    finally:  # Flower and Ray install their own handlers; the caller's are put back
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     store = RunStore(run_dir)
     if not store.registry():
         raise RuntimeError(f"the simulation ended without completing a round; see the log above ({run_dir})")

@@ -1,8 +1,13 @@
-"""Shared test fixtures: where the real data is, and skipping with a reason when it is absent."""
+"""Shared test fixtures and the suite's own guarantees: where the real data is (a test that reads it carries the
+``realdata`` marker; absent data skips it, or fails the run when CI=true), no process a test starts outlives the
+test, and no test leaves a signal handler changed in the pytest process."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,12 +25,96 @@ norm_num_groups = 8
 SHARED_DATA = Path(os.environ.get("MEDDIFF_DATA", REPO.parent / "shared" / "data"))
 
 
+_running: dict[str, pytest.Item] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running["item"] = item  # before its fixtures: `shared` called from a fixture knows the test too
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _running.pop("item", None)
+
+
 def shared(relative: str) -> Path:
-    """A path inside the shared real data, or skip the test saying what is missing."""
+    """A path inside the shared real data, or skip the test saying what is missing (fail when CI=true, where the
+    data must be there). Only a test marked ``realdata`` may read it."""
+    item = _running.get("item")
+    if item is not None and item.get_closest_marker("realdata") is None:
+        pytest.fail(f"{item.nodeid} reads the shared real data ({relative}): mark it @pytest.mark.realdata")
     path = SHARED_DATA / relative
     if not path.exists():
-        pytest.skip(f"real data {path} is absent (set MEDDIFF_DATA to the folder of the shared data sets)")
+        reason = f"real data {path} is absent (set MEDDIFF_DATA to the folder of the shared data sets)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
     return path
+
+
+# Every process a test starts inherits this marker, also those that leave our process tree (new sessions,
+# orphans): after each test, any marked process that was not there before is ended by its PID.
+SESSION_MARK = f"MEDDIFF_TEST_SESSION=pytest-{os.getpid()}"
+os.environ["MEDDIFF_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
+
+
+def marked_processes() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if SESSION_MARK.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def end_processes(pids: set[int], grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+            time.sleep(0.2)
+        pids = {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+        if not pids:
+            return
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    before = marked_processes()
+    yield
+    left = marked_processes() - before
+    if left:
+        names = sorted(_command_line(pid) for pid in left)
+        end_processes(left)
+        warnings.warn(f"{len(left)} process(es) outlived their test and were ended by PID: {names}", stacklevel=1)
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return str(pid)
+
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored(request):
+    saved = {s: signal.getsignal(s) for s in HANDLED_SIGNALS}
+    yield
+    changed = [signal.Signals(s).name for s in HANDLED_SIGNALS if signal.getsignal(s) != saved[s]]
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+    if changed:
+        pytest.fail(f"{request.node.nodeid} left the pytest process's handler of {changed} changed")
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +37,21 @@ def test_the_site_admin_guide_walkthrough_runs_as_written(tmp_path):
         port = free_port()
     env = {**os.environ, "PORT": str(port), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(["bash", "-c", walkthrough()], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=840)
-    assert result.returncode == 0, (result.stdout[-3000:] + result.stderr[-3000:] +
-                                    (tmp_path / "coordinator.log").read_text()[-2000:])
-    out = result.stdout
+    # its own process group: on a failure or a timeout the coordinator and both daemons it started are ended too
+    shell = subprocess.Popen(["bash", "-c", walkthrough()], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = shell.communicate(timeout=840)
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGTERM)
+            try:
+                shell.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(shell.pid, signal.SIGKILL)
+    coordinator_log = tmp_path / "coordinator.log"
+    assert shell.returncode == 0, (out[-3000:] + err[-3000:] +
+                                   (coordinator_log.read_text()[-2000:] if coordinator_log.exists() else ""))
     assert "audit chain intact" in out and "models delivered to this site" in out
     registry = RunStore(tmp_path / "run").registry()
     final, _ = load_checkpoint(registry[-1]["path"])

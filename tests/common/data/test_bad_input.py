@@ -40,6 +40,7 @@ def _valid_t2_still_loads(data):
     assert data.examples[0].available[data.schema.index("t2")]
 
 
+@pytest.mark.realdata
 def test_truncated_dicom(tmp_path):
     series = _copy_series(tmp_path)
     raw = (series / os.listdir(series)[0]).read_bytes()
@@ -50,6 +51,7 @@ def test_truncated_dicom(tmp_path):
     _valid_t2_still_loads(data)
 
 
+@pytest.mark.realdata
 def test_random_bytes_named_dcm(tmp_path):
     _copy_series(tmp_path)
     (tmp_path / "archive" / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(5000))
@@ -58,6 +60,7 @@ def test_random_bytes_named_dcm(tmp_path):
     _valid_t2_still_loads(data)
 
 
+@pytest.mark.realdata
 def test_dicom_without_pixel_data(tmp_path):
     series = _copy_series(tmp_path)
     ds = pydicom.dcmread(shared("dicom/693_UNCI.dcm"))
@@ -69,6 +72,7 @@ def test_dicom_without_pixel_data(tmp_path):
     assert series.exists()
 
 
+@pytest.mark.realdata
 def test_mixed_geometry_in_one_series(tmp_path):
     series = _copy_series(tmp_path)
     t2 = pydicom.dcmread(next(series.iterdir()))
@@ -81,6 +85,7 @@ def test_mixed_geometry_in_one_series(tmp_path):
     _valid_t2_still_loads(data)
 
 
+@pytest.mark.realdata
 def test_duplicate_slice_position(tmp_path):
     series = _copy_series(tmp_path)
     first = sorted(series.iterdir())[0]
@@ -92,6 +97,7 @@ def test_duplicate_slice_position(tmp_path):
     _valid_t2_still_loads(data)
 
 
+@pytest.mark.realdata
 def test_nan_nifti_and_wrong_shape_label(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir()
@@ -120,6 +126,7 @@ def test_empty_folder_and_missing_path(tmp_path):
     assert "no_such_folder" in str(missing.value) and "Fix:" in str(missing.value)
 
 
+@pytest.mark.realdata
 def test_png_mask_of_wrong_size_and_corrupt_png(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -163,6 +170,7 @@ def test_wrong_config_key_and_value(tmp_path):
         load_site_config(tmp_path / "site.toml")
 
 
+@pytest.mark.realdata
 def test_unreadable_file_is_reported_and_the_rest_loads(tmp_path_factory):
     """Permissions only bind non-root users: as root the check runs in a child process as 'nobody'."""
     import tempfile

@@ -10,6 +10,8 @@ from meddiff.common.config import SERIES_KINDS, ChannelRule, DataConfig
 from meddiff.common.data.dicom import load_dicom
 from tests.conftest import shared
 
+pytestmark = pytest.mark.realdata  # every test here reads the shared real data
+
 # every file as one grey image channel, whatever its kind: these tests are about decoding pixels
 ALL_AS_IMAGE = DataConfig(dicom_rules=(ChannelRule("image", ".*", "Modality", kinds=SERIES_KINDS),), colour="grey")
 

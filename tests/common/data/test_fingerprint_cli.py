@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ def _run(*args, cwd=REPO):
     return subprocess.run([MEDDIFF, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.realdata
 def test_site_check_prints_the_pgbm_fingerprint_and_writes_nothing(tmp_path):
     study = tmp_path / "data"
     shutil.copytree(shared("pgbm/dicom"), study)
@@ -59,6 +62,7 @@ def test_fingerprint_counts_and_suggestion():
     assert ct.percentiles[0] < -900 and ct.percentiles[2] > 900
 
 
+@pytest.mark.realdata
 def test_fingerprint_lists_every_skipped_file():
     data = load_dataset(shared("hippocampus"), log_problems=False)
     fp = compute_fingerprint(data)

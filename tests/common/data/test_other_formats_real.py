@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from meddiff.common.config import DataConfig
 from meddiff.common.data.loader import detect_format, load_dataset
 from tests.conftest import shared
+
+pytestmark = pytest.mark.realdata  # every test here reads the shared real data
 
 
 def test_jsrt_loads_247_images_with_three_structure_masks():

@@ -22,8 +22,8 @@ log = logging.getLogger("meddiff")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import (bench, budget, demo, denoise, deploy, detect_anomalies, generate, phantom, reconstruct,
-                           segment, simulate, site_admin, site_check, super_resolve, train, translate)
+    from .commands import (bench, budget, demo, denoise, deploy, detect_anomalies, generate, phantom, plan,
+                           reconstruct, segment, simulate, site_admin, site_check, super_resolve, train, translate)
 
     parser = argparse.ArgumentParser(prog="meddiff", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"meddiff {__version__}")
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_parsers(commands, site)
     budget.add_parser(site)
     site_admin.add_parsers(site)
-    for module in (train, generate, detect_anomalies, denoise, super_resolve, reconstruct, segment, translate,
+    for module in (plan, train, generate, detect_anomalies, denoise, super_resolve, reconstruct, segment, translate,
                    simulate, bench):
         module.add_parser(commands)
     return parser

@@ -22,11 +22,11 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from rich.console import Console
 from rich.table import Table
 
-from meddiff.client.trainer import LocalTrainer, TrainConfig
+from meddiff.common.specs import ModelSpec, RecipeSpec
+from meddiff.common.training.trainer import Trainer
 from meddiff.common.data.phantom import SCHEMA
 from meddiff.common.data.tensors import TrainingTensors
 from meddiff.common.diffusion.generate import Conditioning, sample
-from meddiff.common.diffusion.model import ModelConfig
 from meddiff.common.schema import ChannelSchema
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     widths = tuple(int(c) for c in args.channels.split(","))
-    config = ModelConfig(channels=widths, attention_levels=tuple(i == len(widths) - 1 for i in range(len(widths))),
+    config = ModelSpec(channels=widths, attention_levels=tuple(i == len(widths) - 1 for i in range(len(widths))),
                          num_head_channels=min(32, widths[-1]))
     schema = ChannelSchema(SCHEMA.channels)  # no classes: the baseline network is then exactly ours
     c, b, size = schema.num_channels, args.batch, args.size
@@ -67,10 +67,10 @@ def main() -> None:
     images = torch.rand((b * 4, c, size, size), generator=generator) * 2 - 1
     data = TrainingTensors(schema, images, torch.ones(b * 4, c, dtype=torch.bool), torch.full((b * 4,), -1))
 
-    trainer = LocalTrainer(schema, config, TrainConfig(batch_size=b, steps=10**9), device)
+    trainer = Trainer(schema, config, RecipeSpec(batch_size=b), device=device, steps=10**9)
     ours_train = _rate(lambda: trainer.train(data, 1), b, args.train_steps, 3, device)
 
-    baseline = LocalTrainer(schema, config, TrainConfig(), device).model.unet  # same architecture, fresh weights
+    baseline = Trainer(schema, config, device=device).model.unet  # same architecture, fresh weights
     optimizer = torch.optim.AdamW(baseline.parameters(), lr=1e-4)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     inferer = DiffusionInferer(scheduler)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/dp_overhead.py --devices cpu --steps 10
 
 Every row runs in its own process (so peak memory is that configuration's), on the same phantom batch size and
-default model; the ratio is against the plain LocalTrainer step measured in the same run. K is DPDM's noise
+default model; the ratio is against the plain trainer step measured in the same run. K is DPDM's noise
 multiplicity (draws per example averaged before clipping); DP rows are batch 16 expected (Poisson).
 """
 
@@ -27,21 +27,21 @@ CONFIGS = [("plain", 1), ("hooks", 1), ("functorch", 1), ("hooks", 4), ("functor
 def _measure(mode: str, k: int, device: str, steps: int, threads: int) -> dict:
     import torch
 
-    from meddiff.client.trainer import LocalTrainer, TrainConfig
     from meddiff.common.config import PrivacyConfig
     from meddiff.common.data.training_set import load_training_set
-    from meddiff.common.diffusion.model import ModelConfig
-    from meddiff.privacy.dp_sgd import PrivateTrainer
+    from meddiff.common.specs import ModelSpec, RecipeSpec
+    from meddiff.common.training.trainer import Trainer
+    from meddiff.privacy.dp_sgd import private_trainer
 
     torch.set_num_threads(threads)
     data = load_training_set("phantom").tensors
-    config = TrainConfig(batch_size=16)
+    config = RecipeSpec(batch_size=16)
     if mode == "plain":
-        trainer = LocalTrainer(data.schema, config=config, device=device)
+        trainer = Trainer(data.schema, recipe=config, device=device, steps=10**9)
         run = lambda n: trainer.train(data, n)  # noqa: E731
     else:
         privacy = PrivacyConfig(enabled=True, noise_multiplicity=k, grad_sample_mode=mode)
-        trainer = PrivateTrainer(data.schema, ModelConfig(), config, privacy, data, 1.0, device=device)
+        trainer = private_trainer(data.schema, ModelSpec(), config, privacy, data, 1.0, device=device)
         run = trainer.train
     run(2)  # warm-up (allocator, kernels)
     if device.startswith("cuda"):

@@ -33,7 +33,7 @@ import platform
 import re
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,14 +45,14 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
-from meddiff.client.trainer import LocalTrainer, TrainConfig
 from meddiff.common.config import PrivacyConfig
 from meddiff.common.data.tensors import TrainingTensors
 from meddiff.common.diffusion.fast_paths import FastPaths, apply_layout
 from meddiff.common.diffusion.generate import Conditioning, sample
-from meddiff.common.diffusion.model import ModelConfig
+from meddiff.common.specs import ModelSpec, RecipeSpec, RuntimeSpec
+from meddiff.common.training.trainer import Trainer
 from meddiff.common.schema import ChannelSchema
-from meddiff.privacy.dp_sgd import PrivateTrainer
+from meddiff.privacy.dp_sgd import private_trainer
 
 # dense bf16 peak of the card (datasheet, without sparsity), TFLOP/s
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -137,8 +137,9 @@ class Bench:
         self.out = Path(args.out)
         self.peak = peak_flops(self.device, args.peak_tflops)
         self.schema = ChannelSchema(("image",))
-        self.model_config = ModelConfig(channels=self.widths, attention_levels=self.attention, num_res_blocks=1,
-                                        num_head_channels=args.head_channels, norm_num_groups=32, prediction="eps")
+        self.model_config = ModelSpec(channels=self.widths, attention_levels=self.attention, num_res_blocks=1,
+                                      num_head_channels=args.head_channels, norm_num_groups=32, prediction="eps",
+                                      schedule="ddpm")
         n = max(args.batch, args.dp_batch * 50)
         g = torch.Generator().manual_seed(0)
         images = torch.rand((n, 1, args.size, args.size), generator=g) * 2 - 1
@@ -247,13 +248,13 @@ class Bench:
 
     # -- meddiff ---------------------------------------------------------------------------------------------
 
-    def train_config(self, batch: int, compile_: str, precision: str = "auto") -> TrainConfig:
-        return TrainConfig(batch_size=batch, steps=10**9, learning_rate=1e-4, compile=compile_,
-                           precision=precision, checkpoint_every=10**9, schedule="ddpm")
+    def trainer(self, batch: int, compile_: str, precision: str = "auto", channels_last: str = "off") -> Trainer:
+        return Trainer(self.schema, self.model_config, RecipeSpec(batch_size=batch, learning_rate=1e-4),
+                       RuntimeSpec(compile=compile_, precision=precision, checkpoint_every=10**9,
+                                   channels_last=channels_last), self.device, steps=10**9)
 
     def ours_train(self, batch: int, compile_: str, channels_last: str = "off"):
-        config = replace(self.train_config(batch, compile_), channels_last=channels_last)
-        trainer = LocalTrainer(self.schema, self.model_config, config, self.device)
+        trainer = self.trainer(batch, compile_, channels_last=channels_last)
         data = self.data
         steps = 10  # the trainer looks at its device-side counters once per call
 
@@ -264,9 +265,10 @@ class Bench:
 
     def ours_dp(self, mode: str, precision: str):
         privacy = PrivacyConfig(enabled=True, max_grad_norm=1.0, noise_multiplicity=1, grad_sample_mode=mode)
-        trainer = PrivateTrainer(self.schema, self.model_config, self.train_config(self.args.dp_batch, "off",
-                                                                                   precision),
-                                 privacy, self.data, noise_multiplier=1.0, device=self.device)
+        trainer = private_trainer(self.schema, self.model_config, RecipeSpec(batch_size=self.args.dp_batch,
+                                                                              learning_rate=1e-4),
+                                  privacy, self.data, noise_multiplier=1.0, device=self.device,
+                                  runtime=RuntimeSpec(compile="off", precision=precision))
         steps = 5
 
         def call():
@@ -275,7 +277,7 @@ class Bench:
 
     def ours_sample(self, sampler: str, steps: int, compile_: str, channels_last: bool = False):
         b, device = self.args.batch, self.device
-        trainer = LocalTrainer(self.schema, self.model_config, self.train_config(b, "off"), device)
+        trainer = self.trainer(b, "off")
         model = trainer.ema.module.eval()
         if not channels_last:
             model.to(memory_format=torch.contiguous_format)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from meddiff.client.trainer import LocalTrainer
+from meddiff.common.training.trainer import Trainer
 from meddiff.common.data.tensors import TrainingTensors
 from meddiff.simulations.scenario import load_scenario, site_partitions
 
@@ -47,8 +47,8 @@ def main() -> int:
         if not 0 <= index < len(sites):
             raise SystemExit(f"--sites {index}: the scenario has sites 0..{len(sites) - 1}")
         data, name = sites[index].train, sites[index].site_id
-    config = replace(scenario.train, steps=args.steps, **({"seed": args.seed} if args.seed is not None else {}))
-    trainer = LocalTrainer(schema, scenario.model, config)
+    recipe = replace(scenario.recipe, **({"seed": args.seed} if args.seed is not None else {}))
+    trainer = Trainer(schema, scenario.model, recipe, scenario.runtime, steps=args.steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{scenario.name}: training on {name} ({len(data)} examples, channels present "

@@ -20,12 +20,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from ..common.messages import SECURE_CLIPPING_RANGE, SECURE_MAX_WEIGHT, SECURE_WEIGHT
 from ..common.wire import PACKED_KEY, packed_vector
-
-# set by the server in the config of a secure round (server/secure_round.py)
-SECURE_WEIGHT = "secagg-weight"  # "uniform" (each site 1) or "examples" (FedAvg's num-examples)
-SECURE_MAX_WEIGHT = "secagg-max-weight"
-SECURE_CLIPPING_RANGE = "secagg-clipping-range"
 
 
 def clip_update_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

@@ -1,4 +1,4 @@
-"""The Flower ClientApp: thin handlers around ``local_round`` (all logic is testable without Flower).
+"""The Flower ClientApp: thin handlers around client/round.py (all logic is testable without Flower).
 
 What leaves the site: the model weights (an ArrayRecord named ``arrays``, packed by ``common.wire``) and the scalar metrics in
 ``ALLOWED_METRICS``, nothing else; a handler that tried to send another key would fail before sending, and the
@@ -13,16 +13,16 @@ from typing import Callable
 from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from ..common.messages import SERVER_ROUND, TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.wire import pack, unpack
+from ..privacy.ledger import BudgetExceeded
+from .aggregation_mods import clip_update_when_asked, secure_aggregation_when_asked
 from .delivery import store_delivered_model
 from .model_store import ModelStore
-from .site_guard import ALLOWED_METRICS, site_guard
-from ..privacy.ledger import BudgetExceeded
-from ..privacy.private_round import private_train_round
-from .aggregation_mods import clip_update_when_asked, secure_aggregation_when_asked
-from .local_round import evaluate_round, train_round
+from .round import evaluate_round, train_round
 from .site_data import SiteData
+from .site_guard import ALLOWED_METRICS, site_guard
 
 log = logging.getLogger(__name__)
 
@@ -52,30 +52,20 @@ def make_client_app(site_provider: SiteProvider, store_provider: StoreProvider =
     @app.train(mods=[site_guard, secure_aggregation_when_asked, clip_update_when_asked])  # outermost first
     def train(msg: Message, context: Context) -> Message:
         config = msg.content["config"]
-        spec = RunSpec.from_config(config)
+        spec, instruction = RunSpec.from_config(config), TrainInstruction.from_config(config)
         site = site_provider(context, spec)
         layout = spec.weight_layout()
-        weights = unpack(msg.content["arrays"], layout)
-        mu = float(config.get("proximal-mu", 0.0))
-        server_round = int(config["server-round"])
-        steps, device = int(config["local-steps"]), context.node_config.get("device") or None
-        released = None
-        if site.privacy.enabled:
-            try:
-                new_weights, metrics, released = private_train_round(
-                    spec, weights, site, steps, server_round, int(config["rounds"]), str(context.run_id), device)
-            except BudgetExceeded as refusal:
-                log.error("%s", refusal)
-                return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
-        else:
-            new_weights, metrics = train_round(spec, weights, site, steps, server_round, mu, device)
-        metrics.update(_partition(context))
-        log.info("site %s round %d: %d steps, loss %.4f", site.site_id, server_round, metrics["steps"],
+        try:
+            outcome = train_round(spec, unpack(msg.content["arrays"], layout), site, instruction,
+                                  str(context.run_id), site.runtime, context.node_config.get("device") or None)
+        except BudgetExceeded as refusal:
+            log.error("%s", refusal)
+            return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
+        metrics = {**outcome.metrics, **_partition(context)}
+        log.info("site %s round %d: %d steps, loss %.4f", site.site_id, instruction.server_round, metrics["steps"],
                  metrics["train-loss"])
-        content = RecordDict({"arrays": pack(new_weights, layout),
-                              "metrics": metric_record(metrics)})
-        if released:
-            released()
+        content = RecordDict({"arrays": pack(outcome.weights, layout), "metrics": metric_record(metrics)})
+        outcome.released()
         return Message(content=content, reply_to=msg)
 
     @app.evaluate(mods=[site_guard])
@@ -83,7 +73,7 @@ def make_client_app(site_provider: SiteProvider, store_provider: StoreProvider =
         config = msg.content["config"]
         spec = RunSpec.from_config(config)
         metrics = evaluate_round(spec, unpack(msg.content["arrays"], spec.weight_layout()), site_provider(context, spec),
-                                 seed=int(config.get("server-round", 0)), device=context.node_config.get("device") or None)
+                                 seed=int(config.get(SERVER_ROUND, 0)), device=context.node_config.get("device") or None)
         metrics.update(_partition(context))
         return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
 

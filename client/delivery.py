@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flwr.app import Message
 
+from ..common import messages
 from ..common.run_spec import RunSpec
 from ..common.wire import unpack
 from .model_store import ModelStore
@@ -24,7 +25,7 @@ def store_delivered_model(message: Message, store: ModelStore | None) -> Path | 
     spec = RunSpec.from_config(config)
     layout = spec.weight_layout()  # a model of another layout is refused here, with both lengths named
     weights, ema = unpack(message.content["arrays"], layout), unpack(message.content["ema"], layout)
-    delivery = json.loads(str(config["delivery"]))
+    delivery = json.loads(str(config[messages.DELIVERY]))
     path = store.save(weights, ema, spec.model_meta(), delivery)
     log.info("stored the global model of run %s, round %s%s: %s", delivery.get("run"), delivery.get("round"),
              " (final)" if delivery.get("final") else "", path)

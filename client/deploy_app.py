@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from flwr.app import Context
 
-from ..common.config import load_site_config
+from ..common.site_config import load_site_config
 from ..common.data.prepared_cache import load_training_set_cached
 from ..common.run_spec import RunSpec
 from .client_app import make_client_app
@@ -23,10 +23,14 @@ def _load(site_config: str, resolution: int) -> SiteData:
     config = load_site_config(site_config)
     if not config.data.path:
         raise ValueError(f"{site_config}: [data] path is empty; set it to the site's data folder")
+    if config.data.resolution and config.data.resolution != resolution:  # never overridden silently
+        raise ValueError(f"{site_config}: [data] resolution = {config.data.resolution}, but the coordinator's run "
+                         f"trains at resolution = {resolution}; remove [data] resolution from site.toml (the run "
+                         "sets it) or ask the coordinator to plan the run at your resolution")
     state = site_state_dir(site_config)
     training = load_training_set_cached(config.data.path, config.data, resolution, state / "prepared" / config.site_id)
     train, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
-    return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id))
+    return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id), config.runtime)
 
 
 def site_from_node_config(context: Context, spec: RunSpec) -> SiteData:

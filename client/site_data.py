@@ -10,6 +10,7 @@ import torch
 from ..common.config import PrivacyConfig
 from ..common.data.tensors import TrainingTensors
 from ..common.schema import ChannelSchema
+from ..common.specs import RuntimeSpec
 
 
 HOLDOUT_FRACTION = 0.1  # kept out of training at every site (evaluation, and the memorisation audit's calibration)
@@ -22,6 +23,7 @@ class SiteData:
     holdout: TrainingTensors | None = None
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # the site's own choice, not the server's
     ledger_path: Path | None = None  # where the site's privacy ledger lives (required when privacy is enabled)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)  # the site's own hardware switches
 
 
 def align_to_schema(data: TrainingTensors, schema: ChannelSchema) -> TrainingTensors:

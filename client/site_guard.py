@@ -15,8 +15,10 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
+from ..common import messages
 from ..common.app_identity import app_hash
-from ..common.config import TrustConfig, load_site_config
+from ..common.config import TrustConfig
+from ..common.site_config import load_site_config
 from ..common.jsonl import write_json_atomically
 from .audit import AuditLog
 from .site_paths import audit_path, site_state_dir, status_path
@@ -111,7 +113,7 @@ def trust_refusal(message: Message, trust: TrustConfig) -> str:
                 "approved in site.toml [trust] app_hash: reinstall the approved version, or approve this one")
     if not trust.same_app_as_coordinator or not message.has_content() or "config" not in message.content:
         return ""
-    theirs = str(message.content["config"].get("app-hash", ""))
+    theirs = str(message.content["config"].get(messages.APP_HASH, ""))
     if theirs != ours:
         return (f"the coordinator runs meddiff code {theirs[:16] or 'it does not name'}..., this site "
                 f"{ours[:16]}...: the same version must run on both ends (set [trust] same_app_as_coordinator = "
@@ -137,7 +139,7 @@ class SiteGuard:
         if self.audit is None:
             return
         config = message.content["config"] if message.has_content() and "config" in message.content else {}
-        self.audit.append(event, run=context.run_id, round=int(config.get("server-round", 0) or 0), peer=self.peer,
+        self.audit.append(event, run=context.run_id, round=int(config.get(messages.SERVER_ROUND, 0) or 0), peer=self.peer,
                           message_type=message.metadata.message_type, message_id=message.metadata.message_id,
                           **fields)
 
@@ -146,7 +148,7 @@ class SiteGuard:
             return
         config = message.content["config"] if message.has_content() and "config" in message.content else {}
         write_json_atomically(self.status, {"last_contact": time.time(), "run": context.run_id, "peer": self.peer,
-                                            "round": int(config.get("server-round", 0) or 0),
+                                            "round": int(config.get(messages.SERVER_ROUND, 0) or 0),
                                             "message_type": message.metadata.message_type})
 
 

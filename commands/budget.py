@@ -19,7 +19,7 @@ def add_parser(site_commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..client.site_paths import ledger_path, site_state_dir
-    from ..common.config import load_site_config
+    from ..common.site_config import load_site_config
     from ..privacy.ledger import PrivacyLedger
 
     site = load_site_config(args.config)

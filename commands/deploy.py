@@ -124,7 +124,7 @@ def _register(home, key) -> bool:
 def run_site(args: argparse.Namespace) -> int:
     from ..client.daemon import SiteDaemon
     from ..client.site_paths import site_state_dir
-    from ..common.config import load_site_config
+    from ..common.site_config import load_site_config
     from ..server.deployment import flower_env, require_loopback_for_insecure, supernode_command
 
     site = load_site_config(args.config)  # refuse a broken site.toml before connecting anywhere

@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Console) -> dict | None:
     """Near-copy audit of the samples against the training data, and the loss-based membership AUROC."""
     from ..client.site_data import HOLDOUT_FRACTION, align_to_schema, holdout_split
-    from ..common.config import DataConfig, load_site_config
+    from ..common.config import DataConfig
+    from ..common.site_config import load_site_config
     from ..common.data.training_set import load_training_set
     from ..privacy.memorisation import audit_near_copies, denoising_losses, membership_auroc
 

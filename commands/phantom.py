@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     arrays = {c: np.stack([e.image[i] for e in data.examples]) for i, c in enumerate(data.schema.channels)}
     np.savez_compressed(out / "phantom.npz", **arrays, labels=np.asarray([e.label for e in data.examples]),
-                        patient=np.asarray([e.patient for e in data.examples]))
+                        patient=np.asarray([e.patient for e in data.examples]),
+                        class_names=np.asarray(data.schema.class_names))
     ready = prepare(data.examples[:8], data.schema, args.size, slices=False)
     grid = example_grid(ready, data.schema, out / "phantom_grid.png")
     plain_console().print(f"wrote {out / 'phantom.npz'} ({args.n} examples, channels {list(data.schema.channels)}) "

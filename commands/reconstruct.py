@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         loaded, data = load_model(args.model, use_ema=not args.raw_weights, device=args.device), None
     schema = loaded.schema
-    if loaded.model.config.spatial_dims != 2:
+    if loaded.spec.spatial_dims != 2:
         raise ConfigError("reconstruct: only 2D k-space is supported; this checkpoint is a 3D model")
     images = [schema.channels[i] for i in schema.image_indices]
     channel = args.channel or images[0]

@@ -71,7 +71,7 @@ def add_parsers(site_commands) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     from ..common.app_identity import app_hash
-    from ..common.config import load_site_config
+    from ..common.site_config import load_site_config
 
     out = Path(args.out)
     if out.exists():
@@ -105,7 +105,7 @@ def run_status(args: argparse.Namespace) -> int:
     from ..client.site_paths import (audit_path, daemon_path, ledger_path, models_dir, read_json, site_state_dir,
                                      status_path)
     from ..common.app_identity import app_hash, app_version
-    from ..common.config import load_site_config
+    from ..common.site_config import load_site_config
     from ..common.data.prepared_cache import data_fingerprint
 
     site = load_site_config(args.config)
@@ -156,7 +156,7 @@ def _budget_line(site, ledger_file: Path) -> str:
 def run_models(args: argparse.Namespace) -> int:
     from ..client.model_store import ModelStore
     from ..client.site_paths import models_dir, site_state_dir
-    from ..common.config import load_site_config
+    from ..common.site_config import load_site_config
 
     load_site_config(args.config)  # a wrong path or a broken site.toml says so, instead of "no model yet"
     store = ModelStore(models_dir(site_state_dir(args.config)))
@@ -181,7 +181,7 @@ def run_models(args: argparse.Namespace) -> int:
 def run_audit(args: argparse.Namespace) -> int:
     from ..client.audit import AuditLog
     from ..client.site_paths import audit_path, site_state_dir
-    from ..common.config import load_site_config
+    from ..common.site_config import load_site_config
 
     load_site_config(args.config)
     log = AuditLog(audit_path(site_state_dir(args.config)))

@@ -24,7 +24,8 @@ def add_parser(site_commands) -> None:
 
 def data_config(args: argparse.Namespace):
     """site.toml's [data] table (or the defaults), with --format applied."""
-    from ..common.config import DataConfig, load_site_config
+    from ..common.config import DataConfig
+    from ..common.site_config import load_site_config
 
     config = load_site_config(args.config).data if args.config else DataConfig()
     return replace(config, format=args.format) if args.format else config

@@ -71,7 +71,8 @@ def newest_site_model(config: str | None) -> Path:
 def site_data_config(args: argparse.Namespace):
     """How to read the site's images: --config's [data] table (any other data path of the command, e.g. a
     baseline's training pairs, is read the same way), or the defaults."""
-    from ..common.config import DataConfig, load_site_config
+    from ..common.config import DataConfig
+    from ..common.site_config import load_site_config
 
     return load_site_config(args.config).data if args.config else DataConfig()
 

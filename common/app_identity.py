@@ -13,6 +13,8 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from . import messages
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # the code of a federated run: what the ClientApp and ServerApp import (not the CLI, the task commands or the
 # simulation tooling, which never run inside a round)
@@ -37,4 +39,4 @@ def app_hash() -> str:
 
 
 def app_identity() -> dict[str, str]:
-    return {"app-version": app_version(), "app-hash": app_hash()}
+    return {messages.APP_VERSION: app_version(), messages.APP_HASH: app_hash()}

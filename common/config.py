@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,16 +158,6 @@ class TrustConfig:
     same_app_as_coordinator: bool = True
 
 
-@dataclass(frozen=True)
-class SiteConfig:
-    """Everything a site admin configures."""
-
-    site_id: str = "site"
-    data: DataConfig = field(default_factory=DataConfig)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    trust: TrustConfig = field(default_factory=TrustConfig)
-
-
 def build_section(cls: type, values: dict[str, Any], where: str, source: str) -> Any:
     """Instantiate a frozen dataclass from a TOML table, refusing unknown keys by name."""
     known = {f.name: f for f in fields(cls)}
@@ -233,14 +223,3 @@ def read_toml(path: Path, known: set[str], missing: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) or key(s) {unknown}; known: {sorted(known)}")
     return raw
-
-
-def load_site_config(path: str | Path) -> SiteConfig:
-    """Read a site.toml. Raises ConfigError naming the file and the key on any mistake."""
-    path = Path(path)
-    raw = read_toml(path, {"site_id", "data", "privacy", "trust"},
-                    "config file not found; pass the path of your site.toml")
-    data = data_config_from_dict(raw.get("data", {}), str(path))
-    privacy = build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", str(path))
-    trust = build_section(TrustConfig, raw.get("trust", {}), "trust", str(path))
-    return SiteConfig(site_id=str(raw.get("site_id", "site")), data=data, privacy=privacy, trust=trust)

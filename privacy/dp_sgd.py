@@ -30,14 +30,12 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..client.trainer import TrainConfig, default_device
 from ..common.config import PrivacyConfig
 from ..common.data.tensors import TrainingTensors
-from ..common.diffusion.fast_paths import set_flash_attention, switch_on
 from ..common.diffusion.loss import LossConfig, per_example_loss
-from ..common.diffusion.model import ConditionalDenoiser, ModelConfig
-from ..common.diffusion.schedules import make_schedule
 from ..common.schema import ChannelSchema
+from ..common.specs import ModelSpec, RecipeSpec, RuntimeSpec
+from ..common.training.trainer import Trainer
 from .accounting import Release
 
 log = logging.getLogger(__name__)
@@ -47,15 +45,15 @@ OPACUS_MODES = {"hooks": "hooks", "functorch": "functorch", "ghost": "ghost"}
 
 class PerExampleCriterion(torch.nn.Module):
     """The diffusion loss as an Opacus criterion: (B,) per-example losses when ``reduction`` is "none" (ghost
-    clipping's first pass), their mean otherwise. ``network`` is set to the Opacus-wrapped model after
-    ``make_private``."""
+    clipping's first pass), their mean otherwise. ``network`` is the Opacus-wrapped model after ``make_private``;
+    both are plain attributes (not child modules: Opacus must not wrap the model twice)."""
 
-    def __init__(self, model: ConditionalDenoiser, schedule, loss_config: LossConfig, generator) -> None:
+    def __init__(self, model, schedule, loss_config: LossConfig, generator) -> None:
         super().__init__()
         self.reduction = "mean"
         self.schedule, self.loss_config, self.generator = schedule, loss_config, generator
-        self.__dict__["model"] = model  # not a child module: Opacus must not wrap it twice
-        self.__dict__["network"] = None
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "network", None)
 
     def forward(self, images: torch.Tensor, available: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         losses = per_example_loss(self.model, self.schedule, images, available, labels, self.loss_config,
@@ -78,58 +76,66 @@ class PrivateRoundResult:
     delta: float
 
 
-class PrivateTrainer:
-    """DP-SGD on one site's tensors. ``history`` holds the site's earlier releases (see ``ledger``)."""
+def private_trainer(schema: ChannelSchema, model: ModelSpec, recipe: RecipeSpec, privacy: PrivacyConfig,
+                    data: TrainingTensors, noise_multiplier: float, history: list[Release] = (),
+                    device: str | torch.device | None = None, runtime: RuntimeSpec = RuntimeSpec()) -> "DPStep":
+    """The one trainer (no EMA, plain AdamW for Opacus to wrap) with the DP-SGD step taking over its state."""
+    trainer = Trainer(schema, model, recipe, runtime, device, ema=False, fused=False)
+    return DPStep(trainer, privacy, data, noise_multiplier, history)
 
-    def __init__(self, schema: ChannelSchema, model_config: ModelConfig, config: TrainConfig, privacy: PrivacyConfig,
-                 data: TrainingTensors, noise_multiplier: float, history: list[Release] = (),
-                 device: str | torch.device | None = None) -> None:
+
+class DPStep:
+    """DP-SGD on a trainer's model and optimizer. ``history`` holds the site's earlier releases (see ``ledger``).
+
+    The trainer's generator moves to the CPU (Poisson sampling and the DP noise draw from torch's generator, the
+    per-example draws from it), and bf16 is used only when asked for: Opacus' per-example gradients are checked in
+    fp32 (benchmarks/gpu.py measures bf16)."""
+
+    def __init__(self, trainer: Trainer, privacy: PrivacyConfig, data: TrainingTensors, noise_multiplier: float,
+                 history: list[Release] = ()) -> None:
         if privacy.grad_sample_mode not in OPACUS_MODES:
             raise ValueError(f"grad_sample_mode {privacy.grad_sample_mode!r} is not supported for training; "
                              f"use one of {sorted(OPACUS_MODES)}")
-        self.config, self.privacy, self.noise_multiplier = config, privacy, noise_multiplier
-        self.device = torch.device(device) if device else default_device()
-        self.examples = len(data)
-        self.delta = privacy.delta_for(self.examples)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.model = ConditionalDenoiser(schema, model_config).to(self.device)
-        set_flash_attention(self.model, switch_on(config.flash_attention, self.device))
-        # bf16 only when asked for: Opacus' per-example gradients are checked in fp32 (benchmarks/gpu.py measures bf16)
-        self.autocast = config.precision == "bf16" and self.device.type == "cuda"
-        self.schedule = make_schedule(config.schedule)
-        self.loss_config = LossConfig(config.p_condition, config.p_uncond, config.noise)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        data = data.to(self.device)
-        loader = DataLoader(TensorDataset(data.images, data.available, data.labels), batch_size=config.batch_size)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
-        self.engine = PrivacyEngine(accountant=privacy.accountant)
-        self.engine.accountant.history = list(history)
+        self.trainer, self.privacy, self.noise_multiplier = trainer, privacy, noise_multiplier
+        self.examples, self.delta = len(data), privacy.delta_for(len(data))
+        trainer.generator = torch.Generator().manual_seed(trainer.recipe.seed)
+        self.autocast = trainer.runtime.precision == "bf16" and trainer.device.type == "cuda"
         self.ghost = privacy.grad_sample_mode == "ghost"
         if self.ghost and privacy.noise_multiplicity != 1:
             raise ValueError("ghost clipping needs noise_multiplicity = 1")
-        criterion = PerExampleCriterion(self.model, self.schedule, self.loss_config, self.generator)  # ghost only
+        self._make_private(data.to(trainer.device), history)
+
+    def _make_private(self, data: TrainingTensors, history: list[Release]) -> None:
+        t = self.trainer
+        loader = DataLoader(TensorDataset(data.images, data.available, data.labels), batch_size=t.recipe.batch_size)
+        self.engine = PrivacyEngine(accountant=self.privacy.accountant)
+        self.engine.accountant.history = list(history)
+        criterion = PerExampleCriterion(t.model, t.schedule, t.loss_config, t.generator)  # ghost only
         private = self.engine.make_private(
-            module=self.model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, criterion=criterion,
-            grad_sample_mode=OPACUS_MODES[privacy.grad_sample_mode])
+            module=t.model, optimizer=t.optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.privacy.max_grad_norm, poisson_sampling=True, criterion=criterion,
+            grad_sample_mode=OPACUS_MODES[self.privacy.grad_sample_mode])
         if self.ghost:  # Opacus wraps the criterion; the wrapper runs both backward passes
             self.private_model, self.optimizer, self.criterion, self.loader = private
-            criterion.__dict__["network"] = self.private_model
+            object.__setattr__(criterion, "network", self.private_model)
         else:
             self.private_model, self.optimizer, self.loader = private
         self.sample_rate = float(self.loader.sample_rate)
-        assert math.isclose(self.sample_rate, poisson_sample_rate(self.examples, config.batch_size))
-        warmup = max(1, config.warmup_steps)
-        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        assert math.isclose(self.sample_rate, poisson_sample_rate(self.examples, t.recipe.batch_size))
+
+    # the trainer's state, as the step uses it
+    model = property(lambda self: self.trainer.model)
+    device = property(lambda self: self.trainer.device)
+    schedule = property(lambda self: self.trainer.schedule)
+    loss_config = property(lambda self: self.trainer.loss_config)
+    generator = property(lambda self: self.trainer.generator)
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(weights, strict=True)
+        self.trainer.model.load_state_dict(weights, strict=True)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The plain model's weights (no Opacus ``_module.`` prefix): what the site sends."""
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return self.trainer.weights()
 
     def per_example_gradients(self, images: torch.Tensor, available: torch.Tensor,
                               labels: torch.Tensor) -> torch.Tensor:
@@ -167,12 +173,13 @@ class PrivateTrainer:
         losses, seen, done = [], 0, 0
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.config.seed)  # Poisson sampling and the DP noise draw from torch's generator
+            torch.manual_seed(self.trainer.recipe.seed)  # Poisson sampling and the DP noise use torch's generator
             while done < steps:
                 for images, available, labels in self.loader:
                     batch_losses = self.per_example_gradients(images, available, labels)
                     self.optimizer.step()
-                    self.lr_schedule.step()
+                    self.trainer.lr_schedule.step()
+                    self.trainer.step += 1
                     losses.extend(batch_losses.tolist())
                     seen += len(batch_losses)
                     done += 1

@@ -29,19 +29,19 @@ from flwr.serverapp import strategy as flower
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy.dp_fixed_clipping import DifferentialPrivacyFixedClippingBase
 
+from ..common.messages import UNIFORM_WEIGHT
 from .settings import FederationSettings
 
 log = logging.getLogger(__name__)
 
 KIND = "site-level DP at the server"
-UNIFORM_WEIGHT_KEY = "site-weight"  # set to 1 by the server on every accepted reply: uniform mean
 
-__all__ = ["KIND", "UNIFORM_WEIGHT_KEY", "PrivacyBudgetExhausted", "wrap", "configure_train", "prepare_aggregation",
+__all__ = ["KIND", "PrivacyBudgetExhausted", "wrap", "configure_train", "prepare_aggregation",
            "privacy_record", "accountant_state", "restore_accountant"]
 
 
 def wrap(inner: flower.Strategy, settings: FederationSettings) -> DifferentialPrivacyFixedClippingBase:
-    """``inner`` (a FedAvg weighted by UNIFORM_WEIGHT_KEY) inside Flower's fixed-clipping wrapper and accountant."""
+    """``inner`` (a FedAvg weighted by messages.UNIFORM_WEIGHT, set to 1 on every accepted reply) inside Flower's fixed-clipping wrapper and accountant."""
     from flwr.serverapp import RdpAccountant  # needs flwr[dp] (dp-accounting); imported only when central DP is on
 
     accountant = RdpAccountant(PrivacyConfig(
@@ -73,7 +73,7 @@ def prepare_aggregation(dp: DifferentialPrivacyFixedClippingBase, accepted: list
     """Noise for the sites actually averaged, and uniform weights (see the module docstring)."""
     dp.num_sampled_clients = max(1, len(accepted))
     for reply in accepted:
-        reply.content["metrics"][UNIFORM_WEIGHT_KEY] = 1
+        reply.content["metrics"][UNIFORM_WEIGHT] = 1
 
 
 def privacy_record(dp: DifferentialPrivacyFixedClippingBase) -> dict:

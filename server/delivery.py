@@ -11,12 +11,13 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from ..common import messages
 from ..common.app_identity import app_identity
 from ..common.run_spec import RunSpec
 from ..common.wire import pack
 
 log = logging.getLogger(__name__)
-MESSAGE_TYPE = "query.deliver"
+MESSAGE_TYPE = messages.DELIVER_MESSAGE_TYPE
 
 
 def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str, torch.Tensor],
@@ -25,13 +26,13 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
     if not nodes:
         return []
     layout = spec.weight_layout()
-    config = {**spec.to_config(), **app_identity(), "server-round": int(metadata["round"]),
-              "delivery": json.dumps(metadata, default=str)}
-    messages = [Message(content=RecordDict({"arrays": pack(weights, layout), "ema": pack(ema, layout),
+    config = {**spec.to_config(), **app_identity(), messages.SERVER_ROUND: int(metadata["round"]),
+              messages.DELIVERY: json.dumps(metadata, default=str)}
+    outgoing = [Message(content=RecordDict({"arrays": pack(weights, layout), "ema": pack(ema, layout),
                                             "config": ConfigRecord(dict(config))}),
                         dst_node_id=node, message_type=MESSAGE_TYPE) for node in nodes]
     stored = []
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in grid.send_and_receive(outgoing, timeout=timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
             log.warning("node %s did not store the round-%s model: %s", node, metadata.get("round"),

@@ -20,6 +20,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from ..common.diffusion.model import ConditionalDenoiser
+from ..common.training.ema import ema_decay
 from ..common.run_spec import RunSpec
 from ..common.wire import Layout, WireFormatError, pack, unpack, unpack_numpy
 from ..common.app_identity import app_identity
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
     """The round-0 global model: the same for the same seed, wherever it is created."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.train.seed)
+        torch.manual_seed(spec.recipe.seed)
         return {k: v.detach().clone() for k, v in ConditionalDenoiser(spec.schema, spec.model).state_dict().items()}
 
 
@@ -149,12 +150,13 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     random.seed(settings.seed * 7_919 + state.round)  # Flower samples nodes with the global `random`
     layout = spec.weight_layout()
     arrays = pack(state.weights, layout)
-    config = {**spec.to_config(), **app_identity(), "local-steps": settings.local_steps, "rounds": settings.rounds}
+    base_config = {**spec.to_config(), **app_identity()}
     run_id = run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
     site_privacy: dict[str, dict] = {}
     for server_round in range(state.round + 1, settings.rounds + 1):
         started = time.perf_counter()
+        config = {**base_config, **settings.instruction(server_round).to_config()}
         if dp is None:
             messages = strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid)
         else:
@@ -173,7 +175,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         if aggregated is not None:  # server optimizers (FedAdam, ...) compute in float64: back to float32
             arrays = ArrayRecord({key: Array(value.numpy().astype(np.float32)) for key, value in aggregated.items()})
         weights = unpack(arrays, layout)
-        decay = min(settings.server_ema_decay, (1 + server_round) / (10 + server_round))  # warm-up as in the trainer
+        decay = ema_decay(server_round, settings.server_ema_decay)  # the trainer's warm-up, over rounds
         ema = {k: decay * state.ema[k] + (1 - decay) * weights[k] if weights[k].is_floating_point() else weights[k]
                for k in weights}
         evaluation = {}

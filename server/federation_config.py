@@ -3,8 +3,10 @@
     run_dir = "runs/consortium-1"
     [schema]     channels = ["t1", "t2", "mask"], class_names = [], mask_labels = 1, resolution = 64
     [federation] rounds, local_steps, strategy, min_sites, ... (settings.py)
-    [train]      batch_size, learning_rate, schedule, ... (the site's local training recipe)
-    [model]      channels, attention_levels, ...
+    [train]      batch_size, learning_rate, ... (common/specs.py RecipeSpec: what every site trains with)
+    [model]      channels, attention_levels, schedule, ... (common/specs.py ModelSpec)
+
+A site's hardware switches ([runtime]) are the site's own: a federation.toml that sets them is refused.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..client.trainer import TrainConfig
 from ..common.config import ConfigError, build_section, read_toml
-from ..common.diffusion.model import ModelConfig
+from ..common.plan import DEFAULT_RESOLUTION
 from ..common.run_spec import RunSpec
 from ..common.schema import ChannelSchema
+from ..common.specs import ModelSpec, recipe_from_table
 from .settings import FederationSettings
 
 
@@ -25,7 +27,7 @@ class SchemaSection:
     channels: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
     mask_labels: int = 1
-    resolution: int = 64
+    resolution: int = DEFAULT_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,18 @@ class FederationConfig:
 
 def load_federation_config(path: str | Path) -> FederationConfig:
     path = Path(path)
-    raw = read_toml(path, {"run_dir", "schema", "federation", "train", "model"},
+    raw = read_toml(path, {"run_dir", "schema", "federation", "train", "model", "runtime"},
                     "federation config not found; pass the path of your federation.toml")
     source = str(path)
+    if "runtime" in raw:
+        raise ConfigError(f"{path}: [runtime] is each site's own choice (site.toml), not the coordinator's; "
+                          "remove it from the federation config")
     schema = build_section(SchemaSection, raw.get("schema", {}), "schema", source)
     if not schema.channels:
         raise ConfigError(f"{path}: [schema] channels is required, e.g. channels = ['t1', 't2', 'mask']")
     spec = RunSpec(ChannelSchema(schema.channels, schema.class_names, schema.mask_labels), schema.resolution,
-                   build_section(ModelConfig, raw.get("model", {}), "model", source),
-                   build_section(TrainConfig, raw.get("train", {}), "train", source))
+                   build_section(ModelSpec, raw.get("model", {}), "model", source),
+                   recipe_from_table(raw.get("train", {}), source))
     settings = build_section(FederationSettings, raw.get("federation", {}), "federation", source)
     run_dir = Path(raw.get("run_dir", "runs/federation"))
     if not run_dir.is_absolute():

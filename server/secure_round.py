@@ -33,9 +33,8 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from ..client.aggregation_mods import SECURE_CLIPPING_RANGE, SECURE_MAX_WEIGHT, SECURE_WEIGHT
+from ..common.messages import SECURE_CLIPPING_RANGE, SECURE_MAX_WEIGHT, SECURE_WEIGHT, UNIFORM_WEIGHT
 from ..common.wire import PACKED_KEY
-from .central_dp import UNIFORM_WEIGHT_KEY
 from .settings import FederationSettings
 
 log = logging.getLogger(__name__)
@@ -132,6 +131,6 @@ def as_replies(mean: np.ndarray, sites: int) -> list[Message]:
     replies = []
     for _ in range(sites):
         content = RecordDict({"arrays": ArrayRecord({PACKED_KEY: Array(mean)}),
-                              "metrics": MetricRecord({"num-examples": 1, UNIFORM_WEIGHT_KEY: 1})})
+                              "metrics": MetricRecord({"num-examples": 1, UNIFORM_WEIGHT: 1})})
         replies.append(Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN))
     return replies

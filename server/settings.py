@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.config import ConfigError
+from ..common.messages import TrainInstruction
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
 CENTRAL_DP = ("off", "server-clipping", "client-clipping")
@@ -93,6 +94,11 @@ class FederationSettings:
     def delivers_after(self, server_round: int) -> bool:
         final = server_round == self.rounds and self.deliver_final
         return final or (self.deliver_every > 0 and server_round % self.deliver_every == 0)
+
+    def instruction(self, server_round: int) -> TrainInstruction:
+        """What each site is asked to do in this round (FedProx's mu only for FedProx)."""
+        return TrainInstruction(server_round, self.rounds, self.local_steps,
+                                self.proximal_mu if self.strategy == "fedprox" else 0.0)
 
     def evaluates_after(self, server_round: int) -> bool:
         return self.evaluate and (server_round % self.evaluate_every == 0 or server_round == self.rounds)

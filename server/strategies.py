@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.serverapp import strategy as flower
 
+from ..common.messages import UNIFORM_WEIGHT
 from .settings import FederationSettings
 
 # FedOpt-family state that must survive a restart for an exact resume
@@ -15,7 +16,7 @@ def make_strategy(settings: FederationSettings) -> flower.Strategy:
     """The configured strategy; with central DP, inside Flower's fixed-clipping wrapper (server/central_dp.py)."""
     if settings.central_dp != "off":
         from . import central_dp
-        return central_dp.wrap(_base_strategy(settings, weighted_by_key=central_dp.UNIFORM_WEIGHT_KEY), settings)
+        return central_dp.wrap(_base_strategy(settings, weighted_by_key=UNIFORM_WEIGHT), settings)
     return _base_strategy(settings)
 
 

@@ -24,7 +24,7 @@ def _site_provider(scenario: Scenario, run_dir: Path):
         torch.set_num_threads(scenario.data.threads_per_site)
         _, sites = site_partitions(scenario)
         partition = int(context.node_config["partition-id"])
-        return replace(sites[partition], privacy=scenario.privacy,
+        return replace(sites[partition], privacy=scenario.privacy, runtime=scenario.runtime,
                        ledger_path=run_dir / "privacy" / f"site-{partition}.sqlite")
     return provide
 

@@ -3,8 +3,9 @@
     [scenario]   data ("phantom" or a path), sites, split, alpha, missing_channels, scanner_shift, resolution,
                  examples_per_site (phantom), holdout, threads_per_site
     [federation] rounds, local_steps, strategy, ... (server/settings.py)
-    [train]      batch_size, learning_rate, schedule, ... (client/trainer.py TrainConfig)
-    [model]      channels, attention_levels, ... (common/diffusion/model.py ModelConfig)
+    [train]      batch_size, learning_rate, ... (common/specs.py RecipeSpec)
+    [model]      channels, attention_levels, schedule, ... (common/specs.py ModelSpec)
+    [runtime]    the virtual sites' hardware switches (common/specs.py RuntimeSpec)
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from ..client.site_data import SiteData, holdout_split
-from ..client.trainer import TrainConfig
 from ..common.config import (ConfigError, DataConfig, PrivacyConfig, build_section, data_config_from_dict,
                              read_toml)
 from ..common.data.loader import load_dataset
 from ..common.data.phantom import SCHEMA as PHANTOM_SCHEMA, phantom_example, site_scanner
 from ..common.data.tensors import stack_examples
 from ..common.data.transforms import prepare
-from ..common.diffusion.model import ModelConfig
+from ..common.plan import PHANTOM_RESOLUTION
 from ..common.run_spec import RunSpec
 from ..common.schema import ChannelSchema, Example
+from ..common.specs import ModelSpec, RecipeSpec, RuntimeSpec, recipe_from_table
 from ..server.settings import FederationSettings
 from .partition import SPLITS, drop_channels, split_examples
 
@@ -40,7 +41,7 @@ class ScenarioData:
     alpha: float = 0.5
     missing_channels: tuple = ()  # per site, e.g. [[], ["t2"], ["mask"]]
     scanner_shift: bool = True  # phantom: each site renders with its own scanner; real data: an intensity gamma
-    resolution: int = 32
+    resolution: int = PHANTOM_RESOLUTION
     examples_per_site: int = 64  # phantom only
     holdout: float = 0.1
     threads_per_site: int = 1
@@ -62,14 +63,15 @@ class Scenario:
     name: str
     data: ScenarioData = field(default_factory=ScenarioData)
     federation: FederationSettings = field(default_factory=FederationSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    recipe: RecipeSpec = field(default_factory=RecipeSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     data_config: DataConfig = field(default_factory=DataConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # every virtual site's [privacy] choice
     source: str = ""
 
 
-SECTIONS = ("scenario", "federation", "train", "model", "data", "privacy")
+SECTIONS = ("scenario", "federation", "train", "model", "runtime", "data", "privacy")
 
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
@@ -87,8 +89,9 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
             # virtual hospitals keep no model store: the global model is in the run directory, not delivered
             federation=build_section(FederationSettings, {"deliver_final": False, **raw.get("federation", {})},
                                      "federation", source),
-            train=build_section(TrainConfig, raw.get("train", {}), "train", source),
-            model=build_section(ModelConfig, raw.get("model", {}), "model", source),
+            recipe=recipe_from_table(raw.get("train", {}), source),
+            model=build_section(ModelSpec, raw.get("model", {}), "model", source),
+            runtime=build_section(RuntimeSpec, raw.get("runtime", {}), "runtime", source),
             data_config=data_config_from_dict(raw.get("data", {}), source),
             privacy=build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", source), source=source)
     except ConfigError:
@@ -148,4 +151,4 @@ def site_partitions(scenario: Scenario) -> tuple[ChannelSchema, tuple[SiteData, 
 def run_spec(scenario: Scenario) -> RunSpec:
     schema, _ = site_partitions(scenario)
     source = "phantom" if scenario.data.data == "phantom" else scenario.data.data
-    return RunSpec(schema, scenario.data.resolution, scenario.model, scenario.train, source)
+    return RunSpec(schema, scenario.data.resolution, scenario.model, scenario.recipe, source)

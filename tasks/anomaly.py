@@ -57,7 +57,7 @@ class AnomalySettings:
 
 def model_noise(loaded: LoadedModel) -> str:
     """The diffusion noise the checkpoint was trained with (gaussian unless trained with --noise simplex)."""
-    return loaded.meta.get("train_config", {}).get("noise", "gaussian")
+    return loaded.spec.noise
 
 
 def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:

@@ -101,7 +101,7 @@ def synthetic_pairs(loaded: LoadedModel, count: int, mask_channel: int, *, steps
     """``count`` (images, mask) pairs drawn jointly from the model (nothing given): images (N, C, *spatial) in
     model units with the mask channel zeroed, masks (N, *spatial) bool (foreground = any label)."""
     generator = torch.Generator(loaded.device).manual_seed(seed)
-    shape = (loaded.schema.num_channels,) + (loaded.resolution,) * loaded.model.config.spatial_dims
+    shape = (loaded.schema.num_channels,) + (loaded.resolution,) * loaded.spec.spatial_dims
     drawn = []
     for first in range(0, count, batch_size):
         n = min(batch_size, count - first)

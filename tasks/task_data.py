@@ -59,9 +59,9 @@ def load_task_data(source: str, loaded: LoadedModel, config: DataConfig = DataCo
         data = load_training_set(source, config, resolution, phantom_n=phantom_n, seed=seed).tensors
     except ValueError as error:
         raise ConfigError(f"{task}: cannot prepare {source} at {resolution} px: {error}") from None
-    if len(data.spatial) != loaded.model.config.spatial_dims:
+    if len(data.spatial) != loaded.spec.spatial_dims:
         raise ConfigError(f"{task}: {source} gives {len(data.spatial)}D examples but the checkpoint is a "
-                          f"{loaded.model.config.spatial_dims}D model; set [data] slices in site.toml to match")
+                          f"{loaded.spec.spatial_dims}D model; set [data] slices in site.toml to match")
     own = data.schema.channels
     masks_aside = [c for c in own if data.schema.is_mask(c) and c not in schema.channels]
     unknown = [c for c in own if c not in schema.channels and c not in masks_aside]

@@ -12,7 +12,7 @@ import torch
 from meddiff.cli import build_parser, main
 from meddiff.common.checkpoint import save_checkpoint
 
-PARSER_SUBCOMMANDS = {"site", "phantom", "demo", "certs", "coordinator", "train", "generate", "detect-anomalies",
+PARSER_SUBCOMMANDS = {"site", "phantom", "demo", "certs", "coordinator", "plan", "train", "generate", "detect-anomalies",
                       "denoise", "super-resolve", "reconstruct", "segment", "translate", "simulate", "bench"}
 
 
@@ -52,6 +52,8 @@ def cases(b, model) -> list[list[str]]:
         ["certs", "--out", str(b / "random.bin")], ["certs", "--out", out, "--hosts", ","],
         ["coordinator", "start", "--config", str(b / "random.bin")],
         ["coordinator", "start", "--config", str(b / "nowhere.toml")],
+        ["plan", "--fingerprint", str(b / "random.bin"), "--out", out], ["plan", "--out", out],
+        ["plan", "--data", str(b / "empty"), "--out", out],
         ["train", "--data", str(b / "nowhere"), "--out", out], ["train", "--data", str(b / "empty"), "--out", out],
         ["train", "--data", str(b / "random"), "--out", out], ["train", "--data", "phantom", "--out", out,
                                                                "--steps", "many"],

@@ -33,7 +33,10 @@ def run(*argv, cwd: Path, timeout: float = 600, env: dict | None = None) -> subp
 def installed(tmp_path_factory) -> Path:
     """bin/ of a fresh virtual environment with meddiff installed from a freshly built wheel."""
     root = tmp_path_factory.mktemp("wheel")
-    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", REPO, "-w",
+    source = root / "source"  # a copy: building writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "bench_out",
+                                                                "demo_out", "runs", "__pycache__"))
+    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", source, "-w",
                 root / "dist", cwd=root)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((root / "dist").glob("meddiff-*.whl"))

@@ -16,6 +16,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..config import DataConfig
+from ..plan import channel_order
 from ..schema import ChannelSchema, Example, colour_channel_names
 from .dicom_series import Candidate, SeriesFiles, candidate_for, ranked_candidates, report_not_chosen
 from .dicom_suggest import rules_block
@@ -26,17 +27,9 @@ from .problems import DataError, DataProblem, LoadedData
 
 log = logging.getLogger(__name__)
 
-CANONICAL_ORDER = ("t1pre", "t1", "t1post", "t2", "flair", "pd", "ct", "xray", "us", "image")
 MR_MAGNITUDE = re.compile(r"^(t1|t2|flair|pd|dwi|swi)")
 CT_MAX_HU = 4000.0  # p99.5 above this is beyond metal; below, anything goes (padding outside the FOV: -2048, -3995 ...)
 CT_AIR_HU = -100.0  # a CT slice holds air or fat somewhere: p0.5 above this means the values are not HU
-
-
-def channel_order(channels: set[str]) -> tuple[str, ...]:
-    images = [c for c in CANONICAL_ORDER if c in channels]
-    images += sorted(c for c in channels if c not in CANONICAL_ORDER and not c.startswith("mask"))
-    masks = sorted(c for c in channels if c.startswith("mask"))
-    return tuple(images + masks)
 
 
 def implausible_intensities(channel: str, values: np.ndarray) -> str | None:
@@ -148,7 +141,7 @@ def assemble_study(volumes: dict[str, Volume], schema: ChannelSchema, config: Da
 def schema_channels(studies: list[dict[str, Volume]], config: DataConfig) -> tuple[str, ...]:
     """The schema's channels: the configured ones, or those found in canonical order; a channel read in colour
     becomes its three colour channels."""
-    found = config.channels or channel_order({c for study in studies for c in study})
+    found = config.channels or tuple(channel_order({c for study in studies for c in study}))
     colour = {c for study in studies for c, v in study.items() if v.pixels.ndim == 4}
     return tuple(name for c in found for name in (colour_channel_names(c) if c in colour else (c,)))
 

@@ -13,12 +13,11 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
+from ..plan import suggested_resolution
 from .problems import DataProblem, LoadedData
 from ..console import plain_console
 from rich.console import Console
 
-SIZES = (32, 64, 128, 256)
-CPU_MAX_SIZE = 64
 
 
 @dataclass
@@ -44,19 +43,15 @@ class Fingerprint:
     ndim: int
     channels: list[ChannelStats]
     class_counts: dict[str, int]
+    class_names: list[str] = field(default_factory=list)  # the schema's, in label order
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    suggested_resolution: int = 64
-    suggested_resolution_gpu: int = 64
+    suggested_resolution: int = 0
+    suggested_resolution_gpu: int = 0
     colour: str = ""  # e.g. "colour (RGB: red, green, blue)"; empty for grey images
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _suggest(min_side: float) -> int:
-    fitting = [s for s in SIZES if s <= min_side]
-    return fitting[-1] if fitting else SIZES[0]
 
 
 def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: int = 0) -> Fingerprint:
@@ -94,14 +89,14 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
     ndim = 3 if any(e.is_3d for e in data.examples) else 2
     in_plane = [min(e.image.shape[-2:]) for e in data.examples]
     min_side = float(np.median(in_plane)) if in_plane else 0.0
-    gpu = _suggest(min_side)
     return Fingerprint(
         root=data.root, format=data.format,
         patients=len({e.patient for e in data.examples}), studies=len({e.study for e in data.examples}),
         examples=len(data.examples), slices=sum(e.image.shape[1] if e.is_3d else 1 for e in data.examples),
-        ndim=ndim, channels=stats, class_counts=dict(class_counts),
+        ndim=ndim, channels=stats, class_counts=dict(class_counts), class_names=list(schema.class_names),
         skipped=[str(p) for p in data.skipped], notes=[str(p) for p in data.notes],
-        suggested_resolution=min(gpu, CPU_MAX_SIZE), suggested_resolution_gpu=gpu,
+        suggested_resolution=suggested_resolution(min_side, gpu=False),
+        suggested_resolution_gpu=suggested_resolution(min_side, gpu=True),
         colour=", ".join(f"colour (RGB: {', '.join(schema.channels[i] for i in group)})"
                          for group in schema.colour_groups))
 

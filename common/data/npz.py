@@ -19,7 +19,7 @@ from .files import require_path
 from .masks import to_labels
 from .problems import DataError, DataProblem, LoadedData
 
-ID_KEYS = ("study", "patient", "labels", "label")
+ID_KEYS = ("study", "patient", "labels", "label", "class_names", "channels")
 SPLITS = ("train", "val", "test")
 
 
@@ -95,7 +95,7 @@ def load_npz(path: str | Path, config: DataConfig) -> LoadedData:
         rows, channels = _medmnist(path, arrays, config)
     else:
         rows, channels = _channel_layout(path, arrays, config)
-    class_names = config.class_names
+    class_names = config.class_names or tuple(str(c) for c in arrays.get("class_names", ()))
     if not class_names and any(r[1] is not None for r in rows):
         class_names = tuple(f"class{k}" for k in range(max(r[1] for r in rows if r[1] is not None) + 1))
     schema = ChannelSchema(channels, class_names, max(1, len(config.mask_values)))

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from ..config import DataConfig
+from ..plan import PHANTOM_RESOLUTION
 from .fingerprint import compute_fingerprint
 from .loader import load_dataset
 from .phantom import phantom_dataset
@@ -16,7 +17,6 @@ from .transforms import prepare
 log = logging.getLogger(__name__)
 
 PHANTOM = "phantom"
-PHANTOM_RESOLUTION = 32  # the built-in demo data trains in minutes on a 2-core CPU at this size
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""A trained model, ready for the tasks: the network (EMA weights by default), its schedule, schema and size."""
+"""A trained model, ready for the tasks: the network (EMA weights by default), its schedule, schema and size.
+
+Every model file carries its ``ModelSpec`` (network and diffusion) and ``RecipeSpec`` in its metadata. Files
+written before the specs were split (``model_config`` + ``train_config``) are read as well: a site's store keeps
+models delivered by earlier versions.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,16 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, load_checkpoint
+from ..config import ConfigError
 from ..schema import ChannelSchema
+from ..specs import ModelSpec, RecipeSpec, spec_from_dict
 from .fast_paths import apply_layout, switch_on
-from .model import ConditionalDenoiser, ModelConfig
+from .model import ConditionalDenoiser
 from .schedules import Schedule, make_schedule
+
+KIND = "meddiff-model"
+RECIPE_KEYS = {"batch_size", "learning_rate", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "p_condition",
+               "p_uncond", "seed"}
 
 
 @dataclass
@@ -23,33 +34,46 @@ class LoadedModel:
     meta: dict
     device: torch.device
 
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
 
-def model_config_from_dict(values: dict) -> ModelConfig:
-    """ModelConfig from checkpoint JSON (lists back to tuples)."""
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
-
-def model_meta(schema: ChannelSchema, model: ModelConfig, train_config, resolution: int, **extra) -> dict:
+def model_meta(schema: ChannelSchema, model: ModelSpec, recipe: RecipeSpec, resolution: int, **extra) -> dict:
     """The metadata every model file carries (``meddiff train`` checkpoints and the server's round checkpoints)
-    so that :func:`load_model` can rebuild the network. train_config: the ``TrainConfig`` dataclass."""
-    return {"kind": "meddiff-model", "schema": schema.to_dict(), "model_config": asdict(model),
-            "train_config": asdict(train_config), "schedule": train_config.schedule, "resolution": resolution,
-            **extra}
+    so that :func:`load_model` can rebuild the network."""
+    return {"kind": KIND, "schema": schema.to_dict(), "model_spec": asdict(model), "recipe": asdict(recipe),
+            "resolution": resolution, **extra}
 
 
-def open_model_checkpoint(path: str | Path) -> tuple[dict, dict, ChannelSchema, ModelConfig]:
-    """(state, meta, schema, model config) of a model file; refuses files that are not models."""
+def specs_of(meta: dict, where: str) -> tuple[ModelSpec, RecipeSpec]:
+    """(ModelSpec, RecipeSpec) of a model file's metadata, current or from before the split."""
+    try:
+        if "model_spec" in meta:
+            return (spec_from_dict(ModelSpec, meta["model_spec"], where),
+                    spec_from_dict(RecipeSpec, meta["recipe"], where))
+        old = meta.get("train_config", {})
+        network = {**meta["model_config"], "schedule": meta.get("schedule", old.get("schedule", "ddpm")),
+                   "noise": old.get("noise", "gaussian")}
+        return (spec_from_dict(ModelSpec, network, where),
+                spec_from_dict(RecipeSpec, {k: v for k, v in old.items() if k in RECIPE_KEYS}, where))
+    except (KeyError, ConfigError, TypeError) as error:
+        raise CheckpointError(f"{where}: the model description in the file cannot be read ({error})") from None
+
+
+def open_model_checkpoint(path: str | Path) -> tuple[dict, dict, ChannelSchema, ModelSpec, RecipeSpec]:
+    """(state, meta, schema, model spec, recipe) of a model file; refuses files that are not models."""
     state, meta = load_checkpoint(path)
-    if meta.get("kind") != "meddiff-model":
+    if meta.get("kind") != KIND:
         raise CheckpointError(f"{path}: not a model checkpoint (kind {meta.get('kind')!r})")
-    return state, meta, ChannelSchema.from_dict(meta["schema"]), model_config_from_dict(meta["model_config"])
+    return (state, meta, ChannelSchema.from_dict(meta["schema"]), *specs_of(meta, str(path)))
 
 
 def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
     """Load a checkpoint written by ``meddiff train`` (or a global model saved by the server)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state, meta, schema, model_config = open_model_checkpoint(path)
-    model = ConditionalDenoiser(schema, model_config)
+    state, meta, schema, spec, _ = open_model_checkpoint(path)
+    model = ConditionalDenoiser(schema, spec)
     weights = state["ema"] if use_ema and "ema" in state else state["model"]
     try:
         model.load_state_dict(weights, strict=True)
@@ -57,8 +81,8 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
         raise CheckpointError(f"{path}: weights do not fit the model the checkpoint describes ({e})") from None
     model.to(device).eval()
     # SDPA attention on CUDA: same numbers, faster; channels-last measured slower here (benchmarks/gpu.py)
-    apply_layout(model, model_config.spatial_dims, flash_attention=switch_on("auto", device), channels_last=False)
+    apply_layout(model, spec.spatial_dims, flash_attention=switch_on("auto", device), channels_last=False)
     resolution = int(meta.get("resolution", 0))
     if resolution <= 0:
         raise CheckpointError(f"{path}: the checkpoint does not record the image resolution it was trained at")
-    return LoadedModel(model, make_schedule(meta["schedule"]), schema, resolution, meta, device)
+    return LoadedModel(model, make_schedule(spec.schedule), schema, resolution, meta, device)

@@ -8,28 +8,13 @@ so generation, translation, segmentation and the restoration tasks are all calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
 from ..schema import ChannelSchema
+from ..specs import ModelSpec
 from .parametrization import Parametrization
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Network size. The default is small enough to train at 32-64 px on a 2-core CPU."""
-
-    spatial_dims: int = 2
-    channels: tuple[int, ...] = (32, 64, 64)
-    attention_levels: tuple[bool, ...] = (False, False, True)
-    num_res_blocks: int = 1
-    num_head_channels: int = 32
-    norm_num_groups: int = 32
-    prediction: str = "v"  # see parametrization.py: "v" (EDM preconditioning) or "eps"
-    sigma_data: float = 0.5
 
 
 class ConditionalDenoiser(nn.Module):
@@ -39,17 +24,17 @@ class ConditionalDenoiser(nn.Module):
     parametrisation (``self.parametrization`` converts both; see parametrization.py).
     """
 
-    def __init__(self, schema: ChannelSchema, config: ModelConfig = ModelConfig()) -> None:
+    def __init__(self, schema: ChannelSchema, spec: ModelSpec = ModelSpec()) -> None:
         super().__init__()
-        self.schema, self.config = schema, config
+        self.schema, self.spec = schema, spec
         c = schema.num_channels
         self.null_class = schema.num_classes  # index of the "no class given" embedding
-        self.parametrization = Parametrization(config.prediction, config.sigma_data)
+        self.parametrization = Parametrization(spec.prediction, spec.sigma_data)
         self.unet = DiffusionModelUNet(
-            spatial_dims=config.spatial_dims, in_channels=3 * c, out_channels=c,
-            channels=config.channels, attention_levels=config.attention_levels,
-            num_res_blocks=config.num_res_blocks, num_head_channels=config.num_head_channels,
-            norm_num_groups=config.norm_num_groups,
+            spatial_dims=spec.spatial_dims, in_channels=3 * c, out_channels=c,
+            channels=spec.channels, attention_levels=spec.attention_levels,
+            num_res_blocks=spec.num_res_blocks, num_head_channels=spec.num_head_channels,
+            norm_num_groups=spec.norm_num_groups,
             num_class_embeds=schema.num_classes + 1 if schema.num_classes else None)
 
     def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor,

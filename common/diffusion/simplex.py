@@ -3,7 +3,7 @@
 AnoDDPM (Wyatt et al. 2022) diffuses with multi-octave simplex noise instead of white noise: low-frequency noise
 hides a lesion's whole extent, where white noise at the same level leaves its outline for the model to restore.
 A model must be *trained* with the noise it is later asked to remove, so the trainer offers it
-(``TrainConfig.noise = "simplex"``) and the ancestral sampler can draw it. Each (image, channel) field gets its
+(``ModelSpec.noise = "simplex"``, `meddiff train --noise simplex`) and the ancestral sampler can draw it. Each (image, channel) field gets its
 own gradient permutation and offset and is standardised to zero mean and unit variance, so it stands in for the
 N(0, I) draw everywhere the objective uses one. 2D only (3D models keep Gaussian noise).
 """

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meddiff.common.config import ChannelRule, ConfigError, load_site_config
+from meddiff.common.config import ChannelRule, ConfigError
+from meddiff.common.site_config import load_site_config
 from meddiff.common.schema import ChannelSchema
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meddiff.client.trainer import TrainConfig
 from meddiff.common.config import PrivacyConfig
 from meddiff.common.data.training_set import load_training_set
-from meddiff.common.diffusion.model import ModelConfig
-from meddiff.privacy.dp_sgd import PrivateTrainer
+from meddiff.common.specs import ModelSpec, RecipeSpec
+from meddiff.privacy.dp_sgd import private_trainer
 
-SMALL = ModelConfig(channels=(16, 32), attention_levels=(False, False), num_head_channels=16, norm_num_groups=8)
+SMALL = ModelSpec(channels=(16, 32), attention_levels=(False, False), num_head_channels=16, norm_num_groups=8)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def phantom():
 
 def _trainer(data, mode="hooks", k=2, clip=0.01, noise=0.0):
     privacy = PrivacyConfig(enabled=True, max_grad_norm=clip, noise_multiplicity=k, grad_sample_mode=mode)
-    return PrivateTrainer(data.schema, SMALL, TrainConfig(batch_size=4, seed=3), privacy, data, noise, device="cpu")
+    return private_trainer(data.schema, SMALL, RecipeSpec(batch_size=4, seed=3), privacy, data, noise, device="cpu")
 
 
 def _flat_grad_samples(trainer) -> torch.Tensor:

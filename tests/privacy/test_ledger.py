@@ -71,7 +71,8 @@ import sys, torch
 from meddiff.client.site_data import SiteData
 from meddiff.common.config import PrivacyConfig
 from meddiff.common.data.training_set import load_training_set
-from meddiff.privacy.private_round import private_train_round
+from meddiff.client.round import train_round
+from meddiff.common.messages import TrainInstruction
 from meddiff.server.federation import initial_weights
 from meddiff.simulations.scenario import load_scenario, run_spec
 torch.set_num_threads(1)
@@ -79,7 +80,7 @@ spec = run_spec(load_scenario())
 data = load_training_set("phantom", phantom_n=32).tensors
 site = SiteData("site-k", data, None, PrivacyConfig(enabled=True, target_epsilon=5.0, noise_multiplicity=1),
                 sys.argv[1])
-private_train_round(spec, initial_weights(spec), site, 100000, 1, 1, "run-k")
+train_round(spec, initial_weights(spec), site, TrainInstruction(1, 1, 100000), "run-k")
 """
 
 

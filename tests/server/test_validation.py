@@ -11,6 +11,7 @@ from flwr.app import Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
 from meddiff.common.config import ConfigError
+from meddiff.common.messages import UNIFORM_WEIGHT
 from meddiff.server import central_dp
 
 from meddiff.common.wire import layout_of, pack, unpack_numpy
@@ -85,7 +86,7 @@ def test_with_central_dp_a_failed_site_does_not_void_the_round():
     assert flowers_own.aggregate_train(1, replies) == (None, None)  # Flower voids the round on any error reply
     accepted, rejected = _filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
     assert [r["node"] for r in rejected] == [3] and "budget" in rejected[0]["reason"]
-    dp = DifferentialPrivacyServerSideFixedClipping(FedAvg(weighted_by_key=central_dp.UNIFORM_WEIGHT_KEY), 1.0, 1.0, 3)
+    dp = DifferentialPrivacyServerSideFixedClipping(FedAvg(weighted_by_key=UNIFORM_WEIGHT), 1.0, 1.0, 3)
     dp.current_arrays = flowers_own.current_arrays
     central_dp.prepare_aggregation(dp, accepted)
     aggregated, _ = dp.aggregate_train(1, accepted)

@@ -109,7 +109,7 @@ def test_volumes_train_a_3d_model_that_segments_volumes(tmp_path):
     config.write_text(f'[data]\npath = "{tmp_path / "data"}"\nslices = false\nresolution = 8\n')
     assert main(["train", "--data", str(tmp_path / "data"), "--config", str(config), "--out", str(tmp_path / "m"),
                  "--steps", "1", "--channels", "8,16", "--batch-size", "2"]) == 0
-    assert load_model(tmp_path / "m" / "model.pt", device="cpu").model.config.spatial_dims == 3
+    assert load_model(tmp_path / "m" / "model.pt", device="cpu").spec.spatial_dims == 3
     assert main(["segment", "--model", str(tmp_path / "m" / "model.pt"), "--data", str(tmp_path / "data"),
                  "--config", str(config), "--out", str(tmp_path / "s"), "--samples", "2", "--steps", "2"]) == 0
     assert np.load(tmp_path / "s" / "segment.npz")["labels"].shape == (4, 8, 8, 8)

@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from meddiff.common.config import ConfigError, load_site_config
+from meddiff.common.config import ConfigError
+from meddiff.common.site_config import load_site_config
 from meddiff.common.data.loader import load_dataset
 from meddiff.common.data.problems import DataError
 from tests.conftest import shared

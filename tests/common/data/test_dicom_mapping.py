@@ -125,7 +125,7 @@ def test_an_mr_study_whose_descriptions_match_no_rule_says_so_and_prints_rules_t
 def test_the_suggested_rules_load_the_study_when_pasted(tmp_path):
     study = tmp_path / "study"
     write_series(study, pgbm_files("T2"), description="PD TSE AX", number=4, suffix="")
-    from meddiff.common.config import load_site_config
+    from meddiff.common.site_config import load_site_config
     from meddiff.common.data.suggest import suggest_data_section
 
     (tmp_path / "site.toml").write_text(suggest_data_section(study, DataConfig()))

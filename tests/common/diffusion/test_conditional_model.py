@@ -7,10 +7,11 @@ import torch
 from meddiff.common.data.phantom import phantom_dataset
 from meddiff.common.data.transforms import prepare
 from meddiff.common.diffusion.loss import LossConfig, per_example_loss
-from meddiff.common.diffusion.model import ConditionalDenoiser, ModelConfig
+from meddiff.common.diffusion.model import ConditionalDenoiser
+from meddiff.common.specs import ModelSpec
 from meddiff.common.diffusion.schedules import DiscreteVP
 
-TINY = ModelConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=16)
+TINY = ModelSpec(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=16)
 
 
 def _batch(n=8, size=16):

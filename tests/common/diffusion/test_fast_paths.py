@@ -13,15 +13,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from meddiff.client.trainer import LocalTrainer, TrainConfig
 from meddiff.common.data.training_set import load_training_set
 from meddiff.common.diffusion.fast_paths import (CompiledWithFallback, FastPaths, GraphedNetwork, apply_layout,
                                                  set_flash_attention, switch_on)
 from meddiff.common.diffusion.generate import Conditioning, sample
-from meddiff.common.diffusion.model import ConditionalDenoiser, ModelConfig
+from meddiff.common.diffusion.model import ConditionalDenoiser
+from meddiff.common.specs import ModelSpec, RecipeSpec, RuntimeSpec
+from meddiff.common.training.plain_step import PlainStep
+from meddiff.common.training.trainer import Trainer
 from meddiff.common.diffusion.schedules import make_schedule
 
-TINY = ModelConfig(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
+TINY = ModelSpec(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs exist only there)")
 
 
@@ -56,7 +58,7 @@ def test_switches_are_on_for_cuda_only_when_auto():
     with pytest.raises(ValueError, match="auto"):
         FastPaths(compile="yes")
     with pytest.raises(ValueError, match="must be one of"):
-        TrainConfig(channels_last="fast")
+        RuntimeSpec(channels_last="fast")
 
 
 def test_sdpa_attention_and_channels_last_give_the_plain_outputs(data):
@@ -107,14 +109,15 @@ def test_a_compiler_failure_falls_back_to_eager_and_says_so(data, caplog):
 
 
 def test_trainer_with_every_fast_path_on_follows_the_plain_trainer(data):
-    config = TrainConfig(steps=4, batch_size=6, warmup_steps=1, seed=1, flash_attention="off",
-                         channels_last="off", compile="off")
-    plain = LocalTrainer(data.schema, TINY, config, "cpu")
-    fast = LocalTrainer(data.schema, TINY, replace(config, flash_attention="on", channels_last="on", compile="on"),
-                        "cpu")
+    recipe = RecipeSpec(batch_size=6, warmup_steps=1, seed=1)
+    runtime = RuntimeSpec(flash_attention="off", channels_last="off", compile="off")
+    plain = Trainer(data.schema, TINY, recipe, runtime, "cpu", steps=4)
+    fast = Trainer(data.schema, TINY, recipe, replace(runtime, flash_attention="on", channels_last="on", compile="on"),
+                   "cpu", steps=4)
     fast.compiled = CompiledWithFallback(fast.model, backend="aot_eager")
     for trainer, network in ((plain, None), (fast, fast.compiled)):  # one gradient, same batch and draws
-        trainer._loss(trainer._batch(data), network).backward()
+        step = PlainStep(trainer)
+        step.loss(step.batch(data), network).backward()
     for (name, p), q in zip(plain.model.named_parameters(), fast.model.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6), name
     initial = {k: v.clone() for k, v in plain.weights().items()}
@@ -126,7 +129,7 @@ def test_trainer_with_every_fast_path_on_follows_the_plain_trainer(data):
 
 
 def test_the_foreach_ema_is_the_warmed_up_exponential_average(data):
-    trainer = LocalTrainer(data.schema, TINY, TrainConfig(steps=3, batch_size=4, ema_decay=0.9), "cpu")
+    trainer = Trainer(data.schema, TINY, RecipeSpec(batch_size=4, ema_decay=0.9), device="cpu", steps=3)
     ema = {k: v.clone() for k, v in trainer.ema_weights().items()}
     for n in range(3):
         trainer.train(data, steps=1)
@@ -185,10 +188,10 @@ def test_cuda_graphs_on_a_cpu_is_refused():
 
 @cuda
 def test_the_trainer_trains_and_samples_on_cuda_with_the_default_fast_paths(data, tmp_path):
-    trainer = LocalTrainer(data.schema, TINY, TrainConfig(steps=30, batch_size=6, warmup_steps=2), "cuda")
+    trainer = Trainer(data.schema, TINY, RecipeSpec(batch_size=6, warmup_steps=2), device="cuda", steps=30)
     result = trainer.train(data, checkpoint_path=tmp_path / "model.pt")
     assert result.steps == 30 and result.skipped_nonfinite == 0 and math.isfinite(result.loss)
-    resumed = LocalTrainer.resume(tmp_path / "model.pt", "cuda")
+    resumed = Trainer.resume(tmp_path / "model.pt", "cuda")
     assert resumed.step == 30 and resumed.generator.device.type == "cuda"
     conditioning = Conditioning.nothing((4,) + tuple(data.images.shape[1:]), "cuda")
     images = sample(trainer.ema.module, trainer.schedule, conditioning, steps=5,

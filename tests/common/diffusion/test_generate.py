@@ -8,13 +8,14 @@ import torch
 
 from meddiff.common.data.phantom import SCHEMA
 from meddiff.common.diffusion.generate import Conditioning, guided_eps_fn, sample
-from meddiff.common.diffusion.model import ConditionalDenoiser, ModelConfig
+from meddiff.common.diffusion.model import ConditionalDenoiser
+from meddiff.common.specs import ModelSpec
 from meddiff.common.diffusion.schedules import DiscreteVP
 
-TINY = ModelConfig(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
+TINY = ModelSpec(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
 
 
-def _model(config: ModelConfig = TINY) -> ConditionalDenoiser:
+def _model(config: ModelSpec = TINY) -> ConditionalDenoiser:
     torch.manual_seed(0)
     model = ConditionalDenoiser(SCHEMA, config).eval()
     for p in model.parameters():  # MONAI zero-initialises the output convs; make the class matter

@@ -7,12 +7,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from meddiff.client.trainer import LocalTrainer, TrainConfig, TrainingDiverged
 from meddiff.common.data.training_set import load_training_set
-from meddiff.common.diffusion.model import ModelConfig
+from meddiff.common.specs import ModelSpec, RecipeSpec, RuntimeSpec
+from meddiff.common.training.trainer import Trainer, TrainingDiverged
 
-TINY = ModelConfig(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
-FAST = TrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=1000)
+TINY = ModelSpec(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
+FAST = RecipeSpec(batch_size=4, warmup_steps=2)
+RARE_CHECKPOINTS = RuntimeSpec(checkpoint_every=1000)
+
+
+def make_trainer(schema, model, recipe, device, steps=6) -> Trainer:
+    return Trainer(schema, model, recipe, RARE_CHECKPOINTS, device, steps=steps)
 
 
 @pytest.fixture(scope="module")
@@ -25,48 +30,48 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_the_same_seed_gives_the_same_model_and_training(data):
-    one, two = LocalTrainer(data.schema, TINY, FAST, "cpu"), LocalTrainer(data.schema, TINY, FAST, "cpu")
+    one, two = make_trainer(data.schema, TINY, FAST, "cpu"), make_trainer(data.schema, TINY, FAST, "cpu")
     assert _same(one.weights(), two.weights())
     one.train(data), two.train(data)
     assert _same(one.weights(), two.weights())
-    other = LocalTrainer(data.schema, TINY, replace(FAST, seed=1), "cpu")
+    other = make_trainer(data.schema, TINY, replace(FAST, seed=1), "cpu")
     assert not _same(one.weights(), other.weights())
 
 
 def test_resume_continues_exactly_where_the_checkpoint_stopped(data, tmp_path):
-    straight = LocalTrainer(data.schema, TINY, FAST, "cpu")
+    straight = make_trainer(data.schema, TINY, FAST, "cpu")
     result = straight.train(data)
     assert result.steps == 6 and straight.step == 6
 
-    first = LocalTrainer(data.schema, TINY, FAST, "cpu")
+    first = make_trainer(data.schema, TINY, FAST, "cpu")
     first.train(data, 3, checkpoint_path=tmp_path / "model.pt")
-    resumed = LocalTrainer.resume(tmp_path / "model.pt", "cpu")
+    resumed = Trainer.resume(tmp_path / "model.pt", "cpu", runtime=RARE_CHECKPOINTS)
     assert resumed.step == 3 and resumed.resolution == 16
-    resumed.train(data)  # up to config.steps = 6
+    resumed.train(data)  # up to the planned 6 steps
     assert resumed.step == 6
     assert _same(straight.weights(), resumed.weights())
     assert _same(straight.ema_weights(), resumed.ema_weights())
 
 
 def test_ema_lags_the_weights_and_follows_them_with_decay_zero(data):
-    trainer = LocalTrainer(data.schema, TINY, FAST, "cpu")
+    trainer = make_trainer(data.schema, TINY, FAST, "cpu")
     trainer.train(data)
     assert not _same(trainer.weights(), trainer.ema_weights())
-    copy = LocalTrainer(data.schema, TINY, replace(FAST, ema_decay=0.0), "cpu")
+    copy = make_trainer(data.schema, TINY, replace(FAST, ema_decay=0.0), "cpu")
     copy.train(data)
     assert _same(copy.weights(), copy.ema_weights())
 
 
 def test_weights_of_another_model_are_refused_by_name(data):
-    trainer = LocalTrainer(data.schema, TINY, FAST, "cpu")
-    other = LocalTrainer(data.schema, replace(TINY, channels=(8, 24)), FAST, "cpu")
+    trainer = make_trainer(data.schema, TINY, FAST, "cpu")
+    other = make_trainer(data.schema, replace(TINY, channels=(8, 24)), FAST, "cpu")
     with pytest.raises(RuntimeError, match="size mismatch"):
         trainer.load_weights(other.weights())
 
 
 def test_a_loss_that_stays_non_finite_stops_training_with_advice(data):
     poisoned = replace(data, images=torch.full_like(data.images, float("nan")))
-    trainer = LocalTrainer(data.schema, TINY, replace(FAST, steps=50), "cpu")
+    trainer = make_trainer(data.schema, TINY, FAST, "cpu", steps=50)
     before = {k: v.clone() for k, v in trainer.weights().items()}
     with pytest.raises(TrainingDiverged, match="learning_rate"):
         trainer.train(poisoned)
@@ -75,7 +80,7 @@ def test_a_loss_that_stays_non_finite_stops_training_with_advice(data):
 
 
 def test_a_few_non_finite_losses_are_skipped_and_counted(data):
-    trainer = LocalTrainer(data.schema, TINY, replace(FAST, steps=8, batch_size=len(data)), "cpu")
+    trainer = make_trainer(data.schema, TINY, replace(FAST, batch_size=len(data)), "cpu", steps=8)
     trainer.train(data, steps=2)
     before = {k: v.clone() for k, v in trainer.weights().items()}
     poisoned = replace(data, images=torch.full_like(data.images, float("nan")))

@@ -1,0 +1,125 @@
+"""One federated round at a site, without Flower: load the global weights, train (plain, FedProx or DP-SGD, as
+the coordinator's instruction and the site's own privacy settings say), or evaluate. The ClientApp is a thin
+wrapper around these functions, so they are tested directly.
+
+With DP at the site the round first derives the noise, reserves its cost in the privacy ledger (refused, before
+anything is trained, past the site's budget), trains with DP-SGD, and returns a function that marks the release
+once the weights have been handed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ..common.diffusion.loss import LossConfig, per_example_loss
+from ..common.diffusion.model import ConditionalDenoiser
+from ..common.diffusion.schedules import make_schedule
+from ..common.messages import TrainInstruction
+from ..common.run_spec import RunSpec
+from ..common.specs import RuntimeSpec
+from ..common.training.trainer import Trainer, default_device
+from ..privacy.accounting import noise_for_run
+from ..privacy.dp_sgd import DPStep, poisson_sample_rate
+from ..privacy.ledger import PrivacyLedger
+from .site_data import SiteData, align_to_schema
+
+log = logging.getLogger(__name__)
+
+BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a training round produces: the new weights, the scalar metrics that may leave the site, and what to
+    call once the weights have left (the DP ledger's release; nothing for a plain round)."""
+
+    weights: Weights
+    metrics: dict
+    released: Callable[[], None] = lambda: None
+
+
+def round_seed(seed: int, server_round: int, site_id: str) -> int:
+    """A different, reproducible seed for each site and round (Python's hash() is salted per process)."""
+    return zlib.crc32(f"{seed}/{server_round}/{site_id}".encode())
+
+
+def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: TrainInstruction, run: str = "",
+                runtime: RuntimeSpec = RuntimeSpec(), device: str | None = None) -> RoundOutcome:
+    """Train ``instruction.local_steps`` local steps from the global ``weights``."""
+    data = align_to_schema(site.train, spec.schema)
+    if data.spatial[-1] != spec.resolution:
+        raise ValueError(f"site {site.site_id}: data prepared at {data.spatial[-1]} px, the run trains at "
+                         f"{spec.resolution} px; set [data] resolution = {spec.resolution} in site.toml")
+    recipe = replace(spec.recipe, seed=round_seed(spec.recipe.seed, instruction.server_round, site.site_id))
+    private = site.privacy.enabled
+    trainer = Trainer(spec.schema, spec.model, recipe, runtime, device, steps=instruction.local_steps, ema=False,
+                      fused=not private)
+    trainer.load_weights(weights)
+    if private:
+        return _private_round(trainer, data, site, instruction, run)
+    result = trainer.train(data, instruction.local_steps, proximal_mu=instruction.proximal_mu)
+    metrics = {"num-examples": len(data), "train-loss": result.loss, "steps": result.steps,
+               "seconds": result.seconds, "images-per-second": result.images_per_second,
+               "skipped-nonfinite": result.skipped_nonfinite}
+    return RoundOutcome(trainer.weights(), metrics)
+
+
+def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainInstruction, run: str) -> RoundOutcome:
+    """DP-SGD whose noise keeps the whole run (rounds x local steps) within the site's target epsilon; the ledger
+    refuses (BudgetExceeded) a round that would take the site's total past its budget."""
+    privacy, steps = site.privacy, instruction.local_steps
+    if site.ledger_path is None:
+        raise ValueError(f"site {site.site_id}: privacy is enabled but no ledger path is set")
+    sample_rate = poisson_sample_rate(len(data), trainer.recipe.batch_size)
+    delta = privacy.delta_for(len(data))
+    noise = noise_for_run(privacy.target_epsilon, delta, sample_rate, instruction.rounds * steps, privacy.accountant)
+    ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
+    reservation = ledger.reserve(run, instruction.server_round, steps, sample_rate, noise, delta, privacy.budget)
+    try:
+        result = DPStep(trainer, privacy, data, noise, list(reservation.history_before)).train(steps)
+    except BaseException as error:
+        ledger.cancel(reservation, f"training failed before release: {error!r}")
+        raise
+    if not math.isclose(result.epsilon, reservation.epsilon_total, rel_tol=1e-9):
+        log.warning("accountant epsilon %.6g differs from the reserved %.6g (the reserved, larger one is kept)",
+                    result.epsilon, reservation.epsilon_total)
+    log.info("site %s round %d: DP-SGD %d steps, noise %.3f, q %.4f; sample-level epsilon %.3f at delta %.2g (%s)",
+             site.site_id, instruction.server_round, result.steps, noise, sample_rate, reservation.epsilon_total,
+             delta, privacy.accountant.upper())
+    metrics = {"num-examples": len(data), "train-loss": result.loss, "steps": result.steps,
+               "seconds": result.seconds, "images-per-second": result.examples / max(result.seconds, 1e-9),
+               "skipped-nonfinite": 0, "epsilon": max(result.epsilon, reservation.epsilon_total), "delta": delta,
+               "noise-multiplier": noise}
+    return RoundOutcome(trainer.weights(), metrics, lambda: ledger.released(reservation))
+
+
+@torch.no_grad()
+def evaluate_round(spec: RunSpec, weights: Weights, site: SiteData, seed: int = 0, device: str | None = None) -> dict:
+    """Held-out denoising loss overall and per noise band (t in quarters of [0, 1]), all channels diffused."""
+    data = site.holdout if site.holdout is not None and len(site.holdout) else site.train
+    data = align_to_schema(data, spec.schema)
+    device = torch.device(device) if device else default_device()
+    model = ConditionalDenoiser(spec.schema, spec.model)  # no optimizer or EMA: evaluation only reads weights
+    model.load_state_dict(weights, strict=True)
+    model.to(device).eval()
+    schedule = make_schedule(spec.model.schedule)
+    generator = torch.Generator().manual_seed(seed)
+    metrics = {"num-examples": len(data), "held-out": int(site.holdout is not None)}
+    band_losses = []
+    for index, (low, high) in enumerate(BANDS, start=1):
+        t = low + (high - low) * torch.rand(len(data), generator=generator, dtype=torch.float64)
+        t = t.clamp(min=getattr(schedule, "t_min", 1e-3))
+        losses = per_example_loss(model, schedule, data.images.to(device), data.available.to(device),
+                                  data.labels.to(device),
+                                  LossConfig(p_condition=0.0, p_uncond=0.0, noise=spec.model.noise), generator, t)
+        band_losses.append(float(losses.mean()))
+        metrics[f"eval-loss-band{index}"] = band_losses[-1]
+    metrics["eval-loss"] = sum(band_losses) / len(band_losses)
+    return metrics

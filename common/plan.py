@@ -1,0 +1,83 @@
+"""From the sites' data fingerprints to one saved plan (nnU-Net's habit): resolution, channels, classes, network
+size and batch, chosen once, written as a federation.toml that training, the federation and the tasks read.
+
+A site admin never needs to know what a noise schedule is; the coordinator collects each site's
+``meddiff site check DATA --json fingerprint.json`` (counts, shapes and intensity percentiles, no images) and runs
+``meddiff plan``. The defaults of the whole product for resolution live here, once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SIZES = (32, 64, 128, 256)  # resolutions a plan chooses from
+CPU_MAX_RESOLUTION = 64  # above this a 2-core CPU trains too slowly to be useful
+DEFAULT_RESOLUTION = 64  # a federation.toml without [schema] resolution
+PHANTOM_RESOLUTION = 32  # the built-in phantom trains in minutes on a 2-core CPU at this size
+CANONICAL_ORDER = ("t1pre", "t1", "t1post", "t2", "flair", "pd", "ct", "xray", "us", "image", "red", "green", "blue")
+# network widths and batch by resolution: the small model trains on a CPU; larger images need a GPU's width
+NETWORKS = {32: ((32, 64, 64), 16), 64: ((32, 64, 64), 16), 128: ((64, 128, 128), 8), 256: ((64, 128, 256), 4)}
+
+
+def suggested_resolution(min_side: float, gpu: bool) -> int:
+    """The largest planned size not above the images' own (median) shorter side; 64 at most on a CPU."""
+    fitting = [s for s in SIZES if s <= min_side] or [SIZES[0]]
+    return fitting[-1] if gpu else min(fitting[-1], CPU_MAX_RESOLUTION)
+
+
+def channel_order(channels: set[str]) -> list[str]:
+    """Image channels in the canonical order (then by name), masks last."""
+    images = [c for c in CANONICAL_ORDER if c in channels]
+    images += sorted(c for c in channels if c not in CANONICAL_ORDER and not c.startswith("mask"))
+    return images + sorted(c for c in channels if c.startswith("mask"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    channels: list[str]
+    class_names: list[str]
+    mask_labels: int
+    resolution: int
+    ndim: int
+    widths: tuple[int, ...]
+    batch_size: int
+    sites: list[str]
+
+    def federation_toml(self, run_dir: str = "runs/federation", local_steps: int = 100, rounds: int = 10) -> str:
+        attention = ", ".join("true" if i == len(self.widths) - 1 else "false" for i in range(len(self.widths)))
+        return "\n".join([
+            f"# planned by `meddiff plan` from the fingerprints of {', '.join(self.sites)}",
+            f"run_dir = {json.dumps(run_dir)}", "", "[schema]", f"channels = {json.dumps(self.channels)}",
+            f"class_names = {json.dumps(self.class_names)}", f"mask_labels = {self.mask_labels}",
+            f"resolution = {self.resolution}", "", "[model]", f"spatial_dims = {self.ndim}",
+            f"channels = {json.dumps(list(self.widths))}", f"attention_levels = [{attention}]", "", "[train]",
+            f"batch_size = {self.batch_size}", "", "[federation]", f"rounds = {rounds}",
+            f"local_steps = {local_steps}", f"min_sites = {min(2, len(self.sites))}", ""])
+
+
+def plan_from_fingerprints(fingerprints: dict[str, dict], gpu: bool = False, volumes: bool = False) -> Plan:
+    """One plan for the sites' fingerprints (``Fingerprint.to_dict()`` each, by site name): the union of their
+    channels and classes, the smallest of their suggested resolutions, a network and batch for it. A 2D model
+    (volumes are cut into slices, [data] slices = true) unless ``volumes``: then a 3D model of 3D data."""
+    if not fingerprints:
+        raise ValueError("no fingerprint given: run `meddiff site check DATA --json FILE` at each site")
+    prints = list(fingerprints.values())
+    channels = channel_order({c["name"] for f in prints for c in f["channels"] if c["examples"]})
+    classes = list(dict.fromkeys(k for f in prints for k in f.get("class_names") or
+                                 [c for c in f["class_counts"] if c != "unlabelled"]))
+    labels = [max((int(k) for k in (c.get("label_counts") or {})), default=1) for f in prints for c in f["channels"]
+              if c["name"].startswith("mask")]
+    key = "suggested_resolution_gpu" if gpu else "suggested_resolution"
+    resolution = min(int(f[key]) for f in prints)
+    flat = [name for name, f in fingerprints.items() if int(f["ndim"]) != 3]
+    if volumes and flat:
+        raise ValueError(f"a 3D model needs volumes at every site; {flat} hold 2D images")
+    widths, batch = NETWORKS[resolution]
+    return Plan(channels, classes, max(labels, default=1), resolution, 3 if volumes else 2, widths, batch,
+                list(fingerprints))
+
+
+def read_fingerprint(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -26,7 +26,7 @@ from meddiff.common.specs import ModelSpec, RecipeSpec
 from meddiff.common.training.trainer import Trainer
 from meddiff.common.data.phantom import SCHEMA
 from meddiff.common.data.tensors import TrainingTensors
-from meddiff.common.diffusion.generate import Conditioning, sample
+from meddiff.common.diffusion.generate import Conditioning, Denoiser, sample
 from meddiff.common.schema import ChannelSchema
 
 
@@ -99,13 +99,13 @@ def main() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             inferer.sample(noise, baseline, ddim, conditioning=condition, mode="concat", verbose=False)
 
-    model = trainer.ema.module
+    denoiser = Denoiser(trainer.ema.module, trainer.schedule)
     conditioning = Conditioning.nothing((b, c, size, size), device)
     sample_generator = torch.Generator(device).manual_seed(0)
 
     def ours_sample() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            sample(model, trainer.schedule, conditioning, sampler="ddim", steps=args.sample_steps,
+            sample(denoiser, conditioning, sampler="ddim", steps=args.sample_steps,
                    generator=sample_generator)
 
     baseline_sampling = _rate(baseline_sample, b, 2, 1, device)

@@ -47,7 +47,7 @@ def _synthetic(model_path: Path, labels: torch.Tensor, steps: int, guidance: flo
     for first in range(0, len(labels), batch):
         y = labels[first:first + batch].to(loaded.device)
         nothing = torch.zeros((len(y), shape[0]), dtype=torch.bool, device=loaded.device)
-        images.append(sample(loaded.model, loaded.schedule,
+        images.append(sample(loaded.denoiser,
                              Conditioning(torch.zeros((len(y), *shape), device=loaded.device), nothing, y),
                              sampler="ddim", steps=steps, guidance_scale=guidance, generator=generator).cpu())
     return torch.cat(images)

@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 
-from ..common.diffusion.loss import LossConfig, per_example_loss
+from ..common.diffusion.denoiser import Denoiser
+from ..common.diffusion.loss import LossConfig
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.diffusion.schedules import make_schedule
 from ..common.messages import TrainInstruction
@@ -109,16 +110,15 @@ def evaluate_round(spec: RunSpec, weights: Weights, site: SiteData, seed: int = 
     model = ConditionalDenoiser(spec.schema, spec.model)  # no optimizer or EMA: evaluation only reads weights
     model.load_state_dict(weights, strict=True)
     model.to(device).eval()
-    schedule = make_schedule(spec.model.schedule)
+    denoiser = Denoiser(model, make_schedule(spec.model.schedule))
     generator = torch.Generator().manual_seed(seed)
     metrics = {"num-examples": len(data), "held-out": int(site.holdout is not None)}
     band_losses = []
     for index, (low, high) in enumerate(BANDS, start=1):
         t = low + (high - low) * torch.rand(len(data), generator=generator, dtype=torch.float64)
-        t = t.clamp(min=getattr(schedule, "t_min", 1e-3))
-        losses = per_example_loss(model, schedule, data.images.to(device), data.available.to(device),
-                                  data.labels.to(device),
-                                  LossConfig(p_condition=0.0, p_uncond=0.0, noise=spec.model.noise), generator, t)
+        t = t.clamp(min=denoiser.schedule.t_min)
+        losses = denoiser.loss(data.images.to(device), data.available.to(device), data.labels.to(device),
+                               LossConfig(p_condition=0.0, p_uncond=0.0, noise=spec.model.noise), generator, t)
         band_losses.append(float(losses.mean()))
         metrics[f"eval-loss-band{index}"] = band_losses[-1]
     metrics["eval-loss"] = sum(band_losses) / len(band_losses)

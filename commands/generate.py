@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 condition.expand(b, *condition.shape).to(loaded.device),
                 given.expand(b, -1).to(loaded.device),
                 None if labels is None else labels[first:first + b].to(loaded.device))
-            batches.append(sample(loaded.model, loaded.schedule, conditioning, sampler=args.sampler,
+            batches.append(sample(loaded.denoiser, conditioning, sampler=args.sampler,
                                   steps=args.steps, guidance_scale=args.guidance, generator=generator).cpu())
             advance()
     seconds = time.perf_counter() - start
@@ -184,8 +184,7 @@ def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Consol
                           f"images): {error}; give more data with --audit-data, or --no-audit to keep the samples "
                           "on this machine unaudited") from error
     members = train.subset(torch.arange(min(len(train), 4 * len(holdout))))
-    auroc = membership_auroc(denoising_losses(loaded.model, loaded.schedule, members),
-                             denoising_losses(loaded.model, loaded.schedule, holdout))
+    auroc = membership_auroc(denoising_losses(loaded.denoiser, members), denoising_losses(loaded.denoiser, holdout))
     summary = {**result.summary(), "membership_auroc": auroc, "members": len(members), "holdout": len(holdout),
                "data": source, "flagged": result.flagged.tolist()}
     console.print(f"memorisation audit against {source}: {int(result.flagged.sum())} of {len(images)} samples "

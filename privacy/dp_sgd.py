@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..common.config import PrivacyConfig
 from ..common.data.tensors import TrainingTensors
-from ..common.diffusion.loss import LossConfig, per_example_loss
+from ..common.diffusion.denoiser import Denoiser
+from ..common.diffusion.loss import LossConfig
 from ..common.schema import ChannelSchema
 from ..common.specs import ModelSpec, RecipeSpec, RuntimeSpec
 from ..common.training.trainer import Trainer
@@ -48,16 +49,16 @@ class PerExampleCriterion(torch.nn.Module):
     clipping's first pass), their mean otherwise. ``network`` is the Opacus-wrapped model after ``make_private``;
     both are plain attributes (not child modules: Opacus must not wrap the model twice)."""
 
-    def __init__(self, model, schedule, loss_config: LossConfig, generator) -> None:
+    def __init__(self, denoiser: Denoiser, loss_config: LossConfig, generator) -> None:
         super().__init__()
         self.reduction = "mean"
-        self.schedule, self.loss_config, self.generator = schedule, loss_config, generator
-        object.__setattr__(self, "model", model)
+        self.loss_config, self.generator = loss_config, generator
+        object.__setattr__(self, "denoiser", denoiser)
         object.__setattr__(self, "network", None)
 
     def forward(self, images: torch.Tensor, available: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        losses = per_example_loss(self.model, self.schedule, images, available, labels, self.loss_config,
-                                  self.generator, network=self.network)
+        losses = self.denoiser.loss(images, available, labels, self.loss_config, self.generator,
+                                    network=self.network)
         return losses if self.reduction == "none" else losses.mean()
 
 
@@ -110,7 +111,7 @@ class DPStep:
         loader = DataLoader(TensorDataset(data.images, data.available, data.labels), batch_size=t.recipe.batch_size)
         self.engine = PrivacyEngine(accountant=self.privacy.accountant)
         self.engine.accountant.history = list(history)
-        criterion = PerExampleCriterion(t.model, t.schedule, t.loss_config, t.generator)  # ghost only
+        criterion = PerExampleCriterion(t.denoiser, t.loss_config, t.generator)  # ghost only
         private = self.engine.make_private(
             module=t.model, optimizer=t.optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.privacy.max_grad_norm, poisson_sampling=True, criterion=criterion,
@@ -127,6 +128,7 @@ class DPStep:
     model = property(lambda self: self.trainer.model)
     device = property(lambda self: self.trainer.device)
     schedule = property(lambda self: self.trainer.schedule)
+    denoiser = property(lambda self: self.trainer.denoiser)
     loss_config = property(lambda self: self.trainer.loss_config)
     generator = property(lambda self: self.trainer.generator)
 
@@ -158,8 +160,8 @@ class DPStep:
             return loss.loss_per_sample.detach().float()
         repeated = [x.repeat_interleave(k, dim=0) for x in (images, available, labels)]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            losses = per_example_loss(self.model, self.schedule, *repeated, self.loss_config, self.generator,
-                                      network=self.private_model)
+            losses = self.trainer.denoiser.loss(*repeated, self.loss_config, self.generator,
+                                                network=self.private_model)
         losses.mean().backward()
         for p in self.model.parameters():
             if p.requires_grad and k > 1:

@@ -22,9 +22,8 @@ import torch
 from monai.metrics import compute_roc_auc
 
 from ..common.data.tensors import TrainingTensors
-from ..common.diffusion.loss import LossConfig, per_example_loss
-from ..common.diffusion.model import ConditionalDenoiser
-from ..common.diffusion.schedules import Schedule
+from ..common.diffusion.denoiser import Denoiser
+from ..common.diffusion.loss import LossConfig
 
 
 @dataclass(frozen=True)
@@ -77,17 +76,17 @@ def audit_near_copies(synthetic: torch.Tensor, train: TrainingTensors, holdout: 
 
 
 @torch.no_grad()
-def denoising_losses(model: ConditionalDenoiser, schedule: Schedule, data: TrainingTensors, draws: int = 8,
-                     seed: int = 0, batch_size: int = 64) -> torch.Tensor:
+def denoising_losses(denoiser: Denoiser, data: TrainingTensors, draws: int = 8, seed: int = 0,
+                     batch_size: int = 64) -> torch.Tensor:
     """(N,) each example's denoising loss averaged over ``draws`` fixed (t, noise) draws."""
-    device = next(model.parameters()).device
+    device = next(denoiser.model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     losses = torch.zeros(len(data), dtype=torch.float64)
     for _ in range(draws):
         for start in range(0, len(data), batch_size):
             part = data.subset(torch.arange(start, min(start + batch_size, len(data))))
-            value = per_example_loss(model, schedule, part.images.to(device), part.available.to(device),
-                                     part.labels.to(device), LossConfig(0.0, 0.0), generator)
+            value = denoiser.loss(part.images.to(device), part.available.to(device), part.labels.to(device),
+                                  LossConfig(0.0, 0.0), generator)
             losses[start:start + len(part)] += value.double().cpu() / draws
     return losses
 

@@ -56,7 +56,7 @@ def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
     size, c = loaded.resolution, loaded.schema.num_channels
     labels = torch.arange(n) % loaded.schema.num_classes if loaded.schema.num_classes else None
     conditioning = Conditioning(torch.zeros(n, c, size, size), torch.zeros(n, c, dtype=torch.bool), labels)
-    images = sample(loaded.model, loaded.schedule, conditioning, steps=steps,
+    images = sample(loaded.denoiser, conditioning, steps=steps,
                     generator=torch.Generator().manual_seed(0)).numpy()
     classes = labels.tolist() if labels is not None else [None] * n
     return example_grid([Example(image=x, available=np.ones(c, dtype=bool), label=k) for x, k in zip(images, classes)],

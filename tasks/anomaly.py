@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..common.diffusion.generate import Conditioning, guided_eps_fn, sample
+from ..common.diffusion.generate import Conditioning, sample
+from ..common.diffusion.guidance import bind
 from ..common.diffusion.loading import LoadedModel
 from ..common.diffusion.samplers import ddim_invert
 from ..common.diffusion.simplex import draw_noise
@@ -76,28 +77,26 @@ def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
 
 def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, settings: AnomalySettings,
                  generator: torch.Generator) -> Tensor:
-    model, schedule, device = loaded.model, loaded.schedule, loaded.device
+    denoiser, device = loaded.denoiser, loaded.device
     images = images.to(device)
     nothing = torch.zeros(images.shape[:2], dtype=torch.bool, device=device)
     labels = None if label is None else torch.full((images.shape[0],), label, dtype=torch.long, device=device)
-    t = torch.tensor(settings.depth, dtype=torch.float64)
     if settings.method == "anoddpm":
-        shape = (-1,) + (1,) * (images.dim() - 1)
-        alpha = schedule.alpha(t).to(images.dtype).reshape(shape).to(device)
-        sigma = schedule.sigma(t).to(images.dtype).reshape(shape).to(device)
+        t = torch.full((images.shape[0],), settings.depth, dtype=torch.float64)
+        alpha, sigma = denoiser.coefficients(t, images)
         kind = model_noise(loaded)
         cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=device)))
 
         def fresh(x: Tensor) -> Tensor:  # the noise the model was trained with, on the model's device
             return draw_noise(kind, tuple(x.shape), cpu, x.dtype).to(device)
 
-        return sample(model, schedule, Conditioning(images, nothing, labels), sampler="ddpm", steps=settings.steps,
+        return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddpm", steps=settings.steps,
                       generator=generator, x_start=alpha * images + sigma * fresh(images), start_t=settings.depth,
                       noise_fn=fresh)
     with torch.no_grad():
-        encoder = guided_eps_fn(model, schedule, Conditioning(images, nothing, None))
-        latent = ddim_invert(encoder, images, schedule, settings.steps, end_t=settings.depth)
-    return sample(model, schedule, Conditioning(images, nothing, labels), sampler="ddim", steps=settings.steps,
+        encoder = bind(denoiser, Conditioning(images, nothing, None))
+        latent = ddim_invert(encoder, images, denoiser.schedule.sampling_times(settings.steps, settings.depth))
+    return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddim", steps=settings.steps,
                   guidance_scale=settings.guidance, x_start=latent, start_t=settings.depth)
 
 

@@ -18,7 +18,6 @@ from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate
 
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
-from ..common.diffusion.schedules import DiscreteVP, Schedule
 from .metrics import from_unit, to_unit
 
 Tensor = torch.Tensor
@@ -52,16 +51,6 @@ def estimate_level(noisy_unit: Tensor, channels: Tensor) -> Tensor:
     return torch.tensor(levels, dtype=torch.float32)
 
 
-def matching_time(schedule: Schedule, ratio: float) -> float:
-    """The schedule time t (on its own grid when discrete) whose sigma(t) / alpha(t) is closest to ``ratio``."""
-    if isinstance(schedule, DiscreteVP):
-        grid = (torch.arange(schedule.num_steps, dtype=torch.float64) + 1) / schedule.num_steps
-    else:
-        grid = torch.linspace(schedule.t_min, 1.0, 4001, dtype=torch.float64)
-    ratios = schedule.sigma(grid) / schedule.alpha(grid)
-    return float(grid[torch.argmin((torch.log(ratios) - np.log(max(ratio, 1e-8))).abs())])
-
-
 def _prepare(noisy_unit: Tensor, level: Tensor, noise_model: str) -> Tensor:
     if noise_model != "rician":
         return noisy_unit
@@ -80,12 +69,12 @@ def denoise(loaded: LoadedModel, noisy_unit: Tensor, available: Tensor, settings
     generator = torch.Generator(loaded.device).manual_seed(seed)
     out, times = [], []
     for i in range(noisy_unit.shape[0]):  # each image enters at its own time
-        t = matching_time(loaded.schedule, 2.0 * float(level[i]))  # x2: [0, 1] units -> model units
+        t = loaded.schedule.time_for_noise_ratio(2.0 * float(level[i]))  # x2: [0, 1] units -> model units
         times.append(t)
         alpha = float(loaded.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
         x = y[i:i + 1].to(loaded.device)
         nothing = torch.zeros(x.shape[:2], dtype=torch.bool, device=loaded.device)
-        runs = [sample(loaded.model, loaded.schedule, Conditioning(x, nothing), sampler=settings.sampler,
+        runs = [sample(loaded.denoiser, Conditioning(x, nothing), sampler=settings.sampler,
                        steps=settings.steps, generator=generator, x_start=alpha * x, start_t=t).cpu()
                 for _ in range(settings.samples if settings.sampler == "ddpm" else 1)]
         out.append(to_unit(torch.stack(runs).mean(0)))

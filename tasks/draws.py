@@ -21,6 +21,6 @@ def draw_channel(loaded: LoadedModel, images: Tensor, given: Tensor, channel: in
     for first in range(0, images.shape[0], batch_size):
         rows = slice(first, first + batch_size)
         conditioning = Conditioning(images[rows].to(loaded.device), given[rows].to(loaded.device))
-        out.append(torch.stack([sample(loaded.model, loaded.schedule, conditioning, sampler=sampler, steps=steps,
+        out.append(torch.stack([sample(loaded.denoiser, conditioning, sampler=sampler, steps=steps,
                                        generator=generator)[:, channel].cpu() for _ in range(samples)]))
     return torch.cat(out, dim=1)

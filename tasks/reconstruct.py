@@ -193,8 +193,8 @@ def reconstruct(loaded: LoadedModel, kspace: Tensor, mask: Tensor, channel: int,
             return x0
 
         conditioning = Conditioning(condition[rows].to(device), given[rows].to(device))
-        draws = [sample(loaded.model, loaded.schedule, conditioning, sampler=settings.sampler, steps=settings.steps,
-                        generator=generator, denoised_fn=consistent,
+        draws = [sample(loaded.denoiser, conditioning, sampler=settings.sampler, steps=settings.steps,
+                        generator=generator, project=consistent,
                         **({"eta": settings.eta} if settings.sampler == "ddim" else {}))[:, channel]
                  for _ in range(settings.samples)]
         mean = (torch.stack(draws).mean(0) + 1) / 2  # the mean of consistent draws is consistent

@@ -106,7 +106,7 @@ def synthetic_pairs(loaded: LoadedModel, count: int, mask_channel: int, *, steps
     for first in range(0, count, batch_size):
         n = min(batch_size, count - first)
         conditioning = Conditioning.nothing((n, *shape), loaded.device)
-        drawn.append(sample(loaded.model, loaded.schedule, conditioning, steps=steps, generator=generator).cpu())
+        drawn.append(sample(loaded.denoiser, conditioning, steps=steps, generator=generator).cpu())
     images = torch.cat(drawn)
     masks = mask_values_to_labels(images[:, mask_channel], loaded.schema.mask_labels) > 0
     images[:, mask_channel] = 0.0

@@ -104,8 +104,8 @@ def super_resolve(loaded: LoadedModel, low: Tensor, settings: SuperResolveSettin
 
         shape = (y.shape[0], y.shape[1], *(n * factor for n in y.shape[2:]))
         nothing = torch.zeros(shape[:2], dtype=torch.bool, device=loaded.device)
-        draws = [sample(loaded.model, loaded.schedule, Conditioning(torch.zeros(shape, device=loaded.device), nothing),
-                        sampler=settings.sampler, steps=settings.steps, generator=generator, denoised_fn=consistent,
+        draws = [sample(loaded.denoiser, Conditioning(torch.zeros(shape, device=loaded.device), nothing),
+                        sampler=settings.sampler, steps=settings.steps, generator=generator, project=consistent,
                         x_start=_start(loaded, y, settings, generator), start_t=settings.start_t,
                         **({"eta": settings.eta} if settings.sampler == "ddim" else {}))
                  for _ in range(settings.samples)]

@@ -6,7 +6,8 @@
 - ``compile``: ``torch.compile`` of the network; if compilation fails the network runs eagerly and the log
   says why (:class:`CompiledWithFallback`), so a site never stops training over a compiler problem.
 - ``cuda_graphs``: the sampling loop calls the network at one fixed shape; it is captured once as a CUDA graph
-  and replayed each step (:class:`GraphedNetwork`), removing the per-kernel launch cost.
+  and replayed each step (:class:`GraphedNetwork`), removing the per-kernel launch cost. The compiled network and
+  the graphs are kept on the denoiser that made them (denoiser.py), explicitly.
 
 All of them leave the numbers unchanged up to float rounding; tests/common/diffusion/test_fast_paths.py
 states the tolerances.
@@ -142,10 +143,9 @@ def graph_key(inputs: tuple) -> tuple:
             torch.is_autocast_enabled("cuda"))
 
 
-def graphed(owner: nn.Module, fn):
-    """A callable like ``fn`` that replays a CUDA graph per input signature, the graphs kept with ``owner``."""
-    graphs = owner.__dict__.setdefault("_cuda_graphs", {})
-
+def graphed(graphs: dict, fn):
+    """A callable like ``fn`` that replays a CUDA graph per input signature, the graphs kept in ``graphs`` (the
+    denoiser's own dict, so a task that samples many batches captures once)."""
     def call(*inputs):
         key = (id(fn), graph_key(inputs))
         if key not in graphs:

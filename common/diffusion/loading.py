@@ -17,6 +17,7 @@ from ..config import ConfigError
 from ..schema import ChannelSchema
 from ..specs import ModelSpec, RecipeSpec, spec_from_dict
 from .fast_paths import apply_layout, switch_on
+from .denoiser import Denoiser
 from .model import ConditionalDenoiser
 from .schedules import Schedule, make_schedule
 
@@ -27,12 +28,19 @@ RECIPE_KEYS = {"batch_size", "learning_rate", "warmup_steps", "weight_decay", "g
 
 @dataclass
 class LoadedModel:
-    model: ConditionalDenoiser
-    schedule: Schedule
+    denoiser: Denoiser  # the network and its schedule; keeps its compiled network and CUDA graphs across calls
     schema: ChannelSchema
     resolution: int
     meta: dict
     device: torch.device
+
+    @property
+    def model(self) -> ConditionalDenoiser:
+        return self.denoiser.model
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.denoiser.schedule
 
     @property
     def spec(self) -> ModelSpec:
@@ -85,4 +93,4 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     resolution = int(meta.get("resolution", 0))
     if resolution <= 0:
         raise CheckpointError(f"{path}: the checkpoint does not record the image resolution it was trained at")
-    return LoadedModel(model, make_schedule(spec.schedule), schema, resolution, meta, device)
+    return LoadedModel(Denoiser(model, make_schedule(spec.schedule)), schema, resolution, meta, device)

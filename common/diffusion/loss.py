@@ -3,7 +3,8 @@
 Per example, each available channel is given clean as a condition with probability ``p_condition`` (at least
 one available channel is always left to diffuse); the loss covers only diffused channels that the example
 really has, so a site without t2 never pushes the t2 output anywhere. Class labels are dropped to the null class
-with probability ``p_uncond`` so classifier-free guidance works at sampling time.
+with probability ``p_uncond`` so classifier-free guidance works at sampling time. The denoiser
+(denoiser.py ``Denoiser.loss``) puts these pieces together.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from .model import ConditionalDenoiser
-from .schedules import DiscreteVP, Schedule
-from .simplex import draw_noise
 
 
 @dataclass(frozen=True)
@@ -29,15 +26,6 @@ def rng_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def sample_times(schedule: Schedule, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """Uniform training times: a random step of a discrete schedule, or t ~ U(t_min, 1)."""
-    if isinstance(schedule, DiscreteVP):
-        index = torch.randint(0, schedule.num_steps, (batch,), generator=generator, device=rng_device(generator))
-        return ((index + 1).double() / schedule.num_steps).to(device)
-    u = torch.rand(batch, generator=generator, dtype=torch.float64, device=rng_device(generator))
-    return (schedule.t_min + (1 - schedule.t_min) * u).to(device)
-
-
 def choose_conditions(available: torch.Tensor, p_condition: float, generator: torch.Generator | None) -> torch.Tensor:
     """(B, C) bool: channels given clean. Never all available ones, so every example has something to learn."""
     draw = torch.rand(available.shape, generator=generator, device=rng_device(generator))
@@ -46,36 +34,18 @@ def choose_conditions(available: torch.Tensor, p_condition: float, generator: to
     return given & ~nothing_left[:, None]  # not given[mask] = False: boolean indexing waits for the GPU
 
 
-def per_example_loss(model: ConditionalDenoiser, schedule: Schedule, x0: torch.Tensor, available: torch.Tensor,
-                     labels: torch.Tensor | None = None, config: LossConfig = LossConfig(),
-                     generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                     network: torch.nn.Module | None = None) -> torch.Tensor:
-    """Masked MSE of the network output against its target (the noise, or the EDM/v target; see
-    parametrization.py), per example, shape (B,) (the shape Opacus' ghost clipping needs).
+def drop_labels(labels: torch.Tensor, null_class: int, p_uncond: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Unlabelled examples (-1) and a random ``p_uncond`` of the others get the null class."""
+    labels = torch.where(labels < 0, torch.full_like(labels, null_class), labels)
+    draw = torch.rand(labels.shape[0], generator=generator, device=rng_device(generator))
+    drop = (draw < p_uncond).to(labels.device)
+    return torch.where(drop, torch.full_like(labels, null_class), labels)
 
-    x0: (B, C, *spatial) in [-1, 1]; available: (B, C) bool; labels: (B,) or None (-1 = unlabelled);
-    t: (B,) schedule times, drawn uniformly when None (evaluation passes them to report loss per noise band).
-    network: what to call instead of ``model`` (the same model wrapped, e.g. by Opacus for per-example gradients).
-    """
-    batch = x0.shape[0]
-    given = choose_conditions(available, config.p_condition, generator)
-    diffused = available & ~given
-    t = sample_times(schedule, batch, generator, x0.device) if t is None else t.to(x0.device)
-    shape = (batch,) + (1,) * (x0.dim() - 1)
-    alpha = schedule.alpha(t).to(x0.dtype).reshape(shape)
-    sigma = schedule.sigma(t).to(x0.dtype).reshape(shape)
-    noise = draw_noise(config.noise, tuple(x0.shape), generator, x0.dtype).to(x0.device)
-    x_t = alpha * x0 + sigma * noise
-    if labels is not None and model.schema.num_classes:
-        labels = torch.where(labels < 0, torch.full_like(labels, model.null_class), labels)
-        draw = torch.rand(batch, generator=generator, device=rng_device(generator))
-        drop = (draw < config.p_uncond).to(labels.device)
-        labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
-    p = model.parametrization
-    output = (network or model)(p.network_input(x_t, alpha, sigma), schedule.network_time(t).to(x0.dtype), x0, given,
-                                labels)
-    target = p.target(x0, noise, x_t, alpha, sigma)
-    weight = diffused.to(x0.dtype).reshape(diffused.shape + (1,) * (x0.dim() - 2))
+
+def masked_mse(output: torch.Tensor, target: torch.Tensor, diffused: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared error over the diffused channels each example has (B, C bool), per voxel."""
+    weight = diffused.to(target.dtype).reshape(diffused.shape + (1,) * (target.dim() - 2))
     per_element = (output.float() - target) ** 2 * weight
-    voxels = x0[0, 0].numel()
+    voxels = target[0, 0].numel()
     return per_element.flatten(1).sum(1) / (weight.flatten(1).sum(1) * voxels).clamp_min(1.0)

@@ -6,11 +6,10 @@ With r = sqrt(alpha^2 sigma_d^2 + sigma^2) (the std of x_t for data of std sigma
 
     network input  x_t / r                         (unit variance at every t, VE included)
     x0 estimate    sigma_d^2 alpha / r^2 x_t + sigma sigma_d / r F
-    eps estimate   (x_t - alpha x0) / sigma
 
 Why: with eps-prediction the x0 estimate at high noise is (x_t - sigma eps) / alpha with alpha ~ 0.006, so a
 small eps error ruins the global layout; a short training run then samples grey backgrounds. The F target has
-unit variance at all noise levels, so the model learns the layout early. The samplers only ever see eps.
+unit variance at all noise levels, so the model learns the layout early. The samplers see x0 (denoiser.py).
 """
 
 from __future__ import annotations
@@ -38,13 +37,12 @@ class Parametrization:
     def network_input(self, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         return x_t if self.prediction == "eps" else x_t / self._r(alpha, sigma)
 
-    def eps(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-        """The noise estimate from the network output (alpha, sigma broadcastable to x_t)."""
+    def x0(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """The clean-image estimate from the network output (alpha, sigma broadcastable to x_t)."""
         if self.prediction == "eps":
-            return output
+            return (x_t - sigma * output) / alpha
         r = self._r(alpha, sigma)
-        x0 = self.sigma_data**2 * alpha / r**2 * x_t + sigma * self.sigma_data / r * output
-        return (x_t - alpha * x0) / sigma
+        return self.sigma_data**2 * alpha / r**2 * x_t + sigma * self.sigma_data / r * output
 
     def target(self, x0: Tensor, noise: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """What the network output should be for x_t = alpha x0 + sigma noise."""

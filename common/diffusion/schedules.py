@@ -4,6 +4,10 @@ DDPM (discrete VP, linear or cosine betas), NCSN (VE, geometric sigmas) and the 
 are all Gaussian diffusions, so one parametrisation serves every formulation: the network predicts eps, the
 score is -eps / sigma, and the SDE drift f(t) and squared diffusion g^2(t) follow from alpha and sigma
 (f = d log alpha / dt, g^2 = d sigma^2 / dt - 2 f sigma^2). t = 0 is always clean data (alpha 1, sigma 0).
+
+A schedule also owns everything time-related its users need, so that none of them asks which kind it is: the
+training times, the prior sample, the sampling time grids (uniform, or even in log-SNR) and the time at which
+the noise-to-signal ratio sigma / alpha takes a given value.
 """
 
 from __future__ import annotations
@@ -57,22 +61,51 @@ class Schedule:
         grid = torch.linspace(start_t, self.t_min, steps, dtype=torch.float64)
         return torch.cat([grid, torch.zeros(1, dtype=torch.float64)])
 
+    def logsnr_times(self, steps: int, start_t: float = 1.0) -> Tensor:
+        """Times evenly spaced in log-SNR lambda = log(alpha / sigma) from start_t to t_min, then 0.
 
-def logsnr_times(schedule: Schedule, steps: int, start_t: float = 1.0) -> Tensor:
-    """Times evenly spaced in log-SNR lambda = log(alpha / sigma) from start_t to t_min, then 0.
+        Few-step solvers (DPM-Solver) are exact for the linear part in lambda; this spacing is what they need.
+        """
+        dense = torch.linspace(self.t_min, start_t, 4001, dtype=torch.float64)
+        lam = self.log_alpha(dense) - torch.log(self._sigma(dense))  # decreasing in t
+        targets = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
+        # interpolate t(lambda) on the dense grid (lambda is monotone, so flip to increasing order)
+        lam_inc, t_inc = lam.flip(0), dense.flip(0)
+        idx = torch.searchsorted(lam_inc, targets).clamp(1, len(lam_inc) - 1)
+        w = (targets - lam_inc[idx - 1]) / (lam_inc[idx] - lam_inc[idx - 1])
+        times = t_inc[idx - 1] + w * (t_inc[idx] - t_inc[idx - 1])
+        times[0], times[-1] = start_t, self.t_min
+        return torch.cat([times, torch.zeros(1, dtype=torch.float64)])
 
-    Few-step solvers (DPM-Solver) are exact for the linear part in lambda; this spacing is what they need.
-    """
-    dense = torch.linspace(schedule.t_min, start_t, 4001, dtype=torch.float64)
-    lam = schedule.log_alpha(dense) - torch.log(schedule._sigma(dense))  # decreasing in t
-    targets = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
-    # interpolate t(lambda) on the dense grid (lambda is monotone, so flip to increasing order)
-    lam_inc, t_inc = lam.flip(0), dense.flip(0)
-    idx = torch.searchsorted(lam_inc, targets).clamp(1, len(lam_inc) - 1)
-    w = (targets - lam_inc[idx - 1]) / (lam_inc[idx] - lam_inc[idx - 1])
-    times = t_inc[idx - 1] + w * (t_inc[idx] - t_inc[idx - 1])
-    times[0], times[-1] = start_t, schedule.t_min
-    return torch.cat([times, torch.zeros(1, dtype=torch.float64)])
+    def time_grid(self, steps: int, start_t: float = 1.0, spacing: str = "uniform") -> Tensor:
+        """The descending grid a sampler walks (steps + 1 times, the last 0): uniform in t, or in log-SNR."""
+        return self.logsnr_times(steps, start_t) if spacing == "logsnr" else self.sampling_times(steps, start_t)
+
+    def training_times(self, batch: int, generator: torch.Generator | None, device) -> Tensor:
+        """(batch,) uniform training times t ~ U(t_min, 1), drawn where the generator lives."""
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=_rng_device(generator))
+        return (self.t_min + (1 - self.t_min) * u).to(device)
+
+    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                     device: str | torch.device = "cpu") -> Tensor:
+        """A draw from the prior at t = 1: N(0, sigma(1)^2) (float32)."""
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
+        return noise * self.prior_std()
+
+    def candidate_times(self) -> Tensor:
+        """The times a continuous schedule is searched on (a discrete one has its own steps)."""
+        return torch.linspace(self.t_min, 1.0, 4001, dtype=torch.float64)
+
+    def time_for_noise_ratio(self, ratio: float) -> float:
+        """The time t (on the schedule's own grid when discrete) whose sigma(t) / alpha(t) is closest to ``ratio``:
+        where an image with that much noise enters the reverse process (denoising)."""
+        grid = self.candidate_times()
+        ratios = self.sigma(grid) / self.alpha(grid)
+        return float(grid[torch.argmin((torch.log(ratios) - math.log(max(ratio, 1e-8))).abs())])
+
+
+def _rng_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
 
 
 class DiscreteVP(Schedule):
@@ -86,6 +119,7 @@ class DiscreteVP(Schedule):
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         self.t_min = 1.0 / self.num_steps
         self._log_acp = torch.log(self.alphas_cumprod)
+        self._tables: dict[torch.device, Tensor] = {}  # log alpha-bar copied once to each device it is used on
 
     @classmethod
     def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2) -> "DiscreteVP":
@@ -114,16 +148,23 @@ class DiscreteVP(Schedule):
         """log alpha-bar on the device of the times (a GPU trainer's times live on the GPU), copied once."""
         if device.type == "cpu":
             return self._log_acp
-        cache = self.__dict__.setdefault("_tables", {})
-        if device not in cache:
-            cache[device] = self._log_acp.to(device)
-        return cache[device]
+        if device not in self._tables:
+            self._tables[device] = self._log_acp.to(device)
+        return self._tables[device]
 
     def _sigma(self, t: Tensor) -> Tensor:
         return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
 
     def network_time(self, t: Tensor) -> Tensor:
         return self.index(t).to(torch.float32)
+
+    def training_times(self, batch: int, generator: torch.Generator | None, device) -> Tensor:
+        """(batch,) random steps of the discrete schedule, as times (i + 1) / T."""
+        index = torch.randint(0, self.num_steps, (batch,), generator=generator, device=_rng_device(generator))
+        return ((index + 1).double() / self.num_steps).to(device)
+
+    def candidate_times(self) -> Tensor:
+        return (torch.arange(self.num_steps, dtype=torch.float64) + 1) / self.num_steps
 
     def sampling_times(self, steps: int, start_t: float = 1.0) -> Tensor:
         """Evenly spaced step indices from start_t's step down ('trailing': the first step is pure noise)."""

@@ -19,7 +19,6 @@ import torch
 
 from ..data.tensors import TrainingTensors
 from ..diffusion.fast_paths import CompiledWithFallback, memory_format, switch_on
-from ..diffusion.loss import per_example_loss
 from ..progress import training_progress
 from .trainer import TrainResult, Trainer, TrainingDiverged
 
@@ -101,8 +100,8 @@ class PlainStep:
     def loss(self, batch: TrainingTensors, network=None) -> torch.Tensor:
         t = self.trainer
         with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.autocast):
-            losses = per_example_loss(t.model, t.schedule, batch.images, batch.available, batch.labels,
-                                      t.loss_config, t.generator, network=network)
+            losses = t.denoiser.loss(batch.images, batch.available, batch.labels, t.loss_config, t.generator,
+                                     network=network)
         loss = losses.float().mean()
         if self.proximal_mu > 0 and t.anchor is not None:
             distance = sum(((p - a) ** 2).sum() for p, a in zip(t.model.parameters(), t.anchor))

@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..checkpoint import save_checkpoint
 from ..diffusion.fast_paths import apply_layout, switch_on
 from ..diffusion.loading import model_meta, open_model_checkpoint
+from ..diffusion.denoiser import Denoiser
 from ..diffusion.loss import LossConfig
 from ..diffusion.model import ConditionalDenoiser
 from ..diffusion.schedules import make_schedule
@@ -77,6 +78,7 @@ class Trainer:
         warmup = max(1, recipe.warmup_steps)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.schedule = make_schedule(model.schedule)
+        self.denoiser = Denoiser(self.model, self.schedule)  # loss and sampling through the one denoiser
         self.loss_config = LossConfig(recipe.p_condition, recipe.p_uncond, model.noise)
         # simplex noise is drawn on the CPU (simplex.py); everything else where the model trains
         rng_on = self.device if model.noise == "gaussian" else torch.device("cpu")

@@ -63,10 +63,9 @@ def test_hooks_and_functorch_agree_and_average_the_k_draws_before_clipping(phant
     # the mean per-example gradient is the ordinary gradient of the mean loss over the same draws
     reference = _trainer(phantom, k=3)
     reference.generator.manual_seed(3)
-    from meddiff.common.diffusion.loss import per_example_loss
     plain = reference.model
     repeated = [x.repeat_interleave(3, dim=0) for x in (batch.images, batch.available, batch.labels)]
-    per_example_loss(plain, reference.schedule, *repeated, reference.loss_config, reference.generator).mean().backward()
+    reference.denoiser.loss(*repeated, reference.loss_config, reference.generator).mean().backward()
     ordinary = torch.cat([p.grad.flatten() for p in plain.parameters() if p.requires_grad])
     assert torch.allclose(grads["hooks"].mean(0), ordinary, rtol=1e-3, atol=1e-6)
 

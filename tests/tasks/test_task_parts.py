@@ -11,7 +11,6 @@ import torch
 from meddiff.common.diffusion.schedules import make_schedule
 from meddiff.common.diffusion.simplex import draw_noise, simplex_noise
 from meddiff.tasks.classifier import ClassifierRecipe, evaluate, train_classifier
-from meddiff.tasks.denoise import matching_time
 from meddiff.tasks.metrics import pixel_scores
 from meddiff.tasks.noise import add_noise
 from meddiff.tasks.super_resolve import downsample, project, upsample_pinv
@@ -21,7 +20,7 @@ from meddiff.tasks.super_resolve import downsample, project, upsample_pinv
 @pytest.mark.parametrize("ratio", [0.05, 0.2, 0.6])
 def test_denoising_enters_where_the_schedule_has_the_images_noise(schedule, ratio):
     s = make_schedule(schedule)
-    t = torch.tensor(matching_time(s, ratio), dtype=torch.float64)
+    t = torch.tensor(s.time_for_noise_ratio(ratio), dtype=torch.float64)
     assert float(s.sigma(t) / s.alpha(t)) == pytest.approx(ratio, rel=0.05)
 
 

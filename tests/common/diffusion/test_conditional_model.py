@@ -6,7 +6,8 @@ import torch
 
 from meddiff.common.data.phantom import phantom_dataset
 from meddiff.common.data.transforms import prepare
-from meddiff.common.diffusion.loss import LossConfig, per_example_loss
+from meddiff.common.diffusion.denoiser import Denoiser
+from meddiff.common.diffusion.loss import LossConfig
 from meddiff.common.diffusion.model import ConditionalDenoiser
 from meddiff.common.specs import ModelSpec
 from meddiff.common.diffusion.schedules import DiscreteVP
@@ -49,7 +50,7 @@ def test_a_site_without_t2_sends_no_gradient_through_the_t2_output():
         captured["out"] = output
 
     model.unet.register_forward_hook(keep_output)
-    loss = per_example_loss(model, DiscreteVP.linear(), x, available, labels, generator=torch.Generator().manual_seed(0))
+    loss = Denoiser(model, DiscreteVP.linear()).loss(x, available, labels, generator=torch.Generator().manual_seed(0))
     assert loss.shape == (6,)
     loss.mean().backward()
     grad = captured["out"].grad
@@ -70,12 +71,12 @@ def test_a_few_hundred_steps_lower_the_loss():
     def evaluate():
         with torch.no_grad():
             eg = torch.Generator().manual_seed(123)
-            return torch.stack([per_example_loss(model, schedule, x, available, labels, LossConfig(), eg).mean()
+            return torch.stack([Denoiser(model, schedule).loss(x, available, labels, LossConfig(), eg).mean()
                                 for _ in range(8)]).mean().item()
 
     before = evaluate()
     for _ in range(200):
-        loss = per_example_loss(model, schedule, x, available, labels, generator=g).mean()
+        loss = Denoiser(model, schedule).loss(x, available, labels, generator=g).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -16,7 +16,7 @@ import torch
 from meddiff.common.data.training_set import load_training_set
 from meddiff.common.diffusion.fast_paths import (CompiledWithFallback, FastPaths, GraphedNetwork, apply_layout,
                                                  set_flash_attention, switch_on)
-from meddiff.common.diffusion.generate import Conditioning, sample
+from meddiff.common.diffusion.generate import Conditioning, Denoiser, sample
 from meddiff.common.diffusion.model import ConditionalDenoiser
 from meddiff.common.specs import ModelSpec, RecipeSpec, RuntimeSpec
 from meddiff.common.training.plain_step import PlainStep
@@ -147,7 +147,8 @@ def _graph_vs_eager(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     runs = []
     for graphs in ("off", "on"):
         g = torch.Generator(device).manual_seed(0)
-        runs.append(sample(model, schedule, conditioning, sampler="ddim", steps=8, generator=g, precision="fp32",
+        runs.append(sample(Denoiser(model, schedule), conditioning, sampler="ddim", steps=8, generator=g,
+                           precision="fp32",
                            fast_paths=FastPaths(cuda_graphs=graphs, compile="off")))
     return runs[0], runs[1]
 
@@ -174,11 +175,11 @@ def test_a_graph_replays_new_inputs_not_the_captured_ones():
 def test_graphs_are_kept_per_model_and_shape():
     from meddiff.common.data.phantom import SCHEMA
     model = _model(SCHEMA).cuda()
-    schedule = make_schedule("ddpm")
+    denoiser = Denoiser(model, make_schedule("ddpm"))
     for batch in (4, 4, 2):
-        sample(model, schedule, Conditioning.nothing((batch, SCHEMA.num_channels, 16, 16), "cuda"), steps=3,
+        sample(denoiser, Conditioning.nothing((batch, SCHEMA.num_channels, 16, 16), "cuda"), steps=3,
                generator=torch.Generator("cuda").manual_seed(0), fast_paths=FastPaths(compile="off"))
-    assert len(model.__dict__["_cuda_graphs"]) == 2
+    assert len(denoiser.graphs) == 2
 
 
 def test_cuda_graphs_on_a_cpu_is_refused():
@@ -194,6 +195,6 @@ def test_the_trainer_trains_and_samples_on_cuda_with_the_default_fast_paths(data
     resumed = Trainer.resume(tmp_path / "model.pt", "cuda")
     assert resumed.step == 30 and resumed.generator.device.type == "cuda"
     conditioning = Conditioning.nothing((4,) + tuple(data.images.shape[1:]), "cuda")
-    images = sample(trainer.ema.module, trainer.schedule, conditioning, steps=5,
+    images = sample(Denoiser(trainer.ema.module, trainer.schedule), conditioning, steps=5,
                     generator=torch.Generator("cuda").manual_seed(0))
     assert images.shape == conditioning.condition.shape and torch.isfinite(images).all()

@@ -7,7 +7,8 @@ from dataclasses import replace
 import torch
 
 from meddiff.common.data.phantom import SCHEMA
-from meddiff.common.diffusion.generate import Conditioning, guided_eps_fn, sample
+from meddiff.common.diffusion.generate import Conditioning, Denoiser, sample
+from meddiff.common.diffusion.guidance import Clipped, bind
 from meddiff.common.diffusion.model import ConditionalDenoiser
 from meddiff.common.specs import ModelSpec
 from meddiff.common.diffusion.schedules import DiscreteVP
@@ -29,14 +30,19 @@ def _conditioning(batch=3, size=8, labels=None) -> Conditioning:
                         torch.zeros(batch, SCHEMA.num_channels, dtype=torch.bool), labels)
 
 
+def _eps(denoiser, x, t):
+    """The noise estimate a bound denoiser's x0 implies."""
+    a, s = denoiser.denoiser.coefficients(t, x)
+    return (x - a * denoiser(x, t)) / s
+
+
 @torch.no_grad()
 def test_guidance_scale_mixes_the_class_and_null_predictions():
-    model, schedule = _model(), DiscreteVP.linear()
+    denoiser = Denoiser(_model(), DiscreteVP.linear())
     x, t = torch.randn(3, 5, 8, 8), torch.full((3,), 0.5)
     labels = torch.tensor([0, 1, 1])
-    raw = {w: guided_eps_fn(model, schedule, _conditioning(labels=labels), w, clip_denoised=False)(x, t)
-           for w in (0.0, 1.0, 3.0)}
-    null = guided_eps_fn(model, schedule, _conditioning(labels=None), 1.0, clip_denoised=False)(x, t)
+    raw = {w: _eps(bind(denoiser, _conditioning(labels=labels), w), x, t) for w in (0.0, 1.0, 3.0)}
+    null = _eps(bind(denoiser, _conditioning(labels=None), 1.0), x, t)
     assert torch.allclose(raw[0.0], null, atol=1e-5)  # w = 0 ignores the class
     assert not torch.allclose(raw[1.0], null, atol=1e-3)
     assert torch.allclose(raw[3.0], null + 3.0 * (raw[1.0] - null), atol=1e-4)
@@ -45,29 +51,27 @@ def test_guidance_scale_mixes_the_class_and_null_predictions():
 @torch.no_grad()
 def test_the_clip_keeps_the_denoised_estimate_in_the_data_range():
     # an eps-predicting network: its x0 estimate at high noise is far outside [-1, 1] unless clipped
-    model, schedule = _model(replace(TINY, prediction="eps")), DiscreteVP.linear()
+    denoiser = Denoiser(_model(replace(TINY, prediction="eps")), DiscreteVP.linear())
     x, t = 5 * torch.randn(2, 5, 8, 8), torch.full((2,), 0.98)
-    eps = guided_eps_fn(model, schedule, _conditioning(2), clip_denoised=True)(x, t)
-    a, s = schedule.alpha(t[:1]).float(), schedule.sigma(t[:1]).float()
-    x0 = (x - s * eps) / a
+    x0 = Clipped(bind(denoiser, _conditioning(2)))(x, t)
     assert x0.abs().max() <= 1.0 + 1e-3
-    unclipped = guided_eps_fn(model, schedule, _conditioning(2), clip_denoised=False)(x, t)
-    assert ((x - s * unclipped) / a).abs().max() > 2.0
+    unclipped = bind(denoiser, _conditioning(2))(x, t)
+    assert unclipped.abs().max() > 2.0
 
 
 def test_given_channels_come_back_unchanged_and_samples_stay_in_range():
-    model, schedule = _model(), DiscreteVP.linear()
+    denoiser = Denoiser(_model(), DiscreteVP.linear())
     conditioning = _conditioning(2)
     t1 = SCHEMA.index("t1")
     condition = conditioning.condition.clone()
     condition[:, t1] = torch.linspace(-1, 1, 64).reshape(8, 8)
     given = conditioning.given.clone()
     given[:, t1] = True
-    out = sample(model, schedule, Conditioning(condition, given), sampler="ddim", steps=4,
+    out = sample(denoiser, Conditioning(condition, given), sampler="ddim", steps=4,
                  generator=torch.Generator().manual_seed(0))
     assert out.shape == condition.shape
     assert torch.equal(out[:, t1], condition[:, t1])
     assert out.abs().max() <= 1.0
-    again = sample(model, schedule, Conditioning(condition, given), sampler="ddim", steps=4,
+    again = sample(denoiser, Conditioning(condition, given), sampler="ddim", steps=4,
                    generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, again)  # the same seed gives the same samples

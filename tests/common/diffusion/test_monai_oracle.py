@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from meddiff.common.diffusion.samplers import ddim_step, posterior_step
+from meddiff.common.diffusion.samplers import ddim_step, posterior_step, predict_x0
 from meddiff.common.diffusion.schedules import DiscreteVP
 
 
@@ -43,7 +43,8 @@ def test_ddpm_step_matches_monai_in_float32_away_from_t0(timestep):
     noise = torch.randn(eps.shape, generator=torch.Generator().manual_seed(7))
     a_t, s_t = _coeff(ours, timestep)
     a_s, s_s = _coeff(ours, timestep - 1)
-    got, _ = posterior_step(sample.double(), eps.double(), a_t, s_t, a_s, s_s, noise.double())
+    x0 = predict_x0(sample.double(), eps.double(), a_t, s_t)
+    got = posterior_step(sample.double(), x0, a_t, s_t, a_s, s_s, noise.double())
     torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -64,8 +65,8 @@ def test_ddpm_step_matches_monai(timestep, clip):
     noise = torch.randn(eps.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     a_t, s_t = _coeff(ours, timestep)
     a_s, s_s = _coeff(ours, timestep - 1)
-    got, _ = posterior_step(sample, eps, a_t, s_t, a_s, s_s, noise if timestep > 0 else None,
-                            clip=1.0 if clip else None)
+    x0 = predict_x0(sample, eps, a_t, s_t, clip=1.0 if clip else None)
+    got = posterior_step(sample, x0, a_t, s_t, a_s, s_s, noise if timestep > 0 else None)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -82,5 +83,5 @@ def test_ddim_step_matches_monai(timestep, eta):
     noise = torch.randn(eps.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     a_t, s_t = _coeff(ours, timestep)
     a_s, s_s = _coeff(ours, timestep - 20)  # MONAI's previous timestep: 1000 // 50 steps back
-    got, _ = ddim_step(sample, eps, a_t, s_t, a_s, s_s, eta, noise)
+    got = ddim_step(sample, predict_x0(sample, eps, a_t, s_t), a_t, s_t, a_s, s_s, eta, noise)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

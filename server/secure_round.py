@@ -36,6 +36,7 @@ from flwr.serverapp import Grid
 from ..common.messages import SECURE_CLIPPING_RANGE, SECURE_MAX_WEIGHT, SECURE_WEIGHT, UNIFORM_WEIGHT
 from ..common.wire import PACKED_KEY
 from .settings import FederationSettings
+from .wrappers import SECURE_MEAN
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,11 @@ def _warn_if_imprecise(site_metrics: dict[str, dict], settings: FederationSettin
 
 
 def as_replies(mean: np.ndarray, sites: int) -> list[Message]:
-    """The secure mean as ``sites`` identical unit-weight replies for the strategy's aggregate_train."""
+    """The secure mean as ``sites`` identical unit-weight replies for the strategy's aggregate_train, marked as
+    the SecAgg+ mean (the validating wrapper has no single site's update to check)."""
     replies = []
     for _ in range(sites):
         content = RecordDict({"arrays": ArrayRecord({PACKED_KEY: Array(mean)}),
-                              "metrics": MetricRecord({"num-examples": 1, UNIFORM_WEIGHT: 1})})
+                              "metrics": MetricRecord({"num-examples": 1, UNIFORM_WEIGHT: 1, SECURE_MEAN: 1})})
         replies.append(Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN))
     return replies

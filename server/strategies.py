@@ -1,23 +1,31 @@
-"""Flower strategies by name, and the optimizer state some of them carry between rounds (for resume)."""
+"""Flower strategies by name inside the coordinator's wrappers (wrappers.py), and the optimizer state some of
+them carry between rounds (for resume)."""
 
 from __future__ import annotations
 
 import numpy as np
 from flwr.serverapp import strategy as flower
 
+import torch
+
 from ..common.messages import UNIFORM_WEIGHT
+from ..common.wire import Layout
 from .settings import FederationSettings
+from .wrappers import CentralDP, ServerEMA, Validating
 
 # FedOpt-family state that must survive a restart for an exact resume
 _STATE_ATTRIBUTES = ("m_t", "v_t")
 
 
-def make_strategy(settings: FederationSettings) -> flower.Strategy:
-    """The configured strategy; with central DP, inside Flower's fixed-clipping wrapper (server/central_dp.py)."""
+def make_strategy(settings: FederationSettings, layout: Layout, ema: dict[str, torch.Tensor]) -> flower.Strategy:
+    """ServerEMA(Validating([CentralDP](strategy))): the configured strategy; with central DP, inside Flower's
+    fixed-clipping wrapper (server/central_dp.py) and uniform weights."""
     if settings.central_dp != "off":
         from . import central_dp
-        return central_dp.wrap(_base_strategy(settings, weighted_by_key=UNIFORM_WEIGHT), settings)
-    return _base_strategy(settings)
+        inner = CentralDP(central_dp.wrap(_base_strategy(settings, weighted_by_key=UNIFORM_WEIGHT), settings))
+    else:
+        inner = _base_strategy(settings)
+    return ServerEMA(Validating(inner, settings, layout), settings.server_ema_decay, layout, ema)
 
 
 def _base_strategy(settings: FederationSettings, **weighting) -> flower.Strategy:
@@ -42,12 +50,21 @@ def _base_strategy(settings: FederationSettings, **weighting) -> flower.Strategy
     raise ValueError(f"unknown strategy {name!r}")
 
 
+def innermost(strategy: flower.Strategy) -> flower.Strategy:
+    """The Flower strategy inside every wrapper (ours and Flower's DP wrapper)."""
+    while hasattr(strategy, "inner") or hasattr(strategy, "strategy"):
+        strategy = getattr(strategy, "inner", None) or strategy.strategy
+    return strategy
+
+
 def strategy_state(strategy: flower.Strategy) -> dict[str, dict[str, np.ndarray]]:
     """Server-optimizer moments (FedAdam, FedYogi) as plain arrays, empty for stateless strategies."""
-    return {name: dict(getattr(strategy, name)) for name in _STATE_ATTRIBUTES
-            if isinstance(getattr(strategy, name, None), dict)}
+    base = innermost(strategy)
+    return {name: dict(getattr(base, name)) for name in _STATE_ATTRIBUTES
+            if isinstance(getattr(base, name, None), dict)}
 
 
 def restore_strategy_state(strategy: flower.Strategy, state: dict[str, dict[str, np.ndarray]]) -> None:
+    base = innermost(strategy)
     for name, arrays in state.items():
-        setattr(strategy, name, {k: np.asarray(v) for k, v in arrays.items()})
+        setattr(base, name, {k: np.asarray(v) for k, v in arrays.items()})

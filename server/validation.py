@@ -1,4 +1,4 @@
-"""Validation of every training reply before it reaches the aggregate.
+"""Validation of every training reply before it reaches the aggregate (the ``Validating`` wrapper applies it).
 
 A reply is rejected (logged with its node id, excluded, the round goes on) when its arrays are missing or
 extra, of the wrong shape or dtype, not finite, or when its update norm ||w_site - w_global|| is more than
@@ -9,9 +9,16 @@ two sites one broken update cannot hide by dragging the median up), or when it i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+from flwr.app import Message, MetricRecord
+
+from ..common.wire import Layout, WireFormatError, unpack_numpy
+from .settings import FederationSettings
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 
@@ -68,3 +75,60 @@ def validate_updates(updates: dict[int, Arrays], reference: Arrays, max_norm_rat
         else:
             verdicts[node] = Verdict(node, True, "", norm)
     return [verdicts[node] for node in updates]
+
+
+def filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray], layout: Layout,
+                    settings: FederationSettings, server_round: int) -> tuple[list[Message], list[dict]]:
+    """Replies that may be aggregated, and one record per rejected or failed reply."""
+    rejected, candidates, unpacked = [], {}, {}
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            rejected.append({"node": node, "reason": f"site error: {reply.error.reason}"})
+            continue
+        if "arrays" not in reply.content.array_records:
+            rejected.append({"node": node, "reason": "reply carries no 'arrays' record"})
+            continue
+        try:
+            unpacked[node] = unpack_numpy(reply.content["arrays"], layout)
+        except WireFormatError as error:
+            rejected.append({"node": node, "reason": str(error)})
+            continue
+        candidates[node] = reply
+    if settings.central_dp == "off":
+        limits = {"max_norm_ratio": settings.max_norm_ratio}
+    else:  # with central DP, who is aggregated must not depend on the other sites' updates: clipping bounds them
+        limits = {"max_norm_ratio": float("inf"),
+                  "max_update_norm": settings.dp_clipping_norm if settings.central_dp == "client-clipping"
+                  else float("inf")}
+    verdicts = validate_updates(unpacked, global_arrays, **limits)
+    accepted = []
+    for verdict in verdicts:
+        if verdict.accepted:
+            accepted.append(candidates[verdict.node_id])
+        else:
+            rejected.append({"node": verdict.node_id, "reason": verdict.reason})
+    for r in rejected:
+        log.warning("round %d: reply from node %s rejected: %s", server_round, r["node"], r["reason"])
+    return accepted, rejected
+
+
+def metrics_of(replies: list[Message]) -> dict[str, dict]:
+    """Each replying site's scalar metrics, by node id."""
+    out = {}
+    for reply in replies:
+        if not reply.has_error() and "metrics" in reply.content.metric_records:
+            out[str(reply.metadata.src_node_id)] = dict(reply.content["metrics"])
+    return out
+
+
+def common_metric_keys(replies: list[Message]) -> None:
+    """Keep in each reply only the metric keys every reply has: Flower's strategies refuse to aggregate records of
+    different keys, and sites differ (a site with DP also reports epsilon). Per-site values are kept apart."""
+    records = [reply.content["metrics"] for reply in replies if "metrics" in reply.content.metric_records]
+    if len(records) != len(replies):
+        return
+    common = set.intersection(*(set(record) for record in records)) if records else set()
+    for reply, record in zip(replies, records):
+        if set(record) != common:
+            reply.content["metrics"] = MetricRecord({k: record[k] for k in record if k in common})

@@ -9,7 +9,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from meddiff.server.federation import _common_metric_keys, _site_metrics
+from meddiff.server.validation import common_metric_keys, metrics_of
 
 
 def _reply(node: int, weights: np.ndarray, metrics: dict) -> Message:
@@ -22,8 +22,8 @@ def _reply(node: int, weights: np.ndarray, metrics: dict) -> Message:
 def test_a_dp_site_and_a_plain_site_are_aggregated_together():
     replies = [_reply(1, np.ones(4, np.float32), {"num-examples": 10, "train-loss": 0.5, "epsilon": 2.0}),
                _reply(2, np.zeros(4, np.float32), {"num-examples": 30, "train-loss": 0.3})]
-    per_site = _site_metrics(replies)
-    _common_metric_keys(replies)
+    per_site = metrics_of(replies)
+    common_metric_keys(replies)
     arrays, metrics = FedAvg().aggregate_train(1, replies)
     np.testing.assert_allclose(arrays["weights"].numpy(), np.full(4, 0.25, np.float32))  # weighted by examples
     assert "train-loss" in metrics and "epsilon" not in metrics

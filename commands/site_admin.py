@@ -39,6 +39,11 @@ enabled = false
 # delta = 0.0                  # 0 = 1 / (10 N) for N training images
 # accountant = "rdp"           # rdp or prv
 
+[runtime]
+# This site's own hardware switches (never set by the coordinator): each "auto" (on for CUDA), "on" or "off".
+# precision = "auto"           # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32, bf16
+# compile = "auto"             # torch.compile for long training calls
+
 [trust]
 # The meddiff code this site approved: the hash of the installed version when this file was written.
 # After an upgrade the daemon refuses to train until you approve the new hash (`meddiff site status` shows it).

@@ -41,12 +41,13 @@ def installed(tmp_path_factory) -> Path:
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((root / "dist").glob("meddiff-*.whl"))
     assert run(sys.executable, "-m", "venv", root / "venv", cwd=root).returncode == 0
+    installed = run(root / "venv" / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index",
+                    "--force-reinstall", "-q", wheel, cwd=root)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    # then, and only then, the dependencies: pip must not see the project's editable meddiff as installed
     venv_site = Path(run(root / "venv" / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()"
                          "['purelib'])", cwd=root).stdout.strip())
     (venv_site / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = run(root / "venv" / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel,
-                    cwd=root)
-    assert installed.returncode == 0, installed.stderr[-2000:]
     bin_dir = root / "venv" / "bin"
     for name in FLOWER_SCRIPTS:  # the entry points pip writes for Flower, pointed at the new interpreter
         source = Path(sys.executable).parent / name

@@ -228,9 +228,13 @@ PGBM_TASKS = {  # name: (command, arguments); each command's report carries its 
 }
 
 
+TASK_MODULES = {"denoise": "denoise", "super-resolve": "super_resolve", "detect-anomalies": "anomaly",
+                "reconstruct": "reconstruct", "segment": "segment", "translate": "translate"}
+
+
 def output_stem(command: str) -> str:
-    """The name a task command gives its outputs (OUT/<stem>.json, .npz, .png): its module's TASK."""
-    return importlib.import_module(f"meddiff.commands.{command.replace('-', '_')}").TASK
+    """The name a task command gives its outputs (OUT/<stem>.json, .npz, .png): its task module's OUTPUT."""
+    return importlib.import_module(f"meddiff.tasks.{TASK_MODULES[command]}").OUTPUT
 
 
 def _task_stems() -> dict[str, tuple[str, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..common.config import ConfigError
+from ..common.diffusion.samplers import SAMPLERS
 from .task_io import MODEL_HELP
 from ..common.console import plain_console
 from rich.console import Console
 
-SAMPLERS = ["ddpm", "ddim", "euler-maruyama", "pc", "ode", "langevin", "dpm++2m"]
 
 
 def add_parser(commands) -> None:
@@ -29,7 +28,7 @@ def add_parser(commands) -> None:
                    help="class name, 'all' (cycle over the classes, the default) or 'none' (unconditional)")
     p.add_argument("--given", action="append", default=[], metavar="CHANNEL=FILE",
                    help="give a channel from an image file (.png, .npy, .nii.gz, .dcm); repeatable")
-    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -86,14 +85,8 @@ def _given(pairs: list[str], schema, resolution: int) -> tuple[torch.Tensor, tor
     return torch.from_numpy(ready.image), torch.from_numpy(ready.available)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..common.diffusion.generate import Conditioning, sample
-    from ..common.diffusion.loading import load_model
-    from ..common.grid import example_grid
-    from ..common.progress import step_progress
-    from ..common.schema import Example
-
-    from ..tasks.export import FORMATS, export
+def _export_formats(args: argparse.Namespace) -> list[str]:
+    from ..tasks.export import FORMATS
 
     formats = [f.strip() for f in args.export.split(",") if f.strip()]
     if sorted(set(formats) - set(FORMATS)):
@@ -102,6 +95,28 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--export always runs the memorisation audit before data leaves the site; drop --no-audit")
     if args.n < 1 or args.steps < 1 or args.batch_size < 1 or (args.n_per_class is not None and args.n_per_class < 1):
         raise ConfigError("--n, --n-per-class, --steps and --batch-size must be >= 1")
+    return formats
+
+
+def _save(out: Path, images: np.ndarray, labels: np.ndarray, given, schema) -> Path:
+    """samples.npz and a labelled grid of the first 16 samples; returns the grid's path."""
+    from ..common.grid import example_grid
+    from ..common.schema import Example
+
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "samples.npz", **{c: images[:, i] for i, c in enumerate(schema.channels)},
+                        labels=labels, given=given.numpy(), channels=np.asarray(schema.channels))
+    shown = [Example(image=images[i], available=np.ones(schema.num_channels, dtype=bool),
+                     label=int(labels[i]) if labels[i] >= 0 else None) for i in range(min(16, len(images)))]
+    return example_grid(shown, schema, out / "grid.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..common.diffusion.loading import load_model
+    from ..tasks.export import export
+    from ..tasks.synthesis import synthesize
+
+    formats = _export_formats(args)
     loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device)
     schema, size = loaded.schema, loaded.resolution
     if args.n_per_class is not None:
@@ -110,33 +125,16 @@ def run(args: argparse.Namespace) -> int:
         args.n, args.class_name = args.n_per_class * schema.num_classes, "all"
     labels = _labels(args.class_name, schema, args.n)
     condition, given = _given(args.given, schema, size)
-    generator = torch.Generator(loaded.device).manual_seed(args.seed)
-    batches, start = [], time.perf_counter()
-    with step_progress((args.n + args.batch_size - 1) // args.batch_size, description="sampling batches") as advance:
-        for first in range(0, args.n, args.batch_size):
-            b = min(args.batch_size, args.n - first)
-            conditioning = Conditioning(
-                condition.expand(b, *condition.shape).to(loaded.device),
-                given.expand(b, -1).to(loaded.device),
-                None if labels is None else labels[first:first + b].to(loaded.device))
-            batches.append(sample(loaded.denoiser, conditioning, sampler=args.sampler,
-                                  steps=args.steps, guidance_scale=args.guidance, generator=generator).cpu())
-            advance()
-    seconds = time.perf_counter() - start
-    images = torch.cat(batches).numpy()
-    label_array = np.full(args.n, -1) if labels is None else labels.numpy()
+    samples, seconds = synthesize(loaded, args.n, labels, condition, given, sampler=args.sampler, steps=args.steps,
+                                  guidance=args.guidance, batch_size=args.batch_size, seed=args.seed)
+    images, label_array = samples.numpy(), np.full(args.n, -1) if labels is None else labels.numpy()
     console = plain_console()
     audit = None if args.no_audit else _audit(args, loaded, images, console)
     if audit is not None:
         keep = ~np.asarray(audit.pop("flagged"), dtype=bool)
         images, label_array = images[keep], label_array[keep]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "samples.npz", **{c: images[:, i] for i, c in enumerate(schema.channels)},
-                        labels=label_array, given=given.numpy(), channels=np.asarray(schema.channels))
-    shown = [Example(image=images[i], available=np.ones(schema.num_channels, dtype=bool),
-                     label=int(label_array[i]) if label_array[i] >= 0 else None) for i in range(min(16, len(images)))]
-    grid = example_grid(shown, schema, out / "grid.png")
+    grid = _save(out, images, label_array, given, schema)
     report = {"model": str(args.model), "n": args.n, "sampler": args.sampler, "steps": args.steps,
               "guidance": args.guidance, "class": args.class_name, "given": args.given, "seed": args.seed,
               "ema": not args.raw_weights, "seconds": seconds, "images_per_second": args.n / seconds,
@@ -144,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if formats:
         report["export"] = export(images, label_array, schema, out, formats, str(args.model))
         if audit is None:
-            console.print("exported without a memorisation audit: the training data is not on this machine", style="yellow")
+            console.print("exported without a memorisation audit: the training data is not on this machine",
+                          style="yellow")
     if loaded.meta.get("data", {}).get("source") == "phantom" and not args.given:
         report["phantom_check"] = _phantom_check(images, label_array if labels is not None else None, size, console)
     (out / "generate.json").write_text(json.dumps(report, indent=2))

@@ -87,6 +87,28 @@ def write_outputs(out: str | Path, task: str, arrays: dict[str, torch.Tensor | n
     return path
 
 
+def finish(out: str | Path, result) -> int:
+    """Write a task's result (``<task>.npz``, ``<task>.json``, the PNG panel) and print its table and summary."""
+    from ..tasks.figures import panel
+
+    figure = panel(result.columns, Path(out) / f"{result.task}.png") if result.columns else None
+    path = write_outputs(out, result.task, result.arrays, result.report)
+    console = plain_console()
+    if result.table is not None:
+        print_table(result.table.title, result.table.header, result.table.rows, console)
+    where = ", ".join(str(p) for p in (path.with_suffix(".npz"), figure, path) if p is not None)
+    console.print(f"{result.summary}{'; ' if result.summary else ''}-> {where}")
+    return 0
+
+
+def settings_from(cls, *args, **kwargs):
+    """A task's settings from command options; a value it refuses becomes a ConfigError naming it."""
+    try:
+        return cls(*args, **kwargs)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def print_table(title: str, header: tuple[str, ...], rows: list[tuple], console: Console | None = None) -> None:
     table = Table(title=title)
     for column in header:

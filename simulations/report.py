@@ -63,6 +63,58 @@ def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
                         loaded.schema, path)
 
 
+def _privacy_section(run_dir: Path, rounds: list[dict], registry: list[dict], figures: Path) -> str:
+    """The privacy paragraphs: sample-level DP at the sites, site-level DP at the server, each stated exactly."""
+    privacy = ""
+    epsilon_curves = _curves(rounds, "train", "epsilon")
+    if epsilon_curves:
+        figure = _plot(epsilon_curves, "sample-level DP epsilon per site (total after the round)", "epsilon",
+                       figures / "epsilon.png")
+        last = {site: points[-1][1] for site, points in sorted(epsilon_curves.items())}
+        deltas = sorted({m["delta"] for r in rounds for m in r["train"].values() if "delta" in m})
+        accountants = sorted({e["accountant"].upper() for path in sorted((run_dir / "privacy").glob("*.sqlite"))
+                              for e in PrivacyLedger(path).entries()}) or ["unknown"]
+        privacy = (f"<h2>Privacy</h2><p>Sample-level differential privacy at each site (DP-SGD, Opacus, per-example "
+                   f"clipping, Poisson sampling), {'/'.join(accountants)} accountant, delta "
+                   f"{', '.join(f'{d:.2g}' for d in deltas)} (1/(10 N) per site unless set). Epsilon after the last "
+                   f"round: {html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. It protects each "
+                   "training image of a site against everyone who sees the weights; it is not site-level DP.</p>"
+                   f"<img src='figures/{figure.name}'>")
+    site_level = [(e["round"], e["central_dp"]) for e in registry if "central_dp" in e]
+    if site_level:
+        figure = _plot({"federation": [(r, d["epsilon"]) for r, d in site_level]},
+                       "site-level DP epsilon at the server (total after the round)", "epsilon",
+                       figures / "epsilon_site_level.png")
+        privacy += (f"<h2>Site-level privacy</h2><p>{html.escape(describe(site_level[-1][1]))}. It protects whether "
+                    f"any one site (all of its images at once) took part, against everyone who sees the global "
+                    f"models.</p><img src='figures/{figure.name}'>")
+    return privacy
+
+
+def _tables(run_dir: Path, rounds: list[dict]) -> tuple[str, str]:
+    """The HTML rows of the per-site data table and the per-round table."""
+    sites = json.loads((run_dir / "sites.json").read_text()) if (run_dir / "sites.json").exists() else []
+    rows = "".join(
+        f"<tr><td>{html.escape(s['site'])}</td><td>{s['train']}</td><td>{s['holdout']}</td>"
+        f"<td>{html.escape(json.dumps(s['labels']))}</td><td>{html.escape(', '.join(s['channels']))}</td>"
+        f"<td>{html.escape(', '.join(s['missing']) or '-')}</td></tr>" for s in sites)
+    round_rows = "".join(
+        f"<tr><td>{r['round']}</td><td>{r['seconds']:.1f}</td><td>{len(r['train'])}</td><td>{len(r['rejected'])}</td>"
+        f"<td>{html.escape('; '.join(str(x['node']) + ': ' + x['reason'] for x in r['rejected'])) or '-'}</td></tr>"
+        for r in rounds)
+    return rows, round_rows
+
+
+def _sample_grids(registry: list[dict], sample_every: int, figures: Path) -> str:
+    chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
+    if registry and registry[-1] not in chosen:
+        chosen.append(registry[-1])
+    grids = [(e["round"], _samples(e["path"], figures / f"samples_round{e['round']:04d}.png")) for e in chosen]
+    return "".join(f"<figure><img src='figures/{p.name}'><figcaption>round {r}: EMA model, DDIM 25 steps, one row "
+                   "per sample (labelled with its class), one column per channel (named above it)</figcaption>"
+                   "</figure>" for r, p in grids)
+
+
 def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
     """Write RUN_DIR/report.html (+ figures/); samples from the EMA model every ``sample_every`` rounds
     (0 = only the last round)."""
@@ -75,44 +127,9 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
     train = _plot(_curves(rounds, "train", "train-loss"), "local training loss", "loss", figures / "train_loss.png")
     held_out = _plot(_curves(rounds, "evaluate", "eval-loss"), "held-out denoising loss", "loss",
                      figures / "eval_loss.png")
-    epsilon_curves = _curves(rounds, "train", "epsilon")
-    privacy = ""
-    if epsilon_curves:
-        figure = _plot(epsilon_curves, "sample-level DP epsilon per site (total after the round)", "epsilon",
-                       figures / "epsilon.png")
-        last = {site: points[-1][1] for site, points in sorted(epsilon_curves.items())}
-        deltas = sorted({m["delta"] for r in rounds for m in r["train"].values() if "delta" in m})
-        accountants = sorted({e["accountant"].upper() for path in sorted((run_dir / "privacy").glob("*.sqlite"))
-                              for e in PrivacyLedger(path).entries()}) or ["unknown"]
-        privacy = (f"<h2>Privacy</h2><p>Sample-level differential privacy at each site (DP-SGD, Opacus, per-example "
-                   f"clipping, Poisson sampling), {'/'.join(accountants)} accountant, delta {', '.join(f'{d:.2g}' for d in deltas)} "
-                   f"(1/(10 N) per site unless set). Epsilon after the last round: "
-                   f"{html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. It protects each training "
-                   f"image of a site against everyone who sees the weights; it is not site-level DP.</p>"
-                   f"<img src='figures/{figure.name}'>")
-    site_level = [(e["round"], e["central_dp"]) for e in registry if "central_dp" in e]
-    if site_level:
-        figure = _plot({"federation": [(r, d["epsilon"]) for r, d in site_level]},
-                       "site-level DP epsilon at the server (total after the round)", "epsilon",
-                       figures / "epsilon_site_level.png")
-        privacy += (f"<h2>Site-level privacy</h2><p>{html.escape(describe(site_level[-1][1]))}. It protects whether "
-                    f"any one site (all of its images at once) took part, against everyone who sees the global "
-                    f"models.</p><img src='figures/{figure.name}'>")
-    chosen = [e for e in registry if sample_every and e["round"] % sample_every == 0]
-    if registry and registry[-1] not in chosen:
-        chosen.append(registry[-1])
-    grids = [(e["round"], _samples(e["path"], figures / f"samples_round{e['round']:04d}.png")) for e in chosen]
-    sites = json.loads((run_dir / "sites.json").read_text()) if (run_dir / "sites.json").exists() else []
-    rows = "".join(
-        f"<tr><td>{html.escape(s['site'])}</td><td>{s['train']}</td><td>{s['holdout']}</td>"
-        f"<td>{html.escape(json.dumps(s['labels']))}</td><td>{html.escape(', '.join(s['channels']))}</td>"
-        f"<td>{html.escape(', '.join(s['missing']) or '-')}</td></tr>" for s in sites)
-    round_rows = "".join(
-        f"<tr><td>{r['round']}</td><td>{r['seconds']:.1f}</td><td>{len(r['train'])}</td><td>{len(r['rejected'])}</td>"
-        f"<td>{html.escape('; '.join(str(x['node']) + ': ' + x['reason'] for x in r['rejected'])) or '-'}</td></tr>"
-        for r in rounds)
-    images = "".join(f"<figure><img src='figures/{p.name}'><figcaption>round {r}: EMA model, DDIM 25 steps, "
-                     f"one row per sample (labelled with its class), one column per channel (named above it)</figcaption></figure>" for r, p in grids)
+    privacy = _privacy_section(run_dir, rounds, registry, figures)
+    rows, round_rows = _tables(run_dir, rounds)
+    images = _sample_grids(registry, sample_every, figures)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>meddiff run {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>

@@ -10,6 +10,7 @@ DDIM is deterministic; the ancestral sampler can average K samples (the posterio
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,17 @@ from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate
 
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
-from .metrics import from_unit, to_unit
+from .figures import first_image_channel
+from .metrics import from_unit, image_quality, to_unit
+from .noise import add_noise
+from .result import TaskResult, Table
+from .task_data import image_availability
 
 Tensor = torch.Tensor
+OUTPUT = "denoise"  # the file stem of the outputs: <out>/denoise.npz, .json, .png
+
+
+DENOISE_SAMPLERS = ("ddim", "ddpm")
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class DenoiseSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.sampler not in ("ddim", "ddpm"):
+        if self.sampler not in DENOISE_SAMPLERS:
             raise ValueError(f"denoising samplers are ddim and ddpm, got {self.sampler!r}")
         if self.steps < 1 or self.samples < 1 or self.batch_size < 1:
             raise ValueError("steps, samples and batch_size must be >= 1")
@@ -95,3 +104,48 @@ def classical_baselines(noisy_unit: Tensor, available: Tensor, level: Tensor) ->
             tv[i, c] = torch.from_numpy(denoise_tv_chambolle(image[c], weight=s))
     return {"non-local means": nlm.clamp(0, 1), "total variation": tv.clamp(0, 1)}
 
+
+def denoise_task(loaded: LoadedModel, data, settings: DenoiseSettings, simulate: float | None = None,
+                 baselines: bool = True, seed: int = 0) -> TaskResult:
+    """Denoise a site's images (or, with ``simulate``, clean images with added noise of that level, scored
+    against them) next to non-local means and TV. data: tasks/task_data.py TaskData."""
+    if simulate is not None and simulate <= 0:
+        raise ValueError(f"--simulate must be > 0, got {simulate}")
+    have = image_availability(data, loaded.schema)
+    clean = to_unit(data.images)
+    noisy = clean
+    if simulate is not None:
+        mask = have.reshape(have.shape + (1,) * (clean.dim() - 2))
+        noisy = torch.where(mask, add_noise(clean, settings.noise_model, simulate, torch.Generator().manual_seed(seed)),
+                            clean)
+    start = time.perf_counter()
+    result = denoise(loaded, noisy, have, settings, seed=seed)
+    seconds = time.perf_counter() - start
+    outputs = {"diffusion": result["denoised"], **(classical_baselines(noisy, have, result["level"]) if baselines
+                                                    else {})}
+    report = {"task": "denoising", "data": data.source, "examples": len(data), "settings": vars(settings),
+              "simulated_level": simulate, "seconds": seconds, "device": str(loaded.device),
+              "estimated_level_mean": float(result["level"].mean()),
+              "entry_time_mean": float(result["start_t"].mean()), "metrics": {}}
+    table = _score(report, noisy, clean, have, outputs, settings, simulate) if simulate is not None else None
+    columns = {"clean" if simulate is not None else "input": first_image_channel(clean, have)}
+    if simulate is not None:
+        columns["noisy"] = first_image_channel(noisy, have)
+    columns.update({name: first_image_channel(images, have) for name, images in outputs.items()})
+    arrays = {**{k.replace(" ", "_"): v for k, v in outputs.items()}, "noisy": noisy, "level": result["level"]}
+    return TaskResult(OUTPUT, arrays, report, columns, table,
+                      f"estimated noise level {report['estimated_level_mean']:.4f}; {seconds:.1f} s")
+
+
+def _score(report: dict, noisy, clean, have, outputs: dict, settings: DenoiseSettings, level: float) -> Table:
+    """PSNR/SSIM of the input and every output against the clean images, and the gains, into ``report``."""
+    metrics = report["metrics"]
+    for name, images in {"noisy input": noisy, **outputs}.items():
+        metrics[name] = image_quality(images, clean, have)
+    best = max((n for n in outputs if n != "diffusion"), key=lambda n: metrics[n]["psnr"], default=None)
+    if best:
+        report["psnr_gain_over_best_baseline_db"] = metrics["diffusion"]["psnr"] - metrics[best]["psnr"]
+    report["psnr_gain_over_input_db"] = metrics["diffusion"]["psnr"] - metrics["noisy input"]["psnr"]
+    rows = [(name, m["psnr"], m["ssim"]) for name, m in metrics.items()]
+    return Table(f"denoising ({settings.noise_model}, level {level}) on {len(clean)} images, [0, 1] units",
+                 ("method", "PSNR (dB)", "SSIM"), rows)

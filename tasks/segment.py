@@ -12,6 +12,7 @@ Scored with MONAI's Dice and 95th-percentile Hausdorff distance (in pixels) agai
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,14 @@ from ..common.data.transforms import mask_values_to_labels
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
 from .draws import draw_channel
+from .figures import first_image_channel, middle_slice
+from .metrics import to_unit
+from .result import TaskResult, Table
+from .task_data import image_availability
 
 Tensor = torch.Tensor
+OUTPUT = "segment"  # the file stem of the outputs: <out>/segment.npz, .json, .png
+SEGMENT_SAMPLERS = ("ddim", "ddpm", "dpm++2m")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class SegmentSettings:
     def __post_init__(self) -> None:
         if self.samples < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError("samples, steps and batch_size must be >= 1")
+        if self.sampler not in SEGMENT_SAMPLERS:
+            raise ValueError(f"segmentation samplers are {list(SEGMENT_SAMPLERS)}, got {self.sampler!r}")
 
 
 @dataclass
@@ -111,3 +120,80 @@ def synthetic_pairs(loaded: LoadedModel, count: int, mask_channel: int, *, steps
     masks = mask_values_to_labels(images[:, mask_channel], loaded.schema.mask_labels) > 0
     images[:, mask_channel] = 0.0
     return images, masks
+
+
+def mask_channel(schema, name: str | None) -> int:
+    """The index of the mask channel to sample: ``name``, or the schema's first mask channel."""
+    masks = [schema.channels[i] for i in schema.mask_indices]
+    if not masks:
+        raise ValueError(f"the checkpoint's schema {list(schema.channels)} has no mask channel; train the model on "
+                         "data with a mask channel (e.g. [data] channels = [..., 'mask'])")
+    if (name or masks[0]) not in masks:
+        raise ValueError(f"{name!r} is not a mask channel of the checkpoint's schema {list(schema.channels)}; "
+                         f"choose from {masks}")
+    return schema.index(name or masks[0])
+
+
+def segment_task(loaded: LoadedModel, data, index: int, settings: SegmentSettings = SegmentSettings(),
+                 unets: dict | None = None, seed: int = 0) -> TaskResult:
+    """The ensemble segmentation of mask channel ``index`` given each example's image channels, scored with Dice
+    and HD95 where the data has masks, next to UNets (``unets``: route -> (trained UNet, info), tasks/
+    unet_baseline.py) applied to the same images."""
+    schema = loaded.schema
+    given = image_availability(data, schema)
+    start = time.perf_counter()
+    result = segment(loaded, data.images, given, index, settings, seed)
+    seconds, truth_known = time.perf_counter() - start, data.available[:, index]
+    report = {"task": "segmentation", "data": data.source, "examples": len(data), "mask_channel": schema.channels[index],
+              "settings": vars(settings), "seconds": seconds, "device": str(loaded.device),
+              "mean_uncertainty": float(result.variance.mean()), "metrics": {}}
+    columns = {"image": to_unit(first_image_channel(data.images, given)), "probability": result.foreground,
+               "segmentation": (result.labels > 0).float(), "uncertainty map": result.variance}
+    labels = mask_values_to_labels(data.images[:, index], schema.mask_labels)
+    if truth_known.any():
+        report["metrics"] = dice_and_hd95(result.labels[truth_known] > 0, labels[truth_known] > 0)
+        columns["truth"] = (labels > 0).float()
+    test_inputs = (data.images * given.reshape(given.shape + (1,) * (data.images.dim() - 2)))[:, list(schema.image_indices)]
+    report["unet"] = {}
+    for route, (trained, info) in (unets or {}).items():
+        probability = trained.predict(test_inputs)
+        scores = dict(info)
+        if truth_known.any():
+            scores.update(dice_and_hd95(probability[truth_known] > 0.5, labels[truth_known] > 0))
+        report["unet"][route] = scores
+        columns[f"UNet ({route})"] = (probability > 0.5).float()
+    return TaskResult(OUTPUT, as_numpy(result), report, {k: middle_slice(v) for k, v in columns.items()},
+                      _table(report), f"{seconds:.1f} s")
+
+
+def _table(report: dict) -> Table | None:
+    m = report["metrics"]
+    if not m:
+        return None
+    rows = [("diffusion ensemble", m["dice"], m["hd95"], m["false_positive_rate_on_empty"])]
+    rows += [(f"UNet, {route}", r["dice"], r["hd95"], r["false_positive_rate_on_empty"])
+             for route, r in report["unet"].items()]
+    return Table(f"segmentation of {report['mask_channel']} on {m['examples']} images ({m['with_foreground']} with "
+                 "foreground)", ("method", "Dice", "HD95 (px)", "false positives on empty"), rows)
+
+
+def train_unets(loaded: LoadedModel, index: int, real, synthetic: int, recipe, steps: int, batch_size: int,
+                seed: int) -> dict:
+    """Route -> (trained UNet, info): on ``real`` pairs (TaskData, or None) and/or on ``synthetic`` pairs drawn
+    from the model; the UNet sees every image channel of the schema (absent ones are 0, as the model does)."""
+    from .unet_baseline import train_unet
+
+    schema, routes = loaded.schema, {}
+    if real is not None:
+        has = real.available[:, index]
+        if not has.any():
+            raise ValueError(f"{real.source} has no {schema.channels[index]} masks to train the UNet on")
+        routes["real pairs"] = (real.images[has], mask_values_to_labels(real.images[has, index], schema.mask_labels) > 0)
+    if synthetic > 0:
+        routes["synthetic pairs"] = synthetic_pairs(loaded, synthetic, index, steps=steps, batch_size=batch_size,
+                                                    seed=seed)
+    trained = {}
+    for route, (images, masks) in routes.items():
+        unet = train_unet(images[:, list(schema.image_indices)], masks, "segmentation", recipe)
+        trained[route] = (unet, {"pairs": int(len(masks)), "epochs": unet.epochs, "train_seconds": unet.seconds})
+    return trained

@@ -69,10 +69,52 @@ def _schema(config: DataConfig, modalities: int) -> ChannelSchema:
     return ChannelSchema((*images, "mask"), config.class_names)
 
 
-def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
-    """Image/label pairs matched by file name; an image without a label loads with its mask unavailable."""
-    root = require_path(root)
-    problems: list[DataProblem] = []
+def _read_image(path: Path, problems: list[DataProblem]):
+    """(volume, spacing) of a NIfTI image, or None with the reason reported (unreadable, NaN)."""
+    try:
+        volume, spacing = read_volume(path)
+    except Exception as e:
+        problems.append(DataProblem(str(path), f"cannot read NIfTI image ({type(e).__name__}: {e})",
+                                    "re-export the file; check that it is not truncated"))
+        return None
+    if not np.isfinite(volume).all():
+        problems.append(DataProblem(str(path), "image contains NaN or infinite values",
+                                    "fix or re-export the file (e.g. replace NaN by 0)"))
+        return None
+    return volume, spacing
+
+
+def _read_label(label_path: Path, shape: tuple[int, ...], config: DataConfig, problems: list[DataProblem]):
+    """The label map on the image's grid, or None with the reason reported (the image loads without mask)."""
+    try:
+        label, _ = read_volume(label_path)
+        if label.shape[1:] != shape:
+            raise ValueError(f"label shape {label.shape[1:]} differs from image shape {shape}")
+        if not np.isfinite(label).all():
+            raise ValueError("label contains NaN or infinite values")
+        return to_labels(label[0], config.mask_values)
+    except Exception as e:
+        problems.append(DataProblem(str(label_path), f"label not used ({e}); image loaded without mask",
+                                    "re-export the label on the image's grid"))
+        return None
+
+
+def _example(path: Path, volume: np.ndarray, spacing, schema: ChannelSchema, label_path: Path | None,
+             config: DataConfig, problems: list[DataProblem]) -> Example:
+    image = np.zeros((schema.num_channels, *volume.shape[1:]), dtype=np.float32)
+    available = np.zeros(schema.num_channels, dtype=bool)
+    image[list(schema.image_indices)] = volume
+    available[list(schema.image_indices)] = True
+    if label_path is not None and schema.mask_indices:
+        label = _read_label(label_path, volume.shape[1:], config, problems)
+        if label is not None:
+            image[schema.mask_indices[0]], available[schema.mask_indices[0]] = label, True
+    return Example(image=image, available=available, patient=stem(path), study=stem(path), source=str(path),
+                   spacing=spacing)
+
+
+def _pairs(root: Path, problems: list[DataProblem]) -> tuple[Path, Path | None, list[Path], dict[str, Path]]:
+    """(image folder, label folder, images, labels by name); labels without an image are reported."""
     image_dir = find_folder(root, IMAGE_FOLDERS) or root
     label_dir = find_folder(root, LABEL_FOLDERS)
     images = [p for p in walk_files(image_dir, problems) if is_nifti(p)]
@@ -87,47 +129,29 @@ def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
         if name not in image_stems:
             problems.append(DataProblem(str(path), "label without a matching image (same file name in images/)",
                                         "add the image or remove the label"))
+    return image_dir, label_dir, images, labels
+
+
+def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
+    """Image/label pairs matched by file name; an image without a label loads with its mask unavailable."""
+    root = require_path(root)
+    problems: list[DataProblem] = []
+    image_dir, label_dir, images, labels = _pairs(root, problems)
     schema: ChannelSchema | None = None
     examples: list[Example] = []
     for path in images:
-        try:
-            volume, spacing = read_volume(path)
-        except Exception as e:
-            problems.append(DataProblem(str(path), f"cannot read NIfTI image ({type(e).__name__}: {e})",
-                                        "re-export the file; check that it is not truncated"))
+        read = _read_image(path, problems)
+        if read is None:
             continue
-        if not np.isfinite(volume).all():
-            problems.append(DataProblem(str(path), "image contains NaN or infinite values",
-                                        "fix or re-export the file (e.g. replace NaN by 0)"))
+        volume, spacing = read
+        schema = schema or _schema(config, volume.shape[0])
+        if volume.shape[0] != len(schema.image_indices):
+            problems.append(DataProblem(str(path), f"{volume.shape[0]} modalities, the data set has "
+                                        f"{len(schema.image_indices)}", "give every image the same modalities"))
             continue
-        if schema is None:
-            schema = _schema(config, volume.shape[0])
-        modalities = len(schema.image_indices)
-        if volume.shape[0] != modalities:
-            problems.append(DataProblem(str(path), f"{volume.shape[0]} modalities, the data set has {modalities}",
-                                        "give every image the same modalities"))
-            continue
-        image = np.zeros((schema.num_channels, *volume.shape[1:]), dtype=np.float32)
-        available = np.zeros(schema.num_channels, dtype=bool)
-        image[list(schema.image_indices)] = volume
-        available[list(schema.image_indices)] = True
-        label_path = labels.get(stem(path))
-        if label_path is None and label_dir is not None:
+        if stem(path) not in labels and label_dir is not None:
             problems.append(DataProblem(str(path), "image has no label file; loaded without mask", skipped=False))
-        if label_path is not None and schema.mask_indices:
-            try:
-                label, _ = read_volume(label_path)
-                if label.shape[1:] != volume.shape[1:]:
-                    raise ValueError(f"label shape {label.shape[1:]} differs from image shape {volume.shape[1:]}")
-                if not np.isfinite(label).all():
-                    raise ValueError("label contains NaN or infinite values")
-                image[schema.mask_indices[0]] = to_labels(label[0], config.mask_values)
-                available[schema.mask_indices[0]] = True
-            except Exception as e:
-                problems.append(DataProblem(str(label_path), f"label not used ({e}); image loaded without mask",
-                                            "re-export the label on the image's grid"))
-        examples.append(Example(image=image, available=available, patient=stem(path), study=stem(path),
-                                source=str(path), spacing=spacing))
+        examples.append(_example(path, volume, spacing, schema, labels.get(stem(path)), config, problems))
     if schema is None:
         raise DataError(image_dir, f"none of the {len(images)} NIfTI image(s) could be read",
                         "see the problems listed for each file")

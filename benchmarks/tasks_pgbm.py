@@ -5,8 +5,8 @@
 
 One model serves all three tasks: trained with `meddiff train` on the tumour-free slices of patients PGBM-001 and
 PGBM-003 (contrasts t1pre, t1post, flair, t2; 64 px), tested on every slice of patients PGBM-006 and PGBM-008
-(split by patient: see pgbm_split.py). Every number comes from the `meddiff` sub-commands a site admin runs;
-the table and results.json go to --out.
+(split by patient: see pgbm_split.py). Every number comes from the task library the `meddiff` sub-commands run
+(meddiff.tasks: the same functions, settings and reports); the table and results.json go to --out.
 """
 
 from __future__ import annotations
@@ -30,6 +30,38 @@ from bench_run import run_meddiff, training_record  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _runs(model: Path, test_npz: Path, limit: int, seed: int) -> dict:
+    """Each run of the table as a call of the task library: name -> () -> TaskResult."""
+    import torch
+
+    from meddiff.common.diffusion.loading import load_model
+    from meddiff.tasks.anomaly import AnomalySettings, anomaly_task
+    from meddiff.tasks.denoise import DenoiseSettings, denoise_task
+    from meddiff.tasks.super_resolve import SuperResolveSettings, super_resolve_task
+    from meddiff.tasks.task_data import load_task_data
+
+    loaded = load_model(model)
+    data = load_task_data(str(test_npz), loaded, task="pgbm")
+    data = data.subset(torch.arange(min(limit, len(data)))) if limit else data
+    sr = {"steps": 10, "samples": 8, "start_t": 0.3}
+    denoise = {"Gaussian 0.1, DDIM 20 steps": ("gaussian", 20),
+               "Gaussian 0.1, one step (posterior mean)": ("gaussian", 1),
+               "Rician 0.1, DDIM 20 steps": ("rician", 20), "Rician 0.1, one step": ("rician", 1),
+               "Poisson 0.1, DDIM 20 steps": ("poisson", 20), "Poisson 0.1, one step": ("poisson", 1)}
+    runs = {f"anomaly: AnoDDPM (Gaussian, t*={depth})": lambda depth=depth: anomaly_task(
+        loaded, data, AnomalySettings(depth=depth), seed) for depth in (0.3, 0.5)}
+    runs.update({f"denoise: {name}": lambda noise=noise, steps=steps: denoise_task(
+        loaded, data, DenoiseSettings(noise_model=noise, steps=steps), 0.1, seed=seed)
+        for name, (noise, steps) in denoise.items()})
+    sr_runs = {"super-resolution x2 (8 samples from bicubic at t=0.3)": (SuperResolveSettings(2, **sr), 0.0),
+               "super-resolution x2 (1 sample)": (SuperResolveSettings(2), 0.0),
+               "super-resolution x4 (8 samples from bicubic at t=0.3)": (SuperResolveSettings(4, **sr), 0.0),
+               "joint denoise + SR x2, noise 0.05 (8 samples)": (SuperResolveSettings(2, noise_level=0.1, **sr), 0.05)}
+    runs.update({name: lambda s=settings, level=level: super_resolve_task(loaded, data, s, True, level, seed)
+                 for name, (settings, level) in sr_runs.items()})
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")))
@@ -51,28 +83,7 @@ def main() -> int:
         run_meddiff(["train", "--data", str(train_npz), "--out", str(model.parent), "--steps", str(args.train_steps),
               "--resolution", str(args.resolution), "--seed", str(args.seed)])
     train_seconds = time.perf_counter() - start
-    common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
-    sr = ["--simulate", "--steps", "10", "--samples", "8", "--start-t", "0.3"]
-    runs = {
-        "anomaly: AnoDDPM (Gaussian, t*=0.3)": ("detect-anomalies", ["--method", "anoddpm", "--depth", "0.3"]),
-        "anomaly: AnoDDPM (Gaussian, t*=0.5)": ("detect-anomalies", ["--method", "anoddpm", "--depth", "0.5"]),
-        "denoise: Gaussian 0.1, DDIM 20 steps": ("denoise", ["--simulate", "0.1"]),
-        "denoise: Gaussian 0.1, one step (posterior mean)": ("denoise", ["--simulate", "0.1", "--steps", "1"]),
-        "denoise: Rician 0.1, DDIM 20 steps": ("denoise", ["--simulate", "0.1", "--noise-model", "rician"]),
-        "denoise: Rician 0.1, one step": ("denoise", ["--simulate", "0.1", "--noise-model", "rician", "--steps", "1"]),
-        "denoise: Poisson 0.1, DDIM 20 steps": ("denoise", ["--simulate", "0.1", "--noise-model", "poisson"]),
-        "denoise: Poisson 0.1, one step": ("denoise", ["--simulate", "0.1", "--noise-model", "poisson", "--steps", "1"]),
-        "super-resolution x2 (8 samples from bicubic at t=0.3)": ("super-resolve", [*sr, "--factor", "2"]),
-        "super-resolution x2 (1 sample)": ("super-resolve", ["--simulate", "--factor", "2"]),
-        "super-resolution x4 (8 samples from bicubic at t=0.3)": ("super-resolve", [*sr, "--factor", "4"]),
-        "joint denoise + SR x2, noise 0.05 (8 samples)": ("super-resolve", [*sr, "--factor", "2",
-                                                                             "--noise-level", "0.05"]),
-    }
-    results = {}
-    for i, (name, (command, extra)) in enumerate(runs.items()):
-        folder = out / f"{i}_{command}"
-        run_meddiff([command, *common, *extra, "--out", str(folder)])
-        results[name] = json.loads(next(folder.glob("*.json")).read_text())
+    results = {name: run().report for name, run in _runs(model, test_npz, args.limit, args.seed).items()}
     trained = training_record(model)
     summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),
                "model": str(model), "train_steps": trained.get("total_steps"),

@@ -74,7 +74,7 @@ class Validating(Wrapper):
         if not replies:  # a round that gathered nothing (the SecAgg+ sum failed): nothing to aggregate
             self.rejected, self.site_metrics = [], {}
             return None, None
-        if all(SECURE_MEAN in r.content["metrics"] for r in replies):
+        if all(is_secure_mean(r) for r in replies):
             return super().aggregate_train(server_round, replies)  # one secure aggregate: no site to check
         accepted, self.rejected = filter_replies(replies, self.reference, self.layout, self.settings, server_round)
         self.site_metrics = metrics_of(accepted)
@@ -120,6 +120,12 @@ class ServerEMA(Wrapper):
         d = ema_decay(server_round, self.decay)
         self.ema = {k: d * self.ema[k] + (1 - d) * w if w.is_floating_point() else w for k, w in weights.items()}
         return arrays, metrics
+
+
+def is_secure_mean(reply: Message) -> bool:
+    """A reply that carries the SecAgg+ mean (made by the server), not a site's own update or error."""
+    return not reply.has_error() and reply.has_content() and "metrics" in reply.content.metric_records \
+        and SECURE_MEAN in reply.content["metrics"]
 
 
 def find(strategy: Strategy, kind: type) -> Strategy | None:

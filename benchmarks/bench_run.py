@@ -1,5 +1,6 @@
-"""What the task benchmarks share: running a `meddiff` sub-command as a site admin would (stopping on failure),
-reading a trained model's training record, and writing the data configs of a split."""
+"""What the task benchmarks share: training with `meddiff train` as a site admin would (stopping on failure),
+segmenting through the task library (meddiff.tasks, what `meddiff segment` runs), reading a trained model's
+training record, and writing the data configs of a split."""
 
 from __future__ import annotations
 
@@ -28,3 +29,26 @@ def write_data_configs(out: Path, folders: dict[str, Path], data_lines: str) -> 
         configs[name] = out / f"{name}.toml"
         configs[name].write_text(f'[data]\npath = "{folder}"\n{data_lines}')
     return configs
+
+
+def segment_with_baselines(model: Path, test: Path, train: Path, config: Path, out: Path, *, samples: int,
+                           baseline_seconds: float, synthetic_pairs: int = 0, seed: int = 0) -> dict:
+    """The diffusion ensemble on ``test`` next to the supervised UNet trained on ``train``'s real pairs (and on
+    ``synthetic_pairs`` generated ones), both read with ``config``'s [data]; the outputs go to ``out``; returns
+    the report (what `meddiff segment` writes as segment.json)."""
+    from meddiff.common.diffusion.loading import load_model
+    from meddiff.common.site_config import load_site_config
+    from meddiff.tasks.segment import SegmentSettings, mask_channel, segment_task, train_unets
+    from meddiff.tasks.task_data import load_task_data
+    from meddiff.tasks.unet_baseline import UNetRecipe
+
+    loaded, data_config = load_model(model), load_site_config(config).data
+    data = load_task_data(str(test), loaded, data_config, task="segment")
+    real = load_task_data(str(train), loaded, data_config, task="segment")
+    index, settings = mask_channel(loaded.schema, None), SegmentSettings(samples=samples)
+    recipe = UNetRecipe(seconds=baseline_seconds, seed=seed, device=str(loaded.device))
+    unets = train_unets(loaded, index, real, synthetic_pairs, recipe, settings.steps, settings.batch_size, seed)
+    result = segment_task(loaded, data, index, settings, unets, seed)
+    result.report["model"] = str(model)
+    result.save(out)
+    return result.report

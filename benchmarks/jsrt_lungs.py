@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_run import run_meddiff, training_record, write_data_configs  # noqa: E402
+from bench_run import run_meddiff, segment_with_baselines, training_record, write_data_configs  # noqa: E402
 from case_split import split_cases  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,11 +51,9 @@ def main() -> int:
     if not model.exists():
         run_meddiff(["train", "--data", str(train), "--config", str(configs["train"]), "--out", str(model.parent),
                      "--steps", str(args.train_steps), "--channels", args.channels, "--seed", str(args.seed)])
-    run_meddiff(["segment", "--model", str(model), "--data", str(test), "--config", str(configs["test"]),
-                 "--out", str(out / "segment"), "--samples", args.samples, "--seed", str(args.seed),
-                 "--baseline-train", str(train), "--baseline-seconds", args.baseline_seconds,
-                 "--synthetic-pairs", args.synthetic_pairs])
-    report = json.loads((out / "segment" / "segment.json").read_text())
+    report = segment_with_baselines(model, test, train, configs["test"], out / "segment", samples=int(args.samples),
+                                    baseline_seconds=float(args.baseline_seconds),
+                                    synthetic_pairs=int(args.synthetic_pairs), seed=args.seed)
     trained = training_record(model)
     summary = {"model": str(model), "resolution": args.resolution, "train_steps": trained.get("total_steps"),
                "train_seconds": trained.get("seconds"), "train_images": len(list((train / "images").glob("*.png"))),

@@ -6,7 +6,8 @@
 One model serves all three: `meddiff train` on every slice of patients PGBM-001 and PGBM-003, with the four
 contrasts and the tumour mask, at 64 px. It is tested on every slice of patients PGBM-006 and PGBM-008 (split by
 patient, see pgbm_split.py). The supervised UNets train on the same training slices, for --baseline-seconds.
-Every number comes from the `meddiff` sub-commands a site admin runs; the table and results.json go to --out.
+Every number comes from the task library the `meddiff` sub-commands run (meddiff.tasks: the same functions,
+settings and reports); the table and results.json go to --out.
 """
 
 from __future__ import annotations
@@ -30,22 +31,57 @@ from bench_run import run_meddiff, training_record  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _runs(train: str, seconds: str, epochs: str, samples: str, synthetic: str) -> dict[str, tuple[str, list[str]]]:
-    unet = ["--baseline-train", train, "--baseline-seconds", seconds, "--baseline-epochs", epochs]
-    return {
-        "reconstruction t2 x4 (random mask)": ("reconstruct", ["--channel", "t2", "--acceleration", "4"]),
-        "reconstruction t2 x4, 8 samples": ("reconstruct", ["--channel", "t2", "--acceleration", "4",
-                                                            "--samples", "8", "--steps", "25"]),
-        "reconstruction t2 x4, t1pre given": ("reconstruct", ["--channel", "t2", "--acceleration", "4",
-                                                              "--given", "t1pre"]),
-        "reconstruction t2 x8, t1pre given": ("reconstruct", ["--channel", "t2", "--acceleration", "8",
-                                                              "--given", "t1pre"]),
-        "segmentation (tumour)": ("segment", ["--samples", samples, *unet, "--synthetic-pairs", synthetic]),
-        "translation t1pre -> t2": ("translate", ["--from", "t1pre", "--to", "t2", "--samples", samples,
-                                                  "--reference-data", train, *unet]),
-        "translation t2 -> flair": ("translate", ["--from", "t2", "--to", "flair", "--samples", samples,
-                                                  "--reference-data", train, *unet]),
-    }
+def _runs(model: Path, test_npz: Path, train_npz: Path, args) -> dict:
+    """Each run of the table as a call of the task library: name -> () -> TaskResult."""
+    import torch
+
+    from meddiff.common.diffusion.loading import load_model
+    from meddiff.tasks.reconstruct import ReconstructSettings
+    from meddiff.tasks.reconstruct_task import image_channels, reconstruct_task, simulated
+    from meddiff.tasks.segment import SegmentSettings, mask_channel, segment_task, train_unets
+    from meddiff.tasks.task_data import load_task_data
+    from meddiff.tasks.translate import TranslateSettings, channel_indices, supervised_unet, translate_task
+    from meddiff.tasks.unet_baseline import UNetRecipe
+
+    loaded, seed = load_model(model), args.seed
+    test = load_task_data(str(test_npz), loaded, task="pgbm")
+    test = test.subset(torch.arange(min(args.limit, len(test)))) if args.limit else test
+    train = load_task_data(str(train_npz), loaded, task="pgbm")
+    recipe = UNetRecipe(epochs=int(args.baseline_epochs), seconds=float(args.seconds), seed=seed,
+                        device=str(loaded.device))
+    samples, schema = int(args.samples), loaded.schema
+
+    def reconstruct(acceleration: int, given: list[str], **options):
+        index = image_channels(schema, "t2", given)
+        data = test.subset(torch.nonzero(test.available[:, index]).flatten())
+        condition, mask = data.images.clone(), torch.zeros_like(data.available)
+        for name in given:
+            mask[:, schema.index(name)] = data.available[:, schema.index(name)]
+        m = simulated(data.images[:, index], loaded.resolution, acceleration, None, "random", seed)
+        return reconstruct_task(loaded, m, index, ReconstructSettings(**options), condition if given else None,
+                                mask if given else None, seed=seed)
+
+    def segment():
+        index = mask_channel(schema, None)
+        settings = SegmentSettings(samples=samples)
+        unets = train_unets(loaded, index, train, int(args.synthetic_pairs), recipe, settings.steps,
+                            settings.batch_size, seed)
+        return segment_task(loaded, test, index, settings, unets, seed)
+
+    def translate(source: str, target: str):
+        sources, index = channel_indices(schema, [source], target)
+        unet = supervised_unet(train, sources, index, recipe)
+        reference = train.images[train.available[:, index], index]
+        return translate_task(loaded, test, [source], target, TranslateSettings(samples=samples), reference, unet,
+                              seed)
+
+    return {"reconstruction t2 x4 (random mask)": lambda: reconstruct(4, []),
+            "reconstruction t2 x4, 8 samples": lambda: reconstruct(4, [], samples=8, steps=25),
+            "reconstruction t2 x4, t1pre given": lambda: reconstruct(4, ["t1pre"]),
+            "reconstruction t2 x8, t1pre given": lambda: reconstruct(8, ["t1pre"]),
+            "segmentation (tumour)": segment,
+            "translation t1pre -> t2": lambda: translate("t1pre", "t2"),
+            "translation t2 -> flair": lambda: translate("t2", "flair")}
 
 
 def _row(name: str, report: dict) -> tuple[str, str, str]:
@@ -107,15 +143,14 @@ def main() -> int:
         if "seconds" not in trained:
             raise SystemExit(f"--baseline-seconds same needs {model.parent / 'train.json'} (the training time)")
         seconds = f"{trained['seconds']:.0f}"
-    common = ["--model", str(model), "--data", str(test_npz), "--seed", str(args.seed), "--limit", str(args.limit)]
+    args.seconds = seconds
     results = {}
-    runs = _runs(str(train_npz), seconds, args.baseline_epochs, args.samples, args.synthetic_pairs)
-    for i, (name, (command, extra)) in enumerate(runs.items()):
+    for i, (name, run) in enumerate(_runs(model, test_npz, train_npz, args).items()):
         if args.only and args.only not in name:
             continue
-        folder = out / f"{i}_{command}"
-        run_meddiff([command, *common, *extra, "--out", str(folder)])
-        results[name] = json.loads((folder / f"{command}.json").read_text())
+        result = run()
+        result.save(out / f"{i}_{result.task}")
+        results[name] = result.report
     summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),
                "model": str(model), "train_steps": trained.get("total_steps"), "train_seconds": trained.get("seconds"),
                "baseline_seconds": float(seconds), "device": _device(),

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..common.console import plain_console
+from ..common.console import plain_console, shown_path
 from ..server.run_store import RunStore
 from . import generate, simulate
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     code = simulated.func(simulated)
     if code:
         return code
-    model = Path(RunStore(run_dir).registry()[-1]["path"])
+    model = shown_path(RunStore(run_dir).registry()[-1]["path"])
     samples = run_dir / "samples"
     console.rule(f"samples of the global model ({model.name}) against fresh phantom data")
     generated = parse_subcommand(generate.add_parser, [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from ..common.config import ConfigError
-from ..common.console import plain_console
+from ..common.console import plain_console, shown_path
 
 console = plain_console()
 
@@ -107,7 +107,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
             return 1
     registry = RunStore(config.run_dir).registry()
     if registry:
-        console.print(f"{len(registry)} rounds; latest global model {registry[-1]['path']}")
+        console.print(f"{len(registry)} rounds; latest global model {shown_path(registry[-1]['path'])}")
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
-from ..common.console import plain_console
+from ..common.console import plain_console, shown_path
 
 
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(out, scenario.name, args.sample_every)
     last = store.registry()[-1]
     console.print(f"{last['round']} rounds in {time.perf_counter() - started:.0f} s; global model "
-                  f"{last['path']}; report {report}")
+                  f"{shown_path(last['path'])}; report {shown_path(report)}")
     if "central_dp" in last:
         console.print(f"privacy: {central_dp.describe(last['central_dp'])}")
     return 0

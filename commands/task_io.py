@@ -4,11 +4,9 @@ writing outputs (arrays, a PNG panel, a metrics JSON) with a short printed table
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.table import Table
 
@@ -77,27 +75,13 @@ def site_data_config(args: argparse.Namespace):
     return load_site_config(args.config).data if args.config else DataConfig()
 
 
-def write_outputs(out: str | Path, task: str, arrays: dict[str, torch.Tensor | np.ndarray], report: dict) -> Path:
-    """<out>/<task>.npz and <out>/<task>.json; returns the JSON path."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / f"{task}.npz", **{k: np.asarray(v) for k, v in arrays.items()})
-    path = out / f"{task}.json"
-    path.write_text(json.dumps(report, indent=2))
-    return path
-
-
 def finish(out: str | Path, result) -> int:
     """Write a task's result (``<task>.npz``, ``<task>.json``, the PNG panel) and print its table and summary."""
-    from ..tasks.figures import panel
-
-    figure = panel(result.columns, Path(out) / f"{result.task}.png") if result.columns else None
-    path = write_outputs(out, result.task, result.arrays, result.report)
+    paths = result.save(out)
     console = plain_console()
     if result.table is not None:
         print_table(result.table.title, result.table.header, result.table.rows, console)
-    where = ", ".join(str(p) for p in (path.with_suffix(".npz"), figure, path) if p is not None)
-    console.print(f"{result.summary}{'; ' if result.summary else ''}-> {where}")
+    console.print(f"{result.summary}{'; ' if result.summary else ''}-> {', '.join(str(p) for p in paths)}")
     return 0
 
 

@@ -7,6 +7,8 @@ and colour is given as a ``style=`` argument instead.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 
 
@@ -14,3 +16,13 @@ def plain_console(width: int | None = None, stderr: bool = False) -> Console:
     """A console that prints text literally (no markup, no highlighting, no emoji codes) and never breaks a
     line inside a path (tables still fit the width)."""
     return Console(width=width, stderr=stderr, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def shown_path(path: str | Path) -> Path:
+    """``path`` relative to the working directory when it lies under it: what a user typed, not the machine's
+    absolute layout."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()) if path.is_absolute() else path
+    except ValueError:
+        return path

@@ -3,8 +3,11 @@ table to print. The commands write and print it (commands/task_io.py ``finish``)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -30,3 +33,16 @@ class TaskResult:
     columns: dict[str, Tensor] = field(default_factory=dict)
     table: Table | None = None
     summary: str = ""
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """``<folder>/<task>.npz``, the PNG panel ``<task>.png`` and ``<task>.json``; returns their paths."""
+        from .figures import panel
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = folder / f"{self.task}.npz"
+        np.savez_compressed(arrays, **{k: np.asarray(v) for k, v in self.arrays.items()})
+        figure = [panel(self.columns, folder / f"{self.task}.png")] if self.columns else []
+        report = folder / f"{self.task}.json"
+        report.write_text(json.dumps(self.report, indent=2))
+        return [arrays, *figure, report]

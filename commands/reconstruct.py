@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..common.config import ConfigError
-from ..tasks.reconstruct import MASK_KINDS, ReconstructSettings
+from ..tasks.reconstruct import MASK_KINDS, RECONSTRUCT_SAMPLERS, ReconstructSettings
 from ..tasks.reconstruct_task import ACCELERATIONS
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from
 
@@ -35,7 +35,7 @@ def add_parser(commands) -> None:
     p.add_argument("--center-fraction", type=float, help="simulation: fully sampled centre (default 0.32 / accel.)")
     p.add_argument("--given", default="", help="comma-separated other contrasts from --data given fully sampled")
     defaults = ReconstructSettings()
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=defaults.sampler)
+    p.add_argument("--sampler", choices=RECONSTRUCT_SAMPLERS, default=defaults.sampler)
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--eta", type=float, default=defaults.eta, help="ddim: fresh noise per step (0 = deterministic)")
     p.add_argument("--samples", type=int, default=defaults.samples,

@@ -33,6 +33,7 @@ from ..common.diffusion.simplex import draw_noise
 from .figures import first_image_channel
 from .metrics import detection_scores, pixel_scores, to_unit
 from .result import TaskResult, Table
+from .settings_checks import check_sampling
 from .task_data import TaskData, image_availability, image_channel_weights
 
 Tensor = torch.Tensor
@@ -57,8 +58,8 @@ class AnomalySettings:
             raise ValueError(f"anomaly method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 < self.depth <= 1.0:
             raise ValueError(f"depth must be in (0, 1], got {self.depth}")
-        if self.steps < 1 or self.repeats < 1 or self.batch_size < 1:
-            raise ValueError("steps, repeats and batch_size must be >= 1")
+        check_sampling("anomaly detection", None, (), steps=self.steps, repeats=self.repeats,
+                       batch_size=self.batch_size)
         if self.smoothing < 1 or self.smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd width >= 1, got {self.smoothing}")
 

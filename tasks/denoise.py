@@ -23,6 +23,7 @@ from .figures import first_image_channel
 from .metrics import from_unit, image_quality, to_unit
 from .noise import add_noise
 from .result import TaskResult, Table
+from .settings_checks import check_sampling
 from .task_data import image_availability
 
 Tensor = torch.Tensor
@@ -42,10 +43,8 @@ class DenoiseSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.sampler not in DENOISE_SAMPLERS:
-            raise ValueError(f"denoising samplers are ddim and ddpm, got {self.sampler!r}")
-        if self.steps < 1 or self.samples < 1 or self.batch_size < 1:
-            raise ValueError("steps, samples and batch_size must be >= 1")
+        check_sampling("denoising", self.sampler, DENOISE_SAMPLERS, steps=self.steps, samples=self.samples,
+                       batch_size=self.batch_size)
         if self.level is not None and self.level <= 0:
             raise ValueError(f"noise level must be > 0, got {self.level}")
 

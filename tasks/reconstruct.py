@@ -30,9 +30,11 @@ import torch
 
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
+from .settings_checks import check_sampling
 
 Tensor = torch.Tensor
 MASK_KINDS = ("random", "equispaced")
+RECONSTRUCT_SAMPLERS = ("ddim", "ddpm")
 
 
 def fft2c(x: Tensor) -> Tensor:
@@ -153,8 +155,8 @@ class ReconstructSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.samples < 1 or self.batch_size < 1:
-            raise ValueError("steps, samples and batch_size must be >= 1")
+        check_sampling("reconstruction", self.sampler, RECONSTRUCT_SAMPLERS, steps=self.steps, samples=self.samples,
+                       batch_size=self.batch_size)
 
 
 def reconstruct(loaded: LoadedModel, kspace: Tensor, mask: Tensor, channel: int, *, phase: Tensor | None = None,

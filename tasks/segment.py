@@ -25,6 +25,7 @@ from .draws import draw_channel
 from .figures import first_image_channel, middle_slice
 from .metrics import to_unit
 from .result import TaskResult, Table
+from .settings_checks import check_sampling
 from .task_data import image_availability
 
 Tensor = torch.Tensor
@@ -40,10 +41,8 @@ class SegmentSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError("samples, steps and batch_size must be >= 1")
-        if self.sampler not in SEGMENT_SAMPLERS:
-            raise ValueError(f"segmentation samplers are {list(SEGMENT_SAMPLERS)}, got {self.sampler!r}")
+        check_sampling("segmentation", self.sampler, SEGMENT_SAMPLERS, samples=self.samples, steps=self.steps,
+                       batch_size=self.batch_size)
 
 
 @dataclass

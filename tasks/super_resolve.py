@@ -24,6 +24,7 @@ from ..common.diffusion.loading import LoadedModel
 from .figures import first_image_channel
 from .metrics import image_quality, to_unit
 from .result import TaskResult, Table
+from .settings_checks import check_sampling
 from .task_data import image_availability
 
 Tensor = torch.Tensor
@@ -70,12 +71,12 @@ class SuperResolveSettings:
     def __post_init__(self) -> None:
         if self.factor not in FACTORS:
             raise ValueError(f"factor must be 2, 4 or 8, got {self.factor}")
-        if self.sampler not in SR_SAMPLERS:
-            raise ValueError(f"super-resolution samplers are {list(SR_SAMPLERS)}, got {self.sampler!r}")
+        check_sampling("super-resolution", self.sampler, SR_SAMPLERS, steps=self.steps, samples=self.samples,
+                       batch_size=self.batch_size)
         if not 0.0 < self.start_t <= 1.0:
             raise ValueError(f"start_t must be in (0, 1], got {self.start_t}")
-        if self.steps < 1 or self.batch_size < 1 or self.samples < 1 or self.noise_level < 0:
-            raise ValueError("steps, samples and batch_size must be >= 1 and noise_level >= 0")
+        if self.noise_level < 0:
+            raise ValueError(f"noise_level must be >= 0, got {self.noise_level}")
 
 
 def check_input_size(low: Tensor, factor: int, resolution: int) -> None:

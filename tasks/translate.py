@@ -19,6 +19,7 @@ from .draws import draw_channel
 from .figures import middle_slice
 from .metrics import image_quality, to_unit
 from .result import TaskResult, Table
+from .settings_checks import check_sampling
 
 Tensor = torch.Tensor
 OUTPUT = "translate"  # the file stem of the outputs: <out>/translate.npz, .json, .png
@@ -33,10 +34,8 @@ class TranslateSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError("samples, steps and batch_size must be >= 1")
-        if self.sampler not in TRANSLATE_SAMPLERS:
-            raise ValueError(f"translation samplers are {list(TRANSLATE_SAMPLERS)}, got {self.sampler!r}")
+        check_sampling("translation", self.sampler, TRANSLATE_SAMPLERS, samples=self.samples, steps=self.steps,
+                       batch_size=self.batch_size)
 
 
 def translate(loaded: LoadedModel, images: Tensor, given: Tensor, target: int,

@@ -67,7 +67,7 @@ def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(tiny_model,
     (["detect-anomalies", "--healthy-class", "normal", "--method", "counterfactual"], "'normal' is not one of"),
     (["detect-anomalies", "--depth", "1.5"], "depth must be in (0, 1]"),
     (["denoise", "--simulate", "-1"], "--simulate must be > 0"),
-    (["super-resolve", "--noise-level", "-0.1"], "noise_level >= 0"),
+    (["super-resolve", "--noise-level", "-0.1"], "noise_level must be >= 0"),
 ])
 def test_wrong_task_settings_say_what_is_wrong(tiny_model, tmp_path, capsys, arguments, message):
     assert main([arguments[0], "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path),

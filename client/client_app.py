@@ -16,7 +16,7 @@ from flwr.clientapp import ClientApp
 from ..common.messages import SERVER_ROUND, TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.wire import pack, unpack
-from ..privacy.ledger import BudgetExceeded
+from ..privacy.ledger import BudgetExceeded, UnitMismatch
 from .aggregation_mods import clip_update_when_asked, secure_aggregation_when_asked
 from .delivery import store_delivered_model
 from .model_store import ModelStore
@@ -58,7 +58,7 @@ def make_client_app(site_provider: SiteProvider, store_provider: StoreProvider =
         try:
             outcome = train_round(spec, unpack(msg.content["arrays"], layout), site, instruction,
                                   str(context.run_id), site.runtime, context.node_config.get("device") or None)
-        except BudgetExceeded as refusal:
+        except (BudgetExceeded, UnitMismatch) as refusal:  # nothing trained, nothing sent
             log.error("%s", refusal)
             return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
         metrics = {**outcome.metrics, **_partition(context)}

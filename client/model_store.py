@@ -1,7 +1,7 @@
 """The site's model store: every global model the coordinator delivered, with the run's metadata.
 
     STATE/models/<run>-round-<NNNN>.pt   a meddiff checkpoint (global weights + EMA): every task command reads it
-    STATE/models/models.jsonl            one line per stored model: file, run, round, final, sites, privacy, sha256
+    STATE/models/models.jsonl            one line per model: file, run, round, final, sites, start, privacy, sha256
 
 Task commands default to the newest model here (`meddiff segment --data ...` needs no --model). Files are written
 atomically, and the index line only after its file is on disk, so a crash never leaves a listed model missing.
@@ -37,7 +37,8 @@ class ModelStore:
         save_checkpoint(path, {"model": weights, "ema": ema, "step": int(delivery["round"])},
                         {**model_meta, "round": int(delivery["round"]), "delivery": delivery})
         line = {"file": path.name, "received": time.time(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                **{k: delivery.get(k) for k in ("run", "round", "rounds", "final", "sites", "privacy", "metrics")}}
+                **{k: delivery.get(k) for k in ("run", "round", "rounds", "final", "sites", "initial_model", "trained",
+                                                "privacy", "metrics")}}
         append_json_line(self.folder / INDEX, line)
         return path
 

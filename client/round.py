@@ -26,8 +26,9 @@ from ..common.run_spec import RunSpec
 from ..common.specs import RuntimeSpec
 from ..common.training.trainer import Trainer, default_device
 from ..privacy.accounting import noise_for_run
-from ..privacy.dp_sgd import DPStep, poisson_sample_rate
+from ..privacy.dp_sgd import DPStep
 from ..privacy.ledger import PrivacyLedger
+from ..privacy.units import PATIENT, privacy_units
 from .site_data import SiteData, align_to_schema
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: Tr
     result = trainer.train(data, instruction.local_steps, proximal_mu=instruction.proximal_mu)
     metrics = {"num-examples": len(data), "train-loss": result.loss, "steps": result.steps,
                "seconds": result.seconds, "images-per-second": result.images_per_second,
-               "skipped-nonfinite": result.skipped_nonfinite}
+               "skipped-nonfinite": result.skipped_nonfinite, "trained-parameters": trainer.trained.trained}
     return RoundOutcome(trainer.weights(), metrics)
 
 
@@ -78,11 +79,12 @@ def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainIns
     privacy, steps = site.privacy, instruction.local_steps
     if site.ledger_path is None:
         raise ValueError(f"site {site.site_id}: privacy is enabled but no ledger path is set")
-    sample_rate = poisson_sample_rate(len(data), trainer.recipe.batch_size)
-    delta = privacy.delta_for(len(data))
+    units = privacy_units(data, privacy, trainer.recipe.batch_size)
+    sample_rate, delta = units.sample_rate, privacy.delta_for(units.count)
     noise = noise_for_run(privacy.target_epsilon, delta, sample_rate, instruction.rounds * steps, privacy.accountant)
     ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
-    reservation = ledger.reserve(run, instruction.server_round, steps, sample_rate, noise, delta, privacy.budget)
+    reservation = ledger.reserve(run, instruction.server_round, steps, sample_rate, noise, delta, privacy.budget,
+                                 unit=units.kind, trained=trainer.trained.describe())
     try:
         result = DPStep(trainer, privacy, data, noise, list(reservation.history_before)).train(steps)
     except BaseException as error:
@@ -91,13 +93,14 @@ def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainIns
     if not math.isclose(result.epsilon, reservation.epsilon_total, rel_tol=1e-9):
         log.warning("accountant epsilon %.6g differs from the reserved %.6g (the reserved, larger one is kept)",
                     result.epsilon, reservation.epsilon_total)
-    log.info("site %s round %d: DP-SGD %d steps, noise %.3f, q %.4f; sample-level epsilon %.3f at delta %.2g (%s)",
-             site.site_id, instruction.server_round, result.steps, noise, sample_rate, reservation.epsilon_total,
-             delta, privacy.accountant.upper())
+    log.info("site %s round %d: DP-SGD %d steps, noise %.3f, q %.4f; %s epsilon %.3f at delta %.2g (%s)",
+             site.site_id, instruction.server_round, result.steps, noise, sample_rate, units.describe(),
+             reservation.epsilon_total, delta, privacy.accountant.upper())
     metrics = {"num-examples": len(data), "train-loss": result.loss, "steps": result.steps,
                "seconds": result.seconds, "images-per-second": result.examples / max(result.seconds, 1e-9),
                "skipped-nonfinite": 0, "epsilon": max(result.epsilon, reservation.epsilon_total), "delta": delta,
-               "noise-multiplier": noise}
+               "noise-multiplier": noise, "dp-patient-level": float(units.kind == PATIENT),
+               "dp-units": units.count, "trained-parameters": trainer.trained.trained}
     return RoundOutcome(trainer.weights(), metrics, lambda: ledger.released(reservation))
 
 

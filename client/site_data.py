@@ -36,20 +36,31 @@ def align_to_schema(data: TrainingTensors, schema: ChannelSchema) -> TrainingTen
         raise ValueError(f"site channels {extra} are not in the run's schema {list(schema.channels)}; "
                          "map them with [data] channels in site.toml")
     if data.schema.channels == schema.channels:
-        return TrainingTensors(schema, data.images, data.available, data.labels)
+        return TrainingTensors(schema, data.images, data.available, data.labels, data.patients)
     n = len(data)
     images = torch.zeros((n, schema.num_channels, *data.spatial), dtype=data.images.dtype)
     available = torch.zeros((n, schema.num_channels), dtype=torch.bool)
     for i, name in enumerate(data.schema.channels):
         images[:, schema.index(name)] = data.images[:, i]
         available[:, schema.index(name)] = data.available[:, i]
-    return TrainingTensors(schema, images, available, data.labels)
+    return TrainingTensors(schema, images, available, data.labels, data.patients)
 
 
 def holdout_split(data: TrainingTensors, fraction: float, seed: int = 0) -> tuple[TrainingTensors, TrainingTensors | None]:
-    """(train, held-out): a random ``fraction`` (at least one example when fraction > 0) kept out of training."""
-    if fraction <= 0 or len(data) < 2:
+    """(train, held-out): a random ``fraction`` (at least one example when fraction > 0) kept out of training.
+
+    Where the data names its patients, whole patients are held out (a patient's other slices in training would
+    make the held-out loss, and the memorisation audit calibrated on it, look better than they are)."""
+    patients = data.patients
+    if patients is None or len(torch.unique(patients)) == len(data):
+        if fraction <= 0 or len(data) < 2:
+            return data, None
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        k = max(1, int(round(fraction * len(data))))
+        return data.subset(order[k:]), data.subset(order[:k])
+    names = torch.unique(patients)
+    if fraction <= 0 or len(names) < 2:
         return data, None
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    k = max(1, int(round(fraction * len(data))))
-    return data.subset(order[k:]), data.subset(order[:k])
+    order = names[torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))]
+    held = torch.isin(patients, order[:max(1, int(round(fraction * len(names))))])
+    return data.subset(torch.nonzero(~held).flatten()), data.subset(torch.nonzero(held).flatten())

@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 
 ALLOWED_METRICS = frozenset({
     "num-examples", "train-loss", "steps", "seconds", "images-per-second", "skipped-nonfinite",
+    "trained-parameters",  # how many of the network's parameters the round trained (all, or a part)
     "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
-    "epsilon", "delta", "noise-multiplier",  # the site's sample-level DP guarantee after this round (no data)
+    "epsilon", "delta", "noise-multiplier",  # the site's DP guarantee after this round (no data)
+    "dp-patient-level", "dp-units",  # who epsilon protects: 1 = each patient, 0 = each example; how many of them
     "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
     "stored",  # a delivered model was stored (1) or not (0)
 })
 ALLOWED_ARRAY_RECORDS = frozenset({"arrays"})
 # Flower's SecAgg+ stages: public keys, encrypted shares, masked (quantised) vectors
 SECAGG_RECORD = RECORD_KEY_CONFIGS
-PRIVACY_KEYS = ("epsilon", "delta", "noise-multiplier")
+PRIVACY_KEYS = ("epsilon", "delta", "noise-multiplier", "dp-patient-level", "dp-units")
 
 APP_REFUSED = 4003  # error code: the code is not the approved one
 EGRESS_REFUSED = 4004  # error code: the reply carried something outside the allow-list
@@ -105,13 +107,30 @@ def record_summary(message: Message) -> dict:
     return out
 
 
+def initial_model_refusal(config, trust: TrustConfig) -> str:
+    """Why a run's starting model is not one this site accepts ('' when it is, or nothing is pinned)."""
+    if not trust.initial_models:
+        return ""
+    start = str(config.get(messages.INITIAL_MODEL, "")) or "scratch"
+    if start in trust.initial_models:
+        return ""
+    return (f"the run starts from model {start if start == 'scratch' else 'sha256 ' + start[:16] + '...'}, not one "
+            f"of the starting models this site accepts in site.toml [trust] initial_models "
+            f"({', '.join(h[:16] for h in trust.initial_models)}): ask the coordinator which model the run starts "
+            "from, and add its SHA-256 only if your data-protection officer approves")
+
+
 def trust_refusal(message: Message, trust: TrustConfig) -> str:
     """Why this site must not run this message ('' when it may). Only messages with a run config are checked."""
     ours = app_hash()
     if trust.app_hash and trust.app_hash != ours:
         return (f"this site's meddiff installation has code hash {ours[:16]}..., not the {trust.app_hash[:16]}... "
                 "approved in site.toml [trust] app_hash: reinstall the approved version, or approve this one")
-    if not trust.same_app_as_coordinator or not message.has_content() or "config" not in message.content:
+    if not message.has_content() or "config" not in message.content:
+        return ""
+    if refusal := initial_model_refusal(message.content["config"], trust):
+        return refusal
+    if not trust.same_app_as_coordinator:
         return ""
     theirs = str(message.content["config"].get(messages.APP_HASH, ""))
     if theirs != ours:

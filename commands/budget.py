@@ -32,18 +32,20 @@ def run(args: argparse.Namespace) -> int:
     ledger = PrivacyLedger(path, privacy.accountant)
     entries = ledger.entries()
     table = Table(title=f"privacy ledger of site {site.site_id} ({path})")
-    for column in ("#", "when (UTC)", "run", "round", "steps", "sample rate", "noise", "epsilon total", "status"):
+    for column in ("#", "when (UTC)", "run", "round", "unit", "trained", "steps", "sample rate", "noise",
+                   "epsilon total", "status"):
         table.add_column(column, justify="right")
     for e in entries:
         when = datetime.fromtimestamp(e["created"], timezone.utc).strftime("%Y-%m-%d %H:%M")
-        table.add_row(str(e["id"]), when, e["run"][:12], str(e["round"]), str(e["steps"]), f"{e['sample_rate']:.4f}",
-                      f"{e['noise_multiplier']:.3f}", f"{e['epsilon_total']:.4f}", e["status"] +
-                      (f" ({e['note']})" if e["note"] else ""))
+        table.add_row(str(e["id"]), when, e["run"][:12], str(e["round"]), e["unit"], e["trained"] or "-",
+                      str(e["steps"]), f"{e['sample_rate']:.4f}", f"{e['noise_multiplier']:.3f}",
+                      f"{e['epsilon_total']:.4f}", e["status"] + (f" ({e['note']})" if e["note"] else ""))
     console.print(table)
     counted = [e for e in entries if e["status"] in ("reserved", "released")]
     delta = counted[-1]["delta"] if counted else privacy.delta or float("nan")
     spent = ledger.spent(delta) if counted else 0.0
-    console.print(f"sample-level DP at site {site.site_id}: epsilon {spent:.4f} spent at delta {delta:.3g} "
+    unit = counted[-1]["unit"] if counted else privacy.unit
+    console.print(f"{unit}-level DP at site {site.site_id}: epsilon {spent:.4f} spent at delta {delta:.3g} "
                   f"({privacy.accountant.upper()} accountant, all runs composed; a reserved round counts as spent); "
                   f"budget {privacy.budget:g}, left {max(0.0, privacy.budget - spent):.4f}")
     return 0

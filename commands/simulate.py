@@ -19,7 +19,10 @@ def add_parser(commands) -> None:
     p.add_argument("--local-steps", type=int, help="override [federation] local_steps")
     p.add_argument("--data", help="override [scenario] data (a path, or phantom)")
     p.add_argument("--epsilon", type=float,
-                   help="sample-level DP-SGD at every virtual site with this target epsilon per run (and budget)")
+                   help="DP-SGD at every virtual site (per patient where the data names patients, else per "
+                        "example) with this target epsilon per run (and budget)")
+    p.add_argument("--initial-model", help="start round 1 from this model file (for example pretrained on public "
+                   "data with `meddiff train`); channels are matched by name")
     p.add_argument("--sample-every", type=int, default=0, help="sample grids every K rounds (default: last only)")
     p.add_argument("--verbose-flower", action="store_true", help="show Flower's and Ray's own logs")
     p.set_defaults(func=run)
@@ -34,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     federation = replace(scenario.federation, **{k: v for k, v in
-                                                 (("rounds", args.rounds), ("local_steps", args.local_steps))
-                                                 if v is not None})
+                                                 (("rounds", args.rounds), ("local_steps", args.local_steps),
+                                                  ("initial_model", args.initial_model)) if v is not None})
     data = replace(scenario.data, data=args.data) if args.data else scenario.data
     privacy = scenario.privacy
     if args.epsilon is not None:
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
                   f"({scenario.data.split} split), {federation.rounds} rounds x {federation.local_steps} local steps, "
                   f"{federation.strategy}; run directory {out}")
     if privacy.enabled:
-        console.print(f"privacy: sample-level DP-SGD at each site, target epsilon {privacy.target_epsilon:g} per run "
+        console.print(f"privacy: {privacy.unit}-level DP-SGD at each site (per example where the data names no "
+                      f"patients), target epsilon {privacy.target_epsilon:g} per run "
                       f"(budget {privacy.budget:g}), delta {privacy.delta or '1/(10 N)'}, {privacy.accountant.upper()} "
                       f"accountant, clip {privacy.max_grad_norm:g}, noise multiplicity {privacy.noise_multiplicity}")
     if federation.central_dp != "off":

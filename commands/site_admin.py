@@ -32,11 +32,13 @@ path = "{data}"
 # resolution = 0               # 0 = the run's resolution
 
 [privacy]
-# Sample-level differential privacy at this site (DP-SGD with Opacus). The site decides, not the coordinator.
+# Differential privacy at this site (DP-SGD with Opacus). The site decides, not the coordinator.
 enabled = false
 # target_epsilon = 10.0        # each run is trained to this epsilon
 # budget_epsilon = 0.0         # the ledger refuses any round past this total over all runs (0 = target_epsilon)
-# delta = 0.0                  # 0 = 1 / (10 N) for N training images
+# unit = "patient"             # protect each patient as a whole (per image where the data names no patients),
+#                              # or "example" for each image/slice; `meddiff site check` shows which applies
+# delta = 0.0                  # 0 = 1 / (10 N) for N patients (or images)
 # accountant = "rdp"           # rdp or prv
 
 [runtime]
@@ -48,6 +50,7 @@ enabled = false
 # The meddiff code this site approved: the hash of the installed version when this file was written.
 # After an upgrade the daemon refuses to train until you approve the new hash (`meddiff site status` shows it).
 app_hash = "{app_hash}"
+# initial_models = []          # SHA-256 of each starting model you accept ("scratch": untrained); empty = any
 # Refuse a coordinator that runs other meddiff code than this site.
 same_app_as_coordinator = true
 '''
@@ -154,7 +157,8 @@ def _budget_line(site, ledger_file: Path) -> str:
     if not counted:
         return f"DP on; nothing released yet; budget epsilon {site.privacy.budget:g}"
     spent = ledger.spent(counted[-1]["delta"])
-    return (f"sample-level epsilon {spent:.3f} spent of {site.privacy.budget:g} (delta {counted[-1]['delta']:.2g}, "
+    return (f"{counted[-1]['unit']}-level epsilon {spent:.3f} spent of {site.privacy.budget:g} "
+            f"(delta {counted[-1]['delta']:.2g}, "
             f"{site.privacy.accountant.upper()}); left {max(0.0, site.privacy.budget - spent):.3f}")
 
 
@@ -172,13 +176,16 @@ def run_models(args: argparse.Namespace) -> int:
     console.print(f"{len(entries)} models delivered to this site ({store.folder}); task commands use the newest "
                   "(the last line)", soft_wrap=True)
     for e in entries:
-        epsilons = [p.get("epsilon") for p in ((e.get("privacy") or {}).get("sample_level_per_site") or {}).values()]
+        privacy = e.get("privacy") or {}
+        per_site = privacy.get("per_site") or privacy.get("sample_level_per_site") or {}  # the older key
+        epsilons = [p.get("epsilon") for p in per_site.values()]
         loss = (e.get("metrics") or {}).get("eval_loss")
         when = datetime.fromtimestamp(e["received"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         console.print(f"  {e['file']}  received {when}  run {e['run']}  round {e['round']}/{e.get('rounds')}"
                       f"{' (final)' if e.get('final') else ''}  {len(e.get('sites') or [])} sites  "
                       f"eval loss {'-' if loss is None else f'{loss:.4f}'}  site DP epsilon "
-                      f"{', '.join(f'{x:.2f}' for x in epsilons if x is not None) or '-'}",
+                      f"{', '.join(f'{x:.2f}' for x in epsilons if x is not None) or '-'}  started from "
+                      f"{((e.get('initial_model') or {}).get('sha256') or 'scratch')[:16]}",
                       soft_wrap=True, highlight=False)
     return 0
 

@@ -16,6 +16,7 @@ from ..common.config import ConfigError
 from ..common.console import plain_console
 from ..common.diffusion.schedules import SCHEDULES
 from ..common.diffusion.simplex import NOISES
+from ..common.specs import TRAINABLE
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def add_parser(commands) -> None:
     p.add_argument("--phantom-n", type=int, default=256, help="phantom examples when --data phantom")
     p.add_argument("--noise", choices=list(NOISES),
                    help="diffusion noise (default gaussian); simplex trains an AnoDDPM anomaly-detection model (2D)")
+    p.add_argument("--trainable", choices=TRAINABLE, help="which parameters train (default all; a part "
+                   "spreads DP noise over fewer dimensions when fine-tuning a pretrained model)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=run)
@@ -72,7 +75,8 @@ def specs_from(args: argparse.Namespace, spatial_dims: int):
     model = replace(model, **{k: v for k, v in (("schedule", args.schedule), ("noise", args.noise)) if v is not None},
                     **(widths(args.channels) if args.channels else {}))
     recipe = replace(recipe, **{k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr),
-                                                  ("seed", args.seed)) if v is not None})
+                                                  ("seed", args.seed), ("trainable", args.trainable))
+                                if v is not None})
     return model, recipe, args.resolution or resolution
 
 
@@ -122,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_and_report(trainer, training, data, holdout, checkpoint: Path, console) -> int:
-    parameters = sum(p.numel() for p in trainer.model.parameters())
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "
-                  f"{list(data.schema.channels)} at {training.resolution} px; model {parameters / 1e6:.2f} M "
-                  f"parameters on {trainer.device}; schedule {trainer.spec.schedule}")
+                  f"{list(data.schema.channels)} at {training.resolution} px; model {trainer.trained.total / 1e6:.2f} "
+                  f"M parameters on {trainer.device} (training {trainer.trained.describe()}); schedule "
+                  f"{trainer.spec.schedule}")
     meta = {"data": {"source": training.source, "examples": len(data), "studies": training.studies}}
     if holdout is not None:
         meta["data"]["holdout"] = {"fraction": HOLDOUT_FRACTION, "seed": 0, "examples": len(holdout)}

@@ -104,16 +104,23 @@ class DataConfig:
 # ghost clipping (per-example gradient norms without per-example gradients: the GPU fast path) cannot
 # average K draws before clipping, so it needs noise_multiplicity = 1
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+PRIVACY_UNITS = ("patient", "example")
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Sample-level differential privacy at the site (DP-SGD), the ``[privacy]`` table of site.toml.
+    """Differential privacy at the site (DP-SGD), the ``[privacy]`` table of site.toml.
 
     The site, not the coordinator, decides: each run is trained to ``target_epsilon`` (the noise multiplier is
     derived from it, the run's planned steps and the sampling rate), and the site's ledger refuses any round
     that would take the total over all runs past ``budget_epsilon`` (0: the same as target_epsilon).
-    ``delta`` 0 means 1 / (10 N) for N training examples.
+    ``delta`` 0 means 1 / (10 N) for N protected units (patients or examples).
+
+    unit: "patient" (default) protects each patient as a whole where the data names its patients: patients are
+    Poisson-sampled and all of a sampled patient's slices in a step give one contribution clipped to
+    ``max_grad_norm``; up to ``slices_per_patient`` of them are drawn per step. Data that names no patients (a
+    MedMNIST archive, a PNG folder) is protected per example, and says so. "example": each slice/image is the
+    unit (a patient with many slices is then protected more weakly than epsilon suggests).
     """
 
     enabled: bool = False
@@ -124,8 +131,14 @@ class PrivacyConfig:
     noise_multiplicity: int = 4  # DPDM: K (t, noise) draws per example, averaged before clipping
     grad_sample_mode: str = "hooks"  # the fastest correct one on CPU and GPU, see benchmarks/dp_overhead.py
     accountant: str = "rdp"
+    unit: str = "patient"
+    slices_per_patient: int = 4
 
     def __post_init__(self) -> None:
+        if self.unit not in PRIVACY_UNITS:
+            raise ConfigError(f"[privacy] unit must be one of {list(PRIVACY_UNITS)}, got {self.unit!r}")
+        if self.slices_per_patient < 1:
+            raise ConfigError(f"[privacy] slices_per_patient must be >= 1, got {self.slices_per_patient}")
         if self.target_epsilon <= 0 or self.budget_epsilon < 0 or not 0 <= self.delta < 1:
             raise ConfigError("[privacy] target_epsilon must be > 0, budget_epsilon >= 0 and delta in [0, 1)")
         if self.max_grad_norm <= 0 or self.noise_multiplicity < 1:
@@ -142,8 +155,8 @@ class PrivacyConfig:
     def budget(self) -> float:
         return self.budget_epsilon or self.target_epsilon
 
-    def delta_for(self, examples: int) -> float:
-        return self.delta or 1.0 / (10 * max(1, examples))
+    def delta_for(self, units: int) -> float:
+        return self.delta or 1.0 / (10 * max(1, units))
 
 
 @dataclass(frozen=True)
@@ -152,10 +165,13 @@ class TrustConfig:
 
     app_hash: the meddiff code hash the site approved (`meddiff site status` prints the installed one); empty
         = not pinned. same_app_as_coordinator: refuse a coordinator that announces other code than ours.
+    initial_models: the SHA-256 of each starting model the site accepts a run from (``"scratch"``: a run that
+        starts untrained); empty = not pinned.
     """
 
     app_hash: str = ""
     same_app_as_coordinator: bool = True
+    initial_models: tuple[str, ...] = ()
 
 
 def build_section(cls: type, values: dict[str, Any], where: str, source: str) -> Any:

@@ -23,6 +23,7 @@ ROUNDS = "rounds"
 # which code the coordinator runs (common/app_identity.py)
 APP_VERSION = "app-version"
 APP_HASH = "app-hash"
+INITIAL_MODEL = "initial-model-sha256"  # the SHA-256 of the model round 1 started from ("" = from scratch)
 # model delivery (server/delivery.py, client/delivery.py)
 DELIVERY = "delivery"
 DELIVER_MESSAGE_TYPE = "query.deliver"

@@ -2,7 +2,7 @@
 
     site_id = "hospital-a"
     [data]     where the images are and how to read them (DataConfig)
-    [privacy]  sample-level DP at this site (PrivacyConfig)
+    [privacy]  DP-SGD at this site, per patient or per example (PrivacyConfig)
     [trust]    which meddiff code this site approved (TrustConfig)
     [runtime]  this site's hardware switches (common/specs.py RuntimeSpec; never set by the coordinator)
 """

@@ -58,6 +58,9 @@ class ModelSpec:
                               f"{list(self.attention_levels)} need one entry per level")
 
 
+TRAINABLE = ("all", "decoder", "norms-attention")  # which parameters a run trains (common/training/trainable.py)
+
+
 @dataclass(frozen=True)
 class RecipeSpec:
     """How a model is trained, step by step: what every site of a federation must agree on."""
@@ -71,8 +74,11 @@ class RecipeSpec:
     p_condition: float = 0.3  # each available channel is given clean as a condition with this probability
     p_uncond: float = 0.1  # class labels dropped to the null class (classifier-free guidance)
     seed: int = 0
+    trainable: str = "all"  # all, decoder or norms-attention (common/training/trainable.py)
 
     def __post_init__(self) -> None:
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"[train] trainable must be one of {list(TRAINABLE)}, got {self.trainable!r}")
         if self.batch_size < 1:
             raise ConfigError(f"[train] batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -1,6 +1,10 @@
-"""Sample-level DP-SGD at a site: Opacus on the conditional denoiser, with DPDM's noise multiplicity.
+"""DP-SGD at a site, per patient or per example: Opacus on the conditional denoiser, with DPDM's noise multiplicity.
 
-- Poisson sampling (Opacus ``DPDataLoader``): each example joins each step with probability q = 1 / ceil(N / B).
+- The unit (``units.py``): each patient as a whole where the data names its patients (the default), else each
+  example. Patient-level: all of a sampled patient's slices in a step give one contribution, the mean of their
+  per-example gradients, which Opacus clips to C as one row.
+- Poisson sampling (Opacus ``DPDataLoader``): each unit joins each step with probability q = 1 / ceil(N / B) for
+  N units and B expected units per step.
 - Per-example gradients: Opacus hooks or functorch (any K), or ghost clipping (K = 1), which computes each
   example's gradient norm from activations and output gradients and then back-propagates the clipped-weighted
   loss: two backward passes, no (B, *param) tensors, the GPU fast path (benchmarks/gpu.py).
@@ -12,10 +16,11 @@
 - The accountant is seeded with the site's earlier releases (from the ledger), so the epsilon it reports after
   this round is the site's total, as one long-lived PrivacyEngine would report it.
 
-Protected: any single training example (one slice/image) of this site, against anyone who sees the weights the
-site sends (the coordinator, other sites, whoever gets the global model). Not protected: a patient with many
-images in the set is protected per image, not per patient, unless the data has one example per patient; the
-site's data distribution as a whole (that is site-level DP at the server). Noise comes from torch's default
+Protected: any single patient of this site (patient-level), or any single example (example-level, where the data
+names no patients or the site chose it), against anyone who sees the weights the site sends (the coordinator,
+other sites, whoever gets the global model). Not protected: at example level, a patient with many images is
+protected per image only; patient ids the data gets wrong (two ids for one person) split a person's protection;
+the site's data distribution as a whole (that is site-level DP at the server). Noise comes from torch's default
 generator, not a cryptographically secure one (Opacus ``secure_mode`` needs torchcsprng).
 """
 
@@ -38,6 +43,7 @@ from ..common.schema import ChannelSchema
 from ..common.specs import ModelSpec, RecipeSpec, RuntimeSpec
 from ..common.training.trainer import Trainer
 from .accounting import Release
+from .units import PrivacyUnits, gather_patients, per_patient, privacy_units
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ class PrivateRoundResult:
     seconds: float
     epsilon: float  # the site's total after this round, at ``delta``
     delta: float
+    units: PrivacyUnits | None = None  # who epsilon protects (patients or examples)
 
 
 def private_trainer(schema: ChannelSchema, model: ModelSpec, recipe: RecipeSpec, privacy: PrivacyConfig,
@@ -98,17 +105,26 @@ class DPStep:
             raise ValueError(f"grad_sample_mode {privacy.grad_sample_mode!r} is not supported for training; "
                              f"use one of {sorted(OPACUS_MODES)}")
         self.trainer, self.privacy, self.noise_multiplier = trainer, privacy, noise_multiplier
-        self.examples, self.delta = len(data), privacy.delta_for(len(data))
+        self.units = privacy_units(data, privacy, trainer.recipe.batch_size)
+        self.examples, self.delta = len(data), privacy.delta_for(self.units.count)
         trainer.generator = torch.Generator().manual_seed(trainer.recipe.seed)
         self.autocast = trainer.runtime.precision == "bf16" and trainer.device.type == "cuda"
         self.ghost = privacy.grad_sample_mode == "ghost"
         if self.ghost and privacy.noise_multiplicity != 1:
             raise ValueError("ghost clipping needs noise_multiplicity = 1")
-        self._make_private(data.to(trainer.device), history)
+        if self.ghost and self.units.grouped:
+            raise ValueError("[privacy] grad_sample_mode = \"ghost\" clips single examples, not a patient's slices "
+                             "together: use \"hooks\" for patient-level DP, or set [privacy] unit = \"example\"")
+        self.data = data.to(trainer.device)
+        self._make_private(self.data, history)
 
     def _make_private(self, data: TrainingTensors, history: list[Release]) -> None:
         t = self.trainer
-        loader = DataLoader(TensorDataset(data.images, data.available, data.labels), batch_size=t.recipe.batch_size)
+        if self.units.grouped:  # Opacus samples patients; their slices are gathered at each step
+            loader = DataLoader(TensorDataset(torch.arange(self.units.count)), batch_size=self.units.per_step)
+        else:
+            loader = DataLoader(TensorDataset(data.images, data.available, data.labels),
+                                batch_size=t.recipe.batch_size)
         self.engine = PrivacyEngine(accountant=self.privacy.accountant)
         self.engine.accountant.history = list(history)
         criterion = PerExampleCriterion(t.denoiser, t.loss_config, t.generator)  # ghost only
@@ -122,7 +138,7 @@ class DPStep:
         else:
             self.private_model, self.optimizer, self.loader = private
         self.sample_rate = float(self.loader.sample_rate)
-        assert math.isclose(self.sample_rate, poisson_sample_rate(self.examples, t.recipe.batch_size))
+        assert math.isclose(self.sample_rate, self.units.sample_rate)
 
     # the trainer's state, as the step uses it
     model = property(lambda self: self.trainer.model)
@@ -139,10 +155,11 @@ class DPStep:
         """The plain model's weights (no Opacus ``_module.`` prefix): what the site sends."""
         return self.trainer.weights()
 
-    def per_example_gradients(self, images: torch.Tensor, available: torch.Tensor,
-                              labels: torch.Tensor) -> torch.Tensor:
+    def per_example_gradients(self, images: torch.Tensor, available: torch.Tensor, labels: torch.Tensor,
+                              owners: torch.Tensor | None = None, patients: int = 0) -> torch.Tensor:
         """Forward and backward one batch; leaves each parameter's ``grad_sample`` as (B, *shape), the gradient
-        of each example's K-draw mean loss (before clipping). Returns the (B,) losses."""
+        of each example's K-draw mean loss (before clipping), or with ``owners`` (B,) as (patients, *shape), the
+        mean of each patient's rows: what Opacus then clips, one row per unit. Returns the (B,) losses."""
         batch, k = images.shape[0], self.privacy.noise_multiplicity
         self.optimizer.zero_grad(set_to_none=True)
         if batch == 0:  # an empty Poisson batch: nothing to clip, the optimizer still adds noise
@@ -164,10 +181,20 @@ class DPStep:
                                                 network=self.private_model)
         losses.mean().backward()
         for p in self.model.parameters():
-            if p.requires_grad and k > 1:
-                grad_sample = self.optimizer._get_flat_grad_sample(p)
-                p.grad_sample = grad_sample.view(batch, k, *p.shape).mean(dim=1)
+            if p.requires_grad and (k > 1 or owners is not None):
+                grad_sample = self.optimizer._get_flat_grad_sample(p).view(batch, k, *p.shape).mean(dim=1)
+                p.grad_sample = grad_sample if owners is None else per_patient(grad_sample, owners, patients)
         return losses.detach().view(batch, k).mean(dim=1)
+
+    def _batches(self):
+        """(images, available, labels, owners, patients) per Poisson batch; owners None at example level."""
+        for batch in self.loader:
+            if not self.units.grouped:
+                yield (*batch, None, 0)
+                continue
+            rows, owners = gather_patients(self.units, batch[0].cpu(), self.generator)
+            part = self.data.subset(rows.to(self.data.images.device))
+            yield part.images, part.available, part.labels, owners, len(batch[0])
 
     def train(self, steps: int) -> PrivateRoundResult:
         """``steps`` noisy steps on Poisson batches; the accountant records each."""
@@ -177,8 +204,8 @@ class DPStep:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.trainer.recipe.seed)  # Poisson sampling and the DP noise use torch's generator
             while done < steps:
-                for images, available, labels in self.loader:
-                    batch_losses = self.per_example_gradients(images, available, labels)
+                for images, available, labels, owners, patients in self._batches():
+                    batch_losses = self.per_example_gradients(images, available, labels, owners, patients)
                     self.optimizer.step()
                     self.trainer.lr_schedule.step()
                     self.trainer.step += 1
@@ -189,4 +216,5 @@ class DPStep:
                         break
         seconds = time.perf_counter() - start
         epsilon = float(self.engine.accountant.get_epsilon(self.delta))
-        return PrivateRoundResult(done, seen, float(sum(losses) / max(1, len(losses))), seconds, epsilon, self.delta)
+        return PrivateRoundResult(done, seen, float(sum(losses) / max(1, len(losses))), seconds, epsilon, self.delta,
+                                  self.units)

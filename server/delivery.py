@@ -14,6 +14,7 @@ from flwr.serverapp import Grid
 from ..common import messages
 from ..common.app_identity import app_identity
 from ..common.run_spec import RunSpec
+from ..common.training.trainable import trained_part
 from ..common.wire import pack
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
         return []
     layout = spec.weight_layout()
     config = {**spec.to_config(), **app_identity(), messages.SERVER_ROUND: int(metadata["round"]),
-              messages.DELIVERY: json.dumps(metadata, default=str)}
+              messages.DELIVERY: json.dumps(metadata, default=str),
+              messages.INITIAL_MODEL: (metadata.get("initial_model") or {}).get("sha256", "")}
     outgoing = [Message(content=RecordDict({"arrays": pack(weights, layout), "ema": pack(ema, layout),
                                             "config": ConfigRecord(dict(config))}),
                         dst_node_id=node, message_type=MESSAGE_TYPE) for node in nodes]
@@ -46,10 +48,13 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
 
 
 def delivery_metadata(run_id: str, server_round: int, rounds: int, participants: set[int], spec: RunSpec,
-                      site_privacy: dict[str, dict], entry: dict) -> dict:
-    """What a site's model store keeps about the run: who trained, what the sites' DP spent, the metrics."""
+                      site_privacy: dict[str, dict], entry: dict, initial: dict | None = None) -> dict:
+    """What a site's model store keeps about the run: who trained, what it started from, what the sites' DP
+    spent, the metrics."""
     return {"run": run_id, "round": server_round, "rounds": rounds, "final": server_round == rounds,
+            "initial_model": initial,
+            "trained": trained_part(spec.schema, spec.model, spec.recipe.trainable).describe(),
             "sites": sorted(str(n) for n in participants), "schema": spec.schema.to_dict(),
-            "strategy": entry.get("strategy"), "privacy": {"sample_level_per_site": site_privacy,
+            "strategy": entry.get("strategy"), "privacy": {"per_site": site_privacy,
                                                            "site_level_central": entry.get("central_dp")},
             "metrics": {"eval_loss": entry.get("eval_loss")}, **app_identity()}

@@ -20,12 +20,14 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from ..common import messages
 from ..common.app_identity import app_identity
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
 from ..common.wire import pack, unpack
 from . import central_dp
 from .delivery import deliver_model, delivery_metadata
+from .initial_model import load_initial_model
 from .progress import progress_log, round_summary
 from .run_store import RoundState, RunStore
 from .secure_round import as_replies, secure_train_round
@@ -78,12 +80,20 @@ def evaluate_round(grid: Grid, strategy: Strategy, settings: FederationSettings,
     return metrics_of(list(grid.send_and_receive(messages, timeout=settings.timeout)))
 
 
-def _start(store: RunStore, spec: RunSpec, settings: FederationSettings, resume: bool) -> tuple[Strategy, RoundState]:
-    """The wrapped strategy and the state to continue from (round 0, or the last saved round)."""
-    store.start({"spec": spec.to_config(), "settings": asdict(settings)}, resume=resume)
+def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
+           resume: bool) -> tuple[Strategy, RoundState, dict | None]:
+    """The wrapped strategy, the state to continue from (round 0, or the last saved round) and the record of the
+    model the run started from (None: from scratch)."""
+    weights = initial_weights(spec)
+    initial = load_initial_model(settings.initial_model, spec, weights) if settings.initial_model else None
+    description = {"spec": spec.to_config(), "settings": asdict(settings)}
+    if initial is not None:
+        description["initial_model"] = initial.record()
+        weights = initial.transfer.weights
+        log.info("starting from %s (sha256 %s): %s", initial.path, initial.sha256, initial.transfer.describe())
+    store.start(description, resume=resume)
     state = store.latest() if resume else None
     if state is None:
-        weights = initial_weights(spec)
         state = RoundState(0, weights, {k: v.clone() for k, v in weights.items()}, {})
     strategy = make_strategy(settings, spec.weight_layout(), state.ema)
     if state.round:
@@ -92,11 +102,11 @@ def _start(store: RunStore, spec: RunSpec, settings: FederationSettings, resume:
             central_dp.restore_accountant(dp.inner, state.privacy)
         log.info("resuming %s after round %d", store.dir, state.round)
     random.seed(settings.seed * 7_919 + state.round)  # Flower samples nodes with the global `random`
-    return strategy, state
+    return strategy, state, description.get("initial_model")
 
 
 def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strategy: Strategy, state: RoundState,
-            outcome: tuple, evaluation: dict, seconds: float) -> dict:
+            outcome: tuple, evaluation: dict, seconds: float, initial: dict | None) -> dict:
     """Checkpoint the round, log one line; returns the registry entry."""
     aggregated, train_metrics, rejected = outcome
     dp = find(strategy, CentralDP)
@@ -109,7 +119,8 @@ def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strate
         log.info("round %d: %s epsilon %.4f at delta %g (%s) after %d releases", state.round, central_dp.KIND,
                  entry["central_dp"]["epsilon"], entry["central_dp"]["delta"], entry["central_dp"]["accountant"],
                  entry["central_dp"]["releases"])
-    store.save_round(state, spec.model_meta(), entry, round_metrics)
+    meta = {**spec.model_meta(), **({"initial_model": initial} if initial else {})}
+    store.save_round(state, meta, entry, round_metrics)
     progress_log.info(round_summary(state.round, settings.rounds, round_metrics, entry))
     log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", state.round, seconds, len(train_metrics),
              len(rejected))
@@ -121,8 +132,9 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``; the
     global model is delivered to the participating sites as ``settings`` says."""
     store = RunStore(run_dir)
-    strategy, state = _start(store, spec, settings, resume)
-    layout, base_config = spec.weight_layout(), {**spec.to_config(), **app_identity()}
+    strategy, state, initial = _start(store, spec, settings, resume)
+    layout = spec.weight_layout()
+    base_config = {**spec.to_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
     site_privacy: dict[str, dict] = {}
@@ -141,13 +153,14 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         dp = find(strategy, CentralDP)
         state = RoundState(server_round, unpack(arrays, layout), find(strategy, ServerEMA).ema,
                            strategy_state(strategy), central_dp.accountant_state(dp.inner) if dp else "")
-        entry = _record(store, spec, settings, strategy, state, outcome, evaluation, time.perf_counter() - started)
+        entry = _record(store, spec, settings, strategy, state, outcome, evaluation, time.perf_counter() - started,
+                        initial)
         participants |= {int(node) for node in entry["sites"]}
-        site_privacy.update({node: {k: m[k] for k in ("epsilon", "delta") if k in m}
+        site_privacy.update({node: {k: m[k] for k in ("epsilon", "delta", "dp-patient-level") if k in m}
                              for node, m in outcome[1].items() if "epsilon" in m})
         if settings.delivers_after(server_round):
             online = set(grid.get_node_ids())  # a site gone since it trained would only time out
             deliver_model(grid, sorted(participants & online), spec, state.weights, state.ema,
                           delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
-                                            entry), settings.timeout)
+                                            entry, initial), settings.timeout)
     return store

@@ -2,7 +2,7 @@
 
     run_dir = "runs/consortium-1"
     [schema]     channels = ["t1", "t2", "mask"], class_names = [], mask_labels = 1, resolution = 64
-    [federation] rounds, local_steps, strategy, min_sites, ... (settings.py)
+    [federation] rounds, local_steps, strategy, min_sites, initial_model, ... (settings.py)
     [train]      batch_size, learning_rate, ... (common/specs.py RecipeSpec: what every site trains with)
     [model]      channels, attention_levels, schedule, ... (common/specs.py ModelSpec)
 
@@ -11,7 +11,7 @@ A site's hardware switches ([runtime]) are the site's own: a federation.toml tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..common.config import ConfigError, build_section, read_toml
@@ -52,6 +52,8 @@ def load_federation_config(path: str | Path) -> FederationConfig:
                    build_section(ModelSpec, raw.get("model", {}), "model", source),
                    recipe_from_table(raw.get("train", {}), source))
     settings = build_section(FederationSettings, raw.get("federation", {}), "federation", source)
+    if settings.initial_model and not Path(settings.initial_model).is_absolute():  # relative to this file
+        settings = replace(settings, initial_model=str(path.parent / settings.initial_model))
     run_dir = Path(raw.get("run_dir", "runs/federation"))
     if not run_dir.is_absolute():
         run_dir = path.parent / run_dir

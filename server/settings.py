@@ -33,6 +33,7 @@ class FederationSettings:
     evaluate: bool = True  # ask sites for their held-out denoising loss ...
     evaluate_every: int = 1  # ... every this many rounds and after the last (each ask is one more message a site)
     seed: int = 0
+    initial_model: str = ""  # a model file to start round 1 from (server/initial_model.py); "" = from scratch
     # Model delivery (server/delivery.py): every participating site receives the global model and its EMA
     deliver_final: bool = True  # after the last round
     deliver_every: int = 0  # and every this many rounds (0 = only the final model)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..common import messages  # noqa: E402
 from ..common.diffusion.generate import Conditioning, sample  # noqa: E402
 from ..common.diffusion.loading import load_model  # noqa: E402
 from ..common.grid import example_grid  # noqa: E402
@@ -63,22 +64,35 @@ def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
                         loaded.schema, path)
 
 
+def _privacy_units(rounds: list[dict]) -> str:
+    """Which unit the sites' DP protected, from the metrics they sent ("patient-level", "example-level", or both
+    named per site when they differ)."""
+    kinds = {site: "patient-level" if m.get("dp-patient-level") else "example-level"
+             for r in rounds for site, m in r["train"].items() if "epsilon" in m}
+    if len(set(kinds.values())) <= 1:
+        return next(iter(kinds.values()), "example-level")
+    return "mixed (" + ", ".join(f"{site}: {kind}" for site, kind in sorted(kinds.items())) + ")"
+
+
 def _privacy_section(run_dir: Path, rounds: list[dict], registry: list[dict], figures: Path) -> str:
-    """The privacy paragraphs: sample-level DP at the sites, site-level DP at the server, each stated exactly."""
+    """The privacy paragraphs: DP-SGD at the sites (per patient or per example), site-level DP at the server, each
+    stated exactly."""
     privacy = ""
     epsilon_curves = _curves(rounds, "train", "epsilon")
     if epsilon_curves:
-        figure = _plot(epsilon_curves, "sample-level DP epsilon per site (total after the round)", "epsilon",
+        figure = _plot(epsilon_curves, "DP-SGD epsilon per site (total after the round)", "epsilon",
                        figures / "epsilon.png")
         last = {site: points[-1][1] for site, points in sorted(epsilon_curves.items())}
         deltas = sorted({m["delta"] for r in rounds for m in r["train"].values() if "delta" in m})
         accountants = sorted({e["accountant"].upper() for path in sorted((run_dir / "privacy").glob("*.sqlite"))
                               for e in PrivacyLedger(path).entries()}) or ["unknown"]
-        privacy = (f"<h2>Privacy</h2><p>Sample-level differential privacy at each site (DP-SGD, Opacus, per-example "
-                   f"clipping, Poisson sampling), {'/'.join(accountants)} accountant, delta "
-                   f"{', '.join(f'{d:.2g}' for d in deltas)} (1/(10 N) per site unless set). Epsilon after the last "
-                   f"round: {html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. It protects each "
-                   "training image of a site against everyone who sees the weights; it is not site-level DP.</p>"
+        units = _privacy_units(rounds)
+        privacy = (f"<h2>Privacy</h2><p>{units.capitalize()} differential privacy at each site (DP-SGD, Opacus, "
+                   f"per-unit clipping, Poisson sampling), {'/'.join(accountants)} accountant, delta "
+                   f"{', '.join(f'{d:.2g}' for d in deltas)} (1/(10 N) for N protected units per site unless set). "
+                   f"Epsilon after the last round: {html.escape(', '.join(f'{k} {v:.3f}' for k, v in last.items()))}. "
+                   f"It protects each {'patient' if units.startswith('patient') else 'training image'} of a site "
+                   "against everyone who sees the weights; it is not site-level DP.</p>"
                    f"<img src='figures/{figure.name}'>")
     site_level = [(e["round"], e["central_dp"]) for e in registry if "central_dp" in e]
     if site_level:
@@ -115,6 +129,26 @@ def _sample_grids(registry: list[dict], sample_every: int, figures: Path) -> str
                    "</figure>" for r, p in grids)
 
 
+def _start_paragraph(run_dir: Path, rounds: list[dict]) -> str:
+    """Where round 1 started (a model file and its SHA-256, or scratch) and how much of the network trained."""
+    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    initial = run.get("initial_model")
+    if initial:
+        added = initial["added_channels"]
+        added = f"; channels added untrained: {', '.join(added)}" if added else ""
+        start = (f"Round 1 started from the model {initial['file']} (sha256 {initial['sha256']}; channels kept: "
+                 f"{', '.join(initial['kept_channels']) or 'none'}{added}).")
+    else:
+        start = "Round 1 started from a fresh initialisation (the run's seed)."
+    trained = sorted({int(m["trained-parameters"]) for r in rounds for m in r["train"].values()
+                      if "trained-parameters" in m})
+    recipe = json.loads(run.get("spec", {}).get(messages.RECIPE, "{}"))
+    part = recipe.get("trainable", "all")
+    if trained:
+        start += f" Sites trained {part} ({', '.join(f'{n:,}' for n in trained)} parameters)."
+    return f"<p>{html.escape(start)}</p>"
+
+
 def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
     """Write RUN_DIR/report.html (+ figures/); samples from the EMA model every ``sample_every`` rounds
     (0 = only the last round)."""
@@ -134,6 +168,7 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
 <h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(registry)} rounds.</p>
+{_start_paragraph(run_dir, rounds)}
 <h2>Data split per site</h2><table><tr><th>site</th><th>train</th><th>held-out</th><th>labels</th><th>channels</th>
 <th>missing</th></tr>{rows}</table>
 <h2>Losses per round</h2><img src="figures/{train.name}"> <img src="figures/{held_out.name}">

@@ -109,8 +109,8 @@ def _gamma_shift(example: Example, schema: ChannelSchema, gamma: float) -> Examp
     return replace(example, image=image)
 
 
-def _site_examples(scenario: Scenario) -> tuple[ChannelSchema, list[list[Example]]]:
-    """Prepared examples of every site (before channel skew)."""
+def _site_examples(scenario: Scenario) -> tuple[ChannelSchema, list[list[Example]], str]:
+    """Prepared examples of every site (before channel skew), and where their patient ids come from."""
     d = scenario.data
     if d.data == "phantom":
         pool = [phantom_example(i, size=64, seed=d.seed) for i in range(d.sites * d.examples_per_site)]
@@ -122,7 +122,7 @@ def _site_examples(scenario: Scenario) -> tuple[ChannelSchema, list[list[Example
                      for site, part in enumerate(parts)]
         schema = PHANTOM_SCHEMA
         parts = [prepare(part, schema, d.resolution, slices=False) for part in parts]
-        return schema, parts
+        return schema, parts, ""
     data = load_dataset(d.data, scenario.data_config)
     schema = data.schema
     ready = prepare(data.examples, schema, d.resolution, slices=scenario.data_config.slices,
@@ -132,17 +132,17 @@ def _site_examples(scenario: Scenario) -> tuple[ChannelSchema, list[list[Example
         gammas = np.random.default_rng([d.seed, 31337]).uniform(0.75, 1.35, d.sites)
         gammas[0] = 1.0
         parts = [[_gamma_shift(e, schema, float(g)) for e in part] for part, g in zip(parts, gammas)]
-    return schema, parts
+    return schema, parts, data.patient_ids
 
 
 @lru_cache(maxsize=4)
 def site_partitions(scenario: Scenario) -> tuple[ChannelSchema, tuple[SiteData, ...]]:
     """Every virtual site's data (cached per process: a simulated site process serves many rounds)."""
-    schema, parts = _site_examples(scenario)
+    schema, parts, patient_ids = _site_examples(scenario)
     sites = []
     for site, examples in enumerate(parts):
         missing = scenario.data.missing_channels[site] if scenario.data.missing_channels else ()
-        tensors = stack_examples(drop_channels(examples, schema, missing), schema)
+        tensors = stack_examples(drop_channels(examples, schema, missing), schema, bool(patient_ids))
         train, holdout = holdout_split(tensors, scenario.data.holdout, scenario.data.seed + site)
         sites.append(SiteData(f"site-{site}", train, holdout))
     return schema, tuple(sites)

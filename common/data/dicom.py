@@ -169,7 +169,8 @@ def load_dicom(root, config: DataConfig) -> LoadedData:
                         "[[data.dicom_rules]] in site.toml", problems)
     channels = schema_channels(list(studies.values()), config)
     schema = ChannelSchema(channels, config.class_names, max(1, len(config.mask_values)))
-    result = LoadedData(schema, root=str(root), format="dicom", problems=problems)
+    result = LoadedData(schema, root=str(root), format="dicom", problems=problems,
+                        patient_ids="DICOM PatientID (the study UID where it is empty)")
     for study in sorted(studies):
         example = assemble_study(studies[study], schema, config, problems)
         if example is not None:

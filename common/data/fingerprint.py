@@ -49,6 +49,7 @@ class Fingerprint:
     suggested_resolution: int = 0
     suggested_resolution_gpu: int = 0
     colour: str = ""  # e.g. "colour (RGB: red, green, blue)"; empty for grey images
+    patient_ids: str = ""  # where patient ids come from; "" = the data names no patients (DP per example)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +91,7 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
     in_plane = [min(e.image.shape[-2:]) for e in data.examples]
     min_side = float(np.median(in_plane)) if in_plane else 0.0
     return Fingerprint(
-        root=data.root, format=data.format,
+        root=data.root, format=data.format, patient_ids=data.patient_ids,
         patients=len({e.patient for e in data.examples}), studies=len({e.study for e in data.examples}),
         examples=len(data.examples), slices=sum(e.image.shape[1] if e.is_3d else 1 for e in data.examples),
         ndim=ndim, channels=stats, class_counts=dict(class_counts), class_names=list(schema.class_names),
@@ -107,7 +108,10 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     summary = Table(title=f"Data set fingerprint: {fp.root}", show_header=False)
     summary.add_row("format", fp.format)
     summary.add_row("images", fp.colour or "grey")
-    summary.add_row("patients / studies", f"{fp.patients} / {fp.studies}")
+    summary.add_row("patients / studies", f"{fp.patients} / {fp.studies}" if fp.patient_ids else
+                    f"no patient ids ({fp.studies} studies)")
+    summary.add_row("DP unit (when [privacy] is on)", f"patient (ids: {fp.patient_ids})" if fp.patient_ids else
+                    "example: the data names no patients, each image counts as its own unit")
     summary.add_row("examples (volumes or images)", str(fp.examples))
     summary.add_row("slices", str(fp.slices))
     summary.add_row("dimensions", f"{fp.ndim}D")

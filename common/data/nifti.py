@@ -151,10 +151,14 @@ def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
             continue
         if stem(path) not in labels and label_dir is not None:
             problems.append(DataProblem(str(path), "image has no label file; loaded without mask", skipped=False))
-        examples.append(_example(path, volume, spacing, schema, labels.get(stem(path)), config, problems))
+        example = _example(path, volume, spacing, schema, labels.get(stem(path)), config, problems)
+        if path.parent != image_dir:  # per-case folders: images/<case>/<file>.nii.gz
+            example.patient = str(path.parent.relative_to(image_dir))
+        examples.append(example)
     if schema is None:
         raise DataError(image_dir, f"none of the {len(images)} NIfTI image(s) could be read",
                         "see the problems listed for each file")
     top = max([int(e.image[list(schema.mask_indices)].max()) for e in examples if schema.mask_indices] or [1])
     schema = ChannelSchema(schema.channels, schema.class_names, max(1, len(config.mask_values) or top))
-    return LoadedData(schema, examples, problems, str(root), "nifti")
+    return LoadedData(schema, examples, problems, str(root), "nifti",
+                      patient_ids="one patient per volume file, or per case folder under images/")

@@ -19,7 +19,7 @@ from .files import require_path
 from .masks import to_labels
 from .problems import DataError, DataProblem, LoadedData
 
-ID_KEYS = ("study", "patient", "labels", "label", "class_names", "channels")
+ID_KEYS = ("study", "patient", "patient_ids", "labels", "label", "class_names", "channels")
 SPLITS = ("train", "val", "test")
 
 
@@ -77,7 +77,7 @@ def _channel_layout(path: Path, arrays: dict, config: DataConfig) -> tuple[list[
     if bad:
         raise DataError(path, f"arrays {bad} do not have {n} rows like '{channels[0]}'", "give every channel N rows")
     study = arrays.get("study", np.asarray([f"{path.stem}-{i:05d}" for i in range(n)]))
-    patient = arrays.get("patient", np.asarray([str(s).split("/")[0] for s in study]))
+    patient = arrays.get("patient", arrays.get("patient_ids", np.asarray([str(s).split("/")[0] for s in study])))
     labels = arrays.get("labels", arrays.get("label"))
     rows = []
     for i in range(n):
@@ -118,4 +118,12 @@ def load_npz(path: str | Path, config: DataConfig) -> LoadedData:
     if schema.mask_indices:
         top = max(int(e.image[list(schema.mask_indices)].max()) for e in examples)
         schema = ChannelSchema(schema.channels, schema.class_names, max(1, len(config.mask_values) or top))
-    return LoadedData(schema, examples, problems, str(path), "npz")
+    return LoadedData(schema, examples, problems, str(path), "npz", patient_ids=_patient_id_source(arrays))
+
+
+def _patient_id_source(arrays: dict) -> str:
+    """Where the archive's patient ids come from ("" for MedMNIST-style archives, which have none)."""
+    for key in ("patient", "patient_ids"):
+        if key in arrays:
+            return f"the archive's '{key}' array"
+    return "the archive's 'study' array (the part before '/')" if "study" in arrays else ""

@@ -25,7 +25,7 @@ from .training_set import PHANTOM, TrainingSet, load_training_set
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when preparation changes what the same files and config produce
+CACHE_VERSION = 2  # bump when preparation changes what the same files and config produce
 
 
 def _file_listing(source: str) -> list[tuple[str, int, int]]:
@@ -71,8 +71,9 @@ def _read(path: Path, key: str) -> TrainingSet | None:
     if meta.get("key") != key:
         return None
     tensors = TrainingTensors(ChannelSchema.from_dict(meta["schema"]), state["images"], state["available"],
-                              state["labels"])
-    return TrainingSet(tensors, int(meta["resolution"]), str(meta["source"]), int(meta["studies"]))
+                              state["labels"], state.get("patients"))
+    return TrainingSet(tensors, int(meta["resolution"]), str(meta["source"]), int(meta["studies"]),
+                       str(meta.get("patient_ids", "")))
 
 
 def load_training_set_cached(source: str, config: DataConfig, resolution: int, cache_dir: str | Path) -> TrainingSet:
@@ -86,8 +87,11 @@ def load_training_set_cached(source: str, config: DataConfig, resolution: int, c
     training = load_training_set(source, config, resolution)
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tensors = training.tensors
-    save_checkpoint(path, {"images": tensors.images, "available": tensors.available, "labels": tensors.labels},
-                    {"key": key, "schema": tensors.schema.to_dict(), "resolution": training.resolution,
-                     "source": training.source, "studies": training.studies})
+    state = {"images": tensors.images, "available": tensors.available, "labels": tensors.labels}
+    if tensors.patients is not None:
+        state["patients"] = tensors.patients
+    save_checkpoint(path, state, {"key": key, "schema": tensors.schema.to_dict(), "resolution": training.resolution,
+                                  "source": training.source, "studies": training.studies,
+                                  "patient_ids": training.patient_ids})
     os.chmod(path, 0o600)
     return training

@@ -36,13 +36,17 @@ class DataError(Exception):
 
 @dataclass
 class LoadedData:
-    """What a loader returns: the examples in the schema plus every problem met on the way."""
+    """What a loader returns: the examples in the schema plus every problem met on the way.
+
+    patient_ids: where the examples' patient ids come from ("DICOM PatientID", ...), or "" when the data names no
+    patients (each example's id is then only a file name or an index, and must not be read as a patient)."""
 
     schema: ChannelSchema
     examples: list[Example] = field(default_factory=list)
     problems: list[DataProblem] = field(default_factory=list)
     root: str = ""
     format: str = ""
+    patient_ids: str = ""
 
     @property
     def skipped(self) -> list[DataProblem]:

@@ -12,12 +12,17 @@ from ..schema import ChannelSchema, Example
 
 @dataclass(frozen=True)
 class TrainingTensors:
-    """images: (N, C, *spatial) float32 in [-1, 1]; available: (N, C) bool; labels: (N,) long, -1 = unlabelled."""
+    """images: (N, C, *spatial) float32 in [-1, 1]; available: (N, C) bool; labels: (N,) long, -1 = unlabelled.
+
+    patients: (N,) long, the patient each example belongs to (0 .. P-1), when the data names its patients (DICOM
+    PatientID, an npz ``patient`` array, one NIfTI volume per patient); None when it does not. Patient-level DP
+    and patient-wise held-out splits read it."""
 
     schema: ChannelSchema
     images: torch.Tensor
     available: torch.Tensor
     labels: torch.Tensor
+    patients: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -27,14 +32,25 @@ class TrainingTensors:
         return tuple(self.images.shape[2:])
 
     def to(self, device: str | torch.device) -> "TrainingTensors":
-        return TrainingTensors(self.schema, self.images.to(device), self.available.to(device), self.labels.to(device))
+        return TrainingTensors(self.schema, self.images.to(device), self.available.to(device), self.labels.to(device),
+                               self.patients)
 
     def subset(self, indices: torch.Tensor) -> "TrainingTensors":
-        return TrainingTensors(self.schema, self.images[indices], self.available[indices], self.labels[indices])
+        """The examples at ``indices`` (patient numbers kept as they are: they only need to tell patients apart)."""
+        patients = None if self.patients is None else self.patients[indices.to(self.patients.device)]
+        return TrainingTensors(self.schema, self.images[indices], self.available[indices], self.labels[indices],
+                               patients)
 
 
-def stack_examples(examples: list[Example], schema: ChannelSchema) -> TrainingTensors:
-    """Stack prepared examples (all of the same shape, see ``transforms.prepare``)."""
+def patient_numbers(names: list[str]) -> torch.Tensor:
+    """Each example's patient as a number 0 .. P-1 (in order of the sorted patient ids)."""
+    index = {name: i for i, name in enumerate(sorted(set(names)))}
+    return torch.tensor([index[name] for name in names], dtype=torch.long)
+
+
+def stack_examples(examples: list[Example], schema: ChannelSchema, patient_ids: bool = False) -> TrainingTensors:
+    """Stack prepared examples (all of the same shape, see ``transforms.prepare``); ``patient_ids``: the loader
+    found real patient ids, so the tensors keep them."""
     if not examples:
         raise ValueError("no examples to stack: the data set is empty after loading")
     shapes = {e.image.shape for e in examples}
@@ -43,4 +59,5 @@ def stack_examples(examples: list[Example], schema: ChannelSchema) -> TrainingTe
     images = torch.from_numpy(np.stack([e.image for e in examples]).astype(np.float32))
     available = torch.from_numpy(np.stack([e.available for e in examples]).astype(bool))
     labels = torch.tensor([-1 if e.label is None else int(e.label) for e in examples], dtype=torch.long)
-    return TrainingTensors(schema, images, available, labels)
+    patients = patient_numbers([e.patient for e in examples]) if patient_ids else None
+    return TrainingTensors(schema, images, available, labels, patients)

@@ -25,6 +25,7 @@ class TrainingSet:
     resolution: int
     source: str
     studies: int
+    patient_ids: str = ""  # where the patient ids come from; "" when the data names no patients
 
 
 def load_raw(source: str, config: DataConfig, *, phantom_n: int = 256, site: int = 0, seed: int = 0) -> LoadedData:
@@ -44,5 +45,5 @@ def load_training_set(source: str, config: DataConfig = DataConfig(), resolution
     ready = prepare(data.examples, data.schema, resolution, slices=config.slices,
                     lower=config.lower_percentile, upper=config.upper_percentile)
     log.info("training set %s: %d studies -> %d examples at %d px", source, len(data.examples), len(ready), resolution)
-    return TrainingSet(stack_examples(ready, data.schema), resolution, source if source == PHANTOM else str(data.root),
-                       len(data.examples))
+    return TrainingSet(stack_examples(ready, data.schema, bool(data.patient_ids)), resolution,
+                       source if source == PHANTOM else str(data.root), len(data.examples), data.patient_ids)

@@ -26,6 +26,7 @@ from ..diffusion.schedules import make_schedule
 from ..schema import ChannelSchema
 from ..specs import ModelSpec, RecipeSpec, RuntimeSpec
 from .ema import ema_update
+from .trainable import select_trained
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ class Trainer:
                      self.channels_last)
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_update(recipe.ema_decay), use_buffers=True) \
             if ema else None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=recipe.learning_rate,
+        self.trained = select_trained(self.model, recipe.trainable)  # frozen parameters get no gradient
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                           lr=recipe.learning_rate,
                                            weight_decay=recipe.weight_decay, fused=fused)
         warmup = max(1, recipe.warmup_steps)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))

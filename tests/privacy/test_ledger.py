@@ -121,5 +121,5 @@ def test_site_budget_command_prints_the_kind_epsilon_delta_and_what_is_left(tmp_
     spent = ledger.reserve("run", 1, STEPS, Q, 1.5, DELTA, 2.0).epsilon_total
     assert main(["site", "budget", "--config", str(config)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"sample-level DP at site north: epsilon {spent:.4f} spent at delta {DELTA:.3g}" in out
+    assert f"example-level DP at site north: epsilon {spent:.4f} spent at delta {DELTA:.3g}" in out
     assert "RDP accountant" in out and f"budget 2, left {2 - spent:.4f}" in out

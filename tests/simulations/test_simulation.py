@@ -148,5 +148,6 @@ def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per
             assert [e["status"] for e in ledger.entries()] == ["released", "released"]
             assert ledger.spent(ledger.entries()[-1]["delta"]) == pytest.approx(values[-1], abs=1e-9)
         page = (out / "report.html").read_text()
-        assert "Sample-level differential privacy" in page and (out / "figures" / "epsilon.png").exists()
+        assert "Example-level differential privacy" in page and (out / "figures" / "epsilon.png").exists()
+        assert all(m["dp-patient-level"] == 0.0 for e in rounds for m in e["train"].values())  # MedMNIST: no ids
     assert noise[1.0] > noise[10.0]

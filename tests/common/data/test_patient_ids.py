@@ -1,0 +1,52 @@
+"""Patient ids reach the training tensors where the data names its patients (DICOM PatientID, an npz patient or
+study array, NIfTI case folders) and are absent where it does not (MedMNIST), so patient-level DP and held-out
+splits never mistake a file name for a patient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.uid import generate_uid
+
+from meddiff.common.config import ChannelRule, DataConfig
+from meddiff.common.data.prepared_cache import load_training_set_cached
+from meddiff.common.data.training_set import load_training_set
+from tests.common.data.dicom_corpus import pgbm_files, write_series
+from tests.conftest import shared
+
+T2_ONLY = DataConfig(dicom_rules=(ChannelRule("t2", "T2"),), resolution=16)
+
+
+@pytest.mark.realdata
+def test_dicom_studies_of_one_patient_share_a_patient_number(tmp_path):
+    files = pgbm_files("T2")[:3]
+    for number, patient in enumerate(("P1", "P1", "P2"), start=1):  # P1 has two studies
+        write_series(tmp_path / f"study{number}", files, description="T2", number=number, study=generate_uid(),
+                     PatientID=patient)
+    training = load_training_set(str(tmp_path), T2_ONLY)
+    patients = training.tensors.patients
+    assert "PatientID" in training.patient_ids and patients is not None and len(patients) == 9
+    assert len(set(patients.tolist())) == 2 and sorted(np.bincount(patients.numpy()).tolist()) == [3, 6]
+    cached = load_training_set_cached(str(tmp_path), T2_ONLY, 16, tmp_path / "cache")
+    again = load_training_set_cached(str(tmp_path), T2_ONLY, 16, tmp_path / "cache")  # read from the cache
+    assert again.tensors.patients.tolist() == cached.tensors.patients.tolist() == patients.tolist()
+    assert again.patient_ids == training.patient_ids
+
+
+@pytest.mark.realdata
+def test_an_npz_with_a_study_array_names_patients_and_medmnist_does_not(tmp_path):
+    pgbm = load_training_set(str(shared("pgbm/pgbm_t1_t1c_flair_t2_mask_128.npz")), DataConfig(resolution=16))
+    assert pgbm.tensors.patients is not None and "study" in pgbm.patient_ids
+    medmnist = load_training_set(str(shared("medmnist/pneumoniamnist.npz")), DataConfig(resolution=16))
+    assert medmnist.tensors.patients is None and medmnist.patient_ids == ""
+
+
+def test_nifti_case_folders_are_patients(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    for case, name in (("case01", "t1"), ("case01", "t1-followup"), ("case02", "t1")):
+        folder = tmp_path / "images" / case
+        folder.mkdir(parents=True, exist_ok=True)
+        volume = np.random.default_rng(len(name)).random((16, 16, 4)).astype(np.float32)
+        nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), folder / f"{name}.nii.gz")
+    training = load_training_set(str(tmp_path), DataConfig(resolution=16))
+    assert training.tensors.patients is not None and len(set(training.tensors.patients.tolist())) == 2

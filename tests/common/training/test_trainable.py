@@ -1,0 +1,67 @@
+"""Training a part of the network: frozen parameters never move (plain and DP-SGD), the schema-dependent layers
+always train, and the ledger and round metrics say how many parameters were trained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from meddiff.client.round import train_round
+from meddiff.client.site_data import SiteData
+from meddiff.common.config import ConfigError, PrivacyConfig
+from meddiff.common.data.training_set import load_training_set
+from meddiff.common.messages import TrainInstruction
+from meddiff.common.run_spec import RunSpec
+from meddiff.common.specs import ModelSpec, RecipeSpec
+from meddiff.common.training.trainable import is_trained
+from meddiff.common.training.trainer import Trainer
+from meddiff.privacy.ledger import PrivacyLedger
+
+SMALL = ModelSpec(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return load_training_set("phantom", phantom_n=8, resolution=16).tensors
+
+
+def test_the_parts_hold_what_they_name():
+    assert is_trained("unet.up_blocks.0.resnets.0.conv1.conv.weight", "decoder")
+    assert not is_trained("unet.down_blocks.0.resnets.0.conv1.conv.weight", "decoder")
+    assert is_trained("unet.down_blocks.1.attentions.0.attn.to_q.weight", "norms-attention")
+    assert is_trained("unet.down_blocks.0.resnets.0.norm1.weight", "norms-attention")
+    assert not is_trained("unet.down_blocks.0.resnets.0.conv1.conv.weight", "norms-attention")
+    for choice in ("decoder", "norms-attention"):  # the schema's layers: a new channel or class can be learnt
+        assert is_trained("unet.conv_in.conv.weight", choice) and is_trained("unet.class_embedding.weight", choice)
+    with pytest.raises(ConfigError, match="trainable must be one of"):
+        RecipeSpec(trainable="encoder")
+
+
+@pytest.mark.parametrize("choice", ["decoder", "norms-attention"])
+def test_frozen_parameters_do_not_move_in_plain_training(phantom, choice):
+    trainer = Trainer(phantom.schema, SMALL, RecipeSpec(batch_size=4, trainable=choice), device="cpu", ema=False)
+    before = {k: v.clone() for k, v in trainer.weights().items()}
+    trainer.train(phantom, 3)
+    after = trainer.weights()
+    names = dict(trainer.model.named_parameters())
+    frozen = [k for k in names if not is_trained(k, choice)]
+    moved = [k for k in names if is_trained(k, choice) and not torch.equal(before[k], after[k])]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert moved  # the trained part did learn
+    assert 0 < trainer.trained.trained < trainer.trained.total
+
+
+def test_dp_sgd_on_a_part_moves_only_that_part_and_the_ledger_says_so(phantom, tmp_path):
+    recipe = RecipeSpec(batch_size=4, trainable="norms-attention")
+    spec = RunSpec(phantom.schema, 16, SMALL, recipe, "phantom")
+    privacy = PrivacyConfig(enabled=True, target_epsilon=8.0, noise_multiplicity=1)
+    site = SiteData("north", phantom, privacy=privacy, ledger_path=tmp_path / "ledger.sqlite")
+    start = Trainer(phantom.schema, SMALL, recipe, device="cpu", ema=False).weights()
+    outcome = train_round(spec, start, site, TrainInstruction(server_round=1, rounds=1, local_steps=2))
+    parameters = dict(Trainer(phantom.schema, SMALL, recipe, device="cpu").model.named_parameters())
+    names = [k for k in start if k in parameters]
+    assert all(torch.equal(start[k], outcome.weights[k]) for k in names if not is_trained(k, "norms-attention"))
+    assert any(not torch.equal(start[k], outcome.weights[k]) for k in names if is_trained(k, "norms-attention"))
+    trained = outcome.metrics["trained-parameters"]
+    entry = PrivacyLedger(tmp_path / "ledger.sqlite").entries()[0]
+    assert entry["trained"].startswith(f"norms-attention: {trained:,} of ")

@@ -188,11 +188,13 @@ def _pneumonia(out: Path, budget: dict, records: list[dict], figures: Path, data
     lines += ["", "Per-site curves of the FedAvg run (local training loss, held-out denoising loss):", ""]
     lines += [f"![{f}]({link})" for link, f in curves if link] + [""]
     lines += _privacy(root, budget, accuracy.get("fedavg"), results.get("fedavg"), figures)
-    return lines
+    from quality_public import public_start_section  # it reads this module's helpers
+
+    return lines + public_start_section(root, budget)
 
 
 def _privacy(root: Path, budget: dict, plain: float | None, plain_result: dict | None, figures: Path) -> list[str]:
-    lines = ["## 2. Privacy-utility: the federated FedAvg run with sample-level DP at each site", "",
+    lines = ["## 2. Privacy-utility: the federated FedAvg run with example-level DP at each site", "",
              f"DP-SGD (Opacus, per-example clipping, Poisson sampling; K = {budget['dp_noise_multiplicity']} "
              f"(t, noise) draws per example averaged before clipping) at every site, target epsilon per run over all "
              "its rounds, RDP accountant, delta 1/(10 N) per site. It protects each training image of a site against "
@@ -235,8 +237,8 @@ def _privacy(root: Path, budget: dict, plain: float | None, plain_result: dict |
         # accuracy alone would hide the cost: the judge CNN still separates blurry classes, FID shows the blur
         fig, (ax, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
         xs, ys, es, fids = zip(*points)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="sample-level DP")
-        ax_fid.plot(xs, fids, marker="o", label="sample-level DP")
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="example-level DP")
+        ax_fid.plot(xs, fids, marker="o", label="example-level DP")
         for axis, value in ((ax, plain), (ax_fid, plain_fid)):
             if value is not None:
                 axis.axhline(value, linestyle="--", color="grey", label="no DP")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality_public  # noqa: E402
 import quality_report  # noqa: E402
 from meddiff.common.jsonl import read_json_lines, write_json_atomically  # noqa: E402
 from pgbm_split import write_test_mix, write_training_by_study  # noqa: E402
@@ -67,6 +68,7 @@ class Budget:
     hippocampus_steps: int
     hippocampus_cases: int  # training cases (the first N by name)
     hippocampus_test_cases: int  # test cases (the last N by name)
+    public_steps: int = 1500  # optimiser steps of the public (JSRT) pretraining of experiment 2b
     dp_noise_multiplicity: int = 4  # [privacy] noise_multiplicity of the DP runs: K draws per example, about K x
     # the cost of a DP step (K = 4, the sites' default, made one DP run 4 times slower than the whole quick suite)
     server_learning_rate: float = 0.01  # FedAdam's eta (Flower's default 1e-3 barely moves a model in a few rounds)
@@ -81,7 +83,7 @@ BUDGETS = {
                     pgbm_rounds=2, pgbm_local_steps=25, pgbm_resolution=32, pgbm_channels=(16, 32, 32),
                     pgbm_test_slices=6, task_samples=2, unet_seconds=15, jsrt_resolution=32, jsrt_steps=150,
                     jsrt_synthetic_pairs=32, hippocampus_steps=100, hippocampus_cases=60,
-                    hippocampus_test_cases=20, dp_noise_multiplicity=1),
+                    hippocampus_test_cases=20, public_steps=300, dp_noise_multiplicity=1),
     "full": Budget("full", pneumonia_rounds=5, pneumonia_local_steps=150, pneumonia_channels=(16, 32, 32),
                    n_synthetic=1000, sampling_steps=20, eval_seeds=(0, 1, 2), real_seeds=(0, 1, 2),
                    real_images=0, one_draw=True, epsilons=(1.0, 4.0, 10.0),
@@ -212,8 +214,16 @@ def pneumonia_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
                               "privacy": {"noise_multiplicity": budget.dp_noise_multiplicity}})
     for epsilon in budget.epsilons:
         federated(f"eps-{epsilon:g}", private, ["--epsilon", f"{epsilon:g}"],
-                  {"method": f"federated, FedAvg, sample-level DP epsilon {epsilon:g}", "kind": "dp",
+                  {"method": f"federated, FedAvg, example-level DP epsilon {epsilon:g}", "kind": "dp",
                    "epsilon": epsilon})
+    part = write_scenario("pneumonia", root / "scenarios" / "fedavg-dp-part.toml", "pneumonia-fedavg-dp-part",
+                          {**base, "federation": {**base["federation"], "strategy": "fedavg"},
+                           "privacy": {"noise_multiplicity": budget.dp_noise_multiplicity},
+                           "train": {**base["train"], "trainable": quality_public.PART}})
+    files = quality_public.pretrain_files(root, scenarios["fedavg"], _toml_value)
+    quality_public.public_start_steps(steps, Step, _meddiff(), _simulate, evaluate, data, root,
+                                      {"fedavg": scenarios["fedavg"], "dp": private, "dp-part": part,
+                                       "public-files": files}, budget, _script)
     return steps
 
 

@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/quality_tstr.py --model M --extractor REF/extractor.pt --data ARCHIVE --out OUT
 
 --real trains the fixed small CNN (meddiff.tasks.classifier, one recipe) on all real training images, once per
-seed, and tests it on the real test split; the seed-0 network is saved as the feature extractor.
+seed, and tests it on the real test split; the seed-0 network is saved as the feature extractor. Every CNN
+keeps the epoch with the best AUC on the real validation split, never chosen on the test split (DPImageBench's
+warning: choosing on the private test set inflates utility and breaks the privacy claim).
 --model draws --n-synthetic images with the real training set's class proportions (DDIM, classifier-free
 guidance), trains the same CNN on them per seed (train on synthetic, test on real: accuracy, AUC), and compares
 the synthetic images with the real test images in the extractor's 128-d penultimate feature space (global
@@ -27,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tstr_pneumonia import _split, _synthetic  # noqa: E402
 
-from meddiff.tasks.classifier import ClassifierRecipe, SmallCNN, evaluate, train_classifier  # noqa: E402
+from meddiff.tasks.classifier import (ClassifierRecipe, SmallCNN, evaluate,  # noqa: E402
+                                      train_classifier_on_validation)
 
 NEIGHBOURS = 3
 
@@ -61,14 +64,16 @@ def precision_recall(real: torch.Tensor, synthetic: torch.Tensor, k: int = NEIGH
 
 def _real_reference(archive: Path, resolution: int, seeds: list[int], out: Path, count: int = 0) -> dict:
     train, test = _split(archive, "train", resolution), _split(archive, "test", resolution)
+    validation = _split(archive, "val", resolution)
     described = f"all {len(train)} real training images"
     if count:  # a random subset of the real training images (the quick budget)
         described = f"{count} of the {len(train)} real training images (random, seed 0)"
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count])
     per_seed = {}
     for seed in seeds:
-        classifier = train_classifier(train.images, train.labels, 2, ClassifierRecipe(seed=seed))
-        per_seed[seed] = evaluate(classifier, test.images, test.labels)
+        classifier, epoch = train_classifier_on_validation(train.images, train.labels, 2, ClassifierRecipe(seed=seed),
+                                                           (validation.images, validation.labels))
+        per_seed[seed] = {**evaluate(classifier, test.images, test.labels), "judge_epoch": epoch}
         if seed == seeds[0]:
             torch.save(classifier.state_dict(), out / "extractor.pt")
     return {"trained_on": described, "test_images": len(test), "per_seed": per_seed}
@@ -79,6 +84,7 @@ def _model_quality(args, archive: Path, seeds: list[int], out: Path) -> dict:
     from meddiff.common.schema import Example
 
     train, test = _split(archive, "train", args.resolution), _split(archive, "test", args.resolution)
+    validation = _split(archive, "val", args.resolution)
     extractor = SmallCNN(train.images.shape[1], 2)
     extractor.load_state_dict(torch.load(args.extractor, weights_only=True))
     real_features = features(extractor, test.images)
@@ -92,10 +98,12 @@ def _model_quality(args, archive: Path, seeds: list[int], out: Path) -> dict:
             sampling_seconds += time.perf_counter() - start
         if not torch.isfinite(synthetic).all():
             raise SystemExit(f"{args.model}: the synthetic images contain NaN/inf (seed {seed})")
-        classifier = train_classifier(synthetic, labels, 2, ClassifierRecipe(seed=seed))
+        classifier, epoch = train_classifier_on_validation(synthetic, labels, 2, ClassifierRecipe(seed=seed),
+                                                           (validation.images, validation.labels))
         fake_features = features(extractor, synthetic)
         precision, recall = precision_recall(real_features, fake_features)
-        per_seed[seed] = {**evaluate(classifier, test.images, test.labels), "fid": frechet_distance(
+        per_seed[seed] = {**evaluate(classifier, test.images, test.labels), "judge_epoch": epoch,
+                          "fid": frechet_distance(
             real_features, fake_features), "precision": precision, "recall": recall}
         if seed == seeds[0]:
             order = torch.argsort(labels[:16], stable=True)  # normal first, then pneumonia

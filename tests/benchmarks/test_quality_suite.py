@@ -128,3 +128,22 @@ def test_report_only_without_a_run_says_which_folder_and_writes_nothing(tmp_path
                                "--results", str(tmp_path / "RESULTS.md")]) == 2
     assert str(tmp_path / "run" / "suite.json") in capsys.readouterr().err
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_the_public_pretraining_trains_the_network_the_federation_starts_from(tmp_path):
+    """Experiment 2b: the JSRT model must fit the PneumoniaMNIST runs exactly (a different network is refused)."""
+    from meddiff.server.federation_config import load_federation_config
+
+    (tmp_path / "data" / "jsrt").mkdir(parents=True)
+    steps = quality_suite.pneumonia_steps(quality_suite.BUDGETS["quick"], tmp_path / "data", tmp_path / "out")
+    names = [s.name for s in steps]
+    assert {"pneumonia/public/train", "pneumonia/public-none/eval", "pneumonia/public-eps-10/train",
+            "pneumonia/public-norms-attention-eps-10/eval"} <= set(names)
+    root = tmp_path / "out" / "pneumonia"
+    plan = load_federation_config(root / "public" / "plan.toml").spec
+    for scenario in ("fedavg", "fedavg-dp", "fedavg-dp-part"):
+        loaded = load_scenario(root / "scenarios" / f"{scenario}.toml")
+        assert plan.model == loaded.model and plan.resolution == loaded.data.resolution
+    assert load_scenario(root / "scenarios" / "fedavg-dp-part.toml").recipe.trainable == "norms-attention"
+    train = next(s for s in steps if s.name == "pneumonia/public-eps-10/train").argv()
+    assert train[train.index("--initial-model") + 1] == str(root / "public" / "model" / "model.pt")

@@ -285,6 +285,8 @@ def _pgbm(out: Path, budget: dict, records: list[dict], figures: Path, tasks: di
         return ["## 3. PGBM", "", "Not run in this suite run (see --only), or its data was absent.", ""]
     total = budget["sites"] * budget["pgbm_rounds"] * budget["pgbm_local_steps"]
     models = ["federated", "central"] + [f"site-{k}" for k in range(budget["sites"])]
+    dp = (root / "federated-dp").exists()
+    dp_epsilon = budget.get("pgbm_dp_epsilon", 0)
     lines = ["## 3. PGBM brain MRI: every task, federated vs centralised vs the best single site", "",
              f"Training: every slice of patients PGBM-001 and PGBM-003 (4 studies; the archive has 4 patients), "
              f"split by study over 3 sites with channel skew (site-1 has no t2, site-2 no tumour masks) and a scanner "
@@ -293,8 +295,9 @@ def _pgbm(out: Path, budget: dict, records: list[dict], figures: Path, tasks: di
              f"PGBM-006 and PGBM-008 (half with tumour). Best single site = the best of the 3 for each task "
              f"(favours the single sites). One seed ({budget['seed']}); the spread over seeds is not measured "
              f"here.", "",
-             "| task | federated | centralised | best single site | classical / supervised baselines (federated run) |",
-             "| --- | --- | --- | --- | --- |"]
+             "| task | federated | centralised | best single site | classical / supervised baselines (federated run) |"
+             + (f" federated, patient-level DP epsilon {dp_epsilon:g} |" if dp else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- |" if dp else "")]
     goals, pictures = [], []
     for index, (task, (command, stem)) in enumerate(tasks.items()):
         cells, primary, baselines = {}, {}, "-"
@@ -308,13 +311,22 @@ def _pgbm(out: Path, budget: dict, records: list[dict], figures: Path, tasks: di
                     fed_report = report
         singles = {m: primary[m] for m in primary if m.startswith("site-")}
         best = max(singles, key=singles.get) if singles else None
+        private = _load(root / "federated-dp" / f"{index}_{command}" / f"{stem}.json") if dp else None
         lines.append(f"| {task} | {cells.get('federated', MISSING)} | {cells.get('central', MISSING)} | "
-                     f"{f'{cells[best]} ({best})' if best else MISSING} | {baselines} |")
+                     f"{f'{cells[best]} ({best})' if best else MISSING} | {baselines} |"
+                     + (f" {_task_cells(private)[0] if private else MISSING} |" if dp else ""))
         if "federated" in cells:
             goals += _goal(command, fed_report)
             link = _copy(root / "federated" / f"{index}_{command}" / f"{stem}.png", figures, f"pgbm_{stem}.png")
             if link:
                 pictures += [f"{task}:", "", f"![{task}]({link})", ""]
+    if dp:
+        facts = _dp_run_facts(root / "federated-dp" / "run", budget["sites"])
+        lines += ["", f"The DP column: the same federated run with patient-level DP-SGD at every site (the archive's "
+                      f"study ids name the patients: a patient's slices are sampled and clipped together; RDP "
+                      f"accountant), target epsilon {dp_epsilon:g}" + (
+                          f", largest site's epsilon {facts[0]:.2f} at delta {facts[1]:.1e}, {facts[2]} of {facts[3]} "
+                          "site updates aggregated." if facts else ".")]
     lines += ["", _steps_line(records, "pgbm/"), "", "Goals (federated model):", ""] + goals + [""]
     lines += ["Outputs of the federated model (each command's own figure):", ""] + pictures
     return lines

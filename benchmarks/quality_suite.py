@@ -69,6 +69,7 @@ class Budget:
     hippocampus_cases: int  # training cases (the first N by name)
     hippocampus_test_cases: int  # test cases (the last N by name)
     public_steps: int = 1500  # optimiser steps of the public (JSRT) pretraining of experiment 2b
+    pgbm_dp_epsilon: float = 10.0  # the PGBM run with patient-level DP (0 = not run)
     dp_noise_multiplicity: int = 4  # [privacy] noise_multiplicity of the DP runs: K draws per example, about K x
     # the cost of a DP step (K = 4, the sites' default, made one DP run 4 times slower than the whole quick suite)
     server_learning_rate: float = 0.01  # FedAdam's eta (Flower's default 1e-3 barely moves a model in a few rounds)
@@ -83,7 +84,7 @@ BUDGETS = {
                     pgbm_rounds=2, pgbm_local_steps=25, pgbm_resolution=32, pgbm_channels=(16, 32, 32),
                     pgbm_test_slices=6, task_samples=2, unet_seconds=15, jsrt_resolution=32, jsrt_steps=150,
                     jsrt_synthetic_pairs=32, hippocampus_steps=100, hippocampus_cases=60,
-                    hippocampus_test_cases=20, public_steps=300, dp_noise_multiplicity=1),
+                    hippocampus_test_cases=20, public_steps=300, pgbm_dp_epsilon=0.0, dp_noise_multiplicity=1),
     "full": Budget("full", pneumonia_rounds=5, pneumonia_local_steps=150, pneumonia_channels=(16, 32, 32),
                    n_synthetic=1000, sampling_steps=20, eval_seeds=(0, 1, 2), real_seeds=(0, 1, 2),
                    real_images=0, one_draw=True, epsilons=(1.0, 4.0, 10.0),
@@ -239,7 +240,7 @@ PGBM_TASKS = {  # name: (command, arguments); each command's report carries its 
 
 
 TASK_MODULES = {"denoise": "denoise", "super-resolve": "super_resolve", "detect-anomalies": "anomaly",
-                "reconstruct": "reconstruct", "segment": "segment", "translate": "translate"}
+                "reconstruct": "reconstruct_task", "segment": "segment", "translate": "translate"}
 
 
 def output_stem(command: str) -> str:
@@ -271,6 +272,16 @@ def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     steps.append(Step("pgbm/federated/train", lambda: _simulate(scenario, run),
                       run / "report.html", info={"method": "federated, FedAvg"}))
     models["federated"] = (lambda: global_model(run), run / "report.html")
+    if budget.pgbm_dp_epsilon:  # patient-level DP (the archive's study ids name the patients)
+        private = write_scenario("pgbm", root / "scenarios" / "fedavg-dp.toml", "pgbm-fedavg-dp",
+                                 {**{k: v for k, v in tomllib.loads(scenario.read_text()).items()
+                                     if isinstance(v, dict)}, "privacy": {
+                                     "noise_multiplicity": budget.dp_noise_multiplicity, "unit": "patient"}})
+        dp_run = root / "federated-dp" / "run"
+        steps.append(Step("pgbm/federated-dp/train", lambda: _simulate(private, dp_run, [
+            "--epsilon", f"{budget.pgbm_dp_epsilon:g}"]), dp_run / "report.html",
+            info={"method": f"federated, FedAvg, patient-level DP epsilon {budget.pgbm_dp_epsilon:g}"}))
+        models["federated-dp"] = (lambda: global_model(dp_run), dp_run / "report.html")
     for name, sites in [("central", "all")] + [(f"site-{k}", str(k)) for k in range(budget.sites)]:
         folder = root / name / "model"
         steps.append(Step(f"pgbm/{name}/train", lambda folder=folder, sites=sites: [

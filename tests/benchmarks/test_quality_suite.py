@@ -147,3 +147,21 @@ def test_the_public_pretraining_trains_the_network_the_federation_starts_from(tm
     assert load_scenario(root / "scenarios" / "fedavg-dp-part.toml").recipe.trainable == "norms-attention"
     train = next(s for s in steps if s.name == "pneumonia/public-eps-10/train").argv()
     assert train[train.index("--initial-model") + 1] == str(root / "public" / "model" / "model.pt")
+
+
+@pytest.mark.realdata
+def test_the_full_budget_adds_a_pgbm_run_with_patient_level_dp(tmp_path):
+    from dataclasses import replace
+
+    from tests.conftest import shared
+
+    data = shared("pgbm").parent
+    budget = replace(quality_suite.BUDGETS["full"], pgbm_test_slices=2)
+    steps = quality_suite.pgbm_steps(budget, data, tmp_path)
+    assert "pgbm/federated-dp/train" in [s.name for s in steps]
+    assert any(s.name.startswith("pgbm/federated-dp/") and s.name != "pgbm/federated-dp/train" for s in steps)
+    private = load_scenario(tmp_path / "pgbm" / "scenarios" / "fedavg-dp.toml")
+    plain = load_scenario(tmp_path / "pgbm" / "scenarios" / "fedavg.toml")
+    assert private.privacy.unit == "patient" and private.model == plain.model and private.data == plain.data
+    assert "pgbm/federated-dp/train" not in [s.name for s in quality_suite.pgbm_steps(
+        quality_suite.BUDGETS["quick"], data, tmp_path / "quick")]

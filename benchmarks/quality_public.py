@@ -114,7 +114,19 @@ def public_start_section(root: Path, budget: dict) -> list[str]:
             line, summaries[(start, part, epsilon)] = _row(root, name, start, part, epsilon, budget["sites"],
                                                            reference)
             lines.append(line)
-    return lines + [""] + _goals(summaries, reference) + [""]
+    return lines + [""] + _goals(summaries, reference) + _caution(root, reference) + [""]
+
+
+def _caution(root: Path, reference: float | None) -> list[str]:
+    """A warning when the non-DP federated reference is itself poor (in the quick budget every round's 40 local
+    steps stay inside the 50-step learning-rate warm-up), so that a ratio against it would flatter the DP runs."""
+    central = _mean((_load(root / "central" / "result.json") or {}).get("summary"), "fid")
+    if not reference or not central or reference <= 2 * central:
+        return []
+    return ["", f"**Read with care**: the non-DP federated reference (FID {reference:.1f}) is far worse than the "
+                f"centralised model trained with the same steps (FID {central:.1f}): the federated model is "
+                "undertrained in this budget (each round's local steps may stay inside the learning-rate warm-up). "
+                "Ratios against it flatter every other row; read the goals on the full budget only."]
 
 
 def _goals(summaries: dict, reference: float | None) -> list[str]:

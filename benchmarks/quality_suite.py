@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -380,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="run directory (default bench_out/quality-<budget>)")
     parser.add_argument("--only", default="", help=f"comma-separated experiments, of {list(EXPERIMENTS)}")
     parser.add_argument("--results", default=str(REPO / "docs" / "RESULTS.md"), help="the results page to write")
+    parser.add_argument("--steps", default="", help="run only the steps whose name matches this regular expression")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the page again from the run directory's suite.json")
     args = parser.parse_args(argv)
@@ -406,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meddiff bench: error: the data folder {data} does not exist; give --data (or MEDDIFF_DATA=...) the "
               f"folder of the shared data sets (medmnist/, pgbm/, jsrt/, hippocampus/). Nothing was run.", file=sys.stderr)
         return 2
+    try:
+        wanted = re.compile(args.steps)
+    except re.error as error:
+        parser.error(f"--steps {args.steps!r} is not a regular expression ({error})")
     chosen = [e.strip() for e in args.only.split(",") if e.strip()] or list(EXPERIMENTS)
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
@@ -430,14 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     for experiment in chosen:
         steps = EXPERIMENTS[experiment](budget, data, out)
         print(f"{experiment}: {len(steps)} steps" + ("" if steps else " (its data is absent: skipped)"), flush=True)
-        for step in steps:
+        for step in (s for s in steps if wanted.search(s.name)):
             save(run_step(step, out, earlier.get(step.name), save))
     records = list(kept.values())
     machine = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                "seconds": round(time.perf_counter() - started), "command": " ".join(
                    ["meddiff bench --suite quality"] + (["--quick"] if args.quick else []) +
-                   ([f"--only {args.only}"] if args.only else []))}
+                   ([f"--only {args.only}"] if args.only else []) +
+                   ([f"--steps '{args.steps}'"] if args.steps else []))}
     write_json_atomically(suite, {"machine": machine, "records": records})
     page = quality_report.write_results(out, Path(args.results), budget=asdict(budget), machine=machine,
                                         records=records, data=data, pgbm_tasks=_task_stems())

@@ -20,6 +20,8 @@ def add_parser(commands) -> None:
     p.add_argument("--data", help="folder of the shared data sets (default ../shared/data)")
     p.add_argument("--out", help="run directory (default bench_out/quality-<budget>; an existing one is continued)")
     p.add_argument("--only", help="comma-separated experiments: pneumonia, pgbm, segmentation")
+    p.add_argument("--steps", help="run only the steps whose name matches this regular expression, e.g. "
+                   "'pneumonia/(real|fedavg|eps-10|public)' (the others are neither run nor forgotten)")
     p.add_argument("--results", help="the results page to write (default docs/RESULTS.md)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the page from --out's results")
     p.set_defaults(func=run)
@@ -32,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
                           "installed package; run meddiff bench from a clone (pip install -e .)")
     argv = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + (
         ["--report-only"] if args.report_only else []) + [
-        flag for name in ("data", "out", "only", "results") if getattr(args, name)
+        flag for name in ("data", "out", "only", "steps", "results") if getattr(args, name)
         for flag in (f"--{name}", getattr(args, name))]
     return subprocess.run(argv).returncode

@@ -165,3 +165,11 @@ def test_the_full_budget_adds_a_pgbm_run_with_patient_level_dp(tmp_path):
     assert private.privacy.unit == "patient" and private.model == plain.model and private.data == plain.data
     assert "pgbm/federated-dp/train" not in [s.name for s in quality_suite.pgbm_steps(
         quality_suite.BUDGETS["quick"], data, tmp_path / "quick")]
+
+
+def test_meddiff_bench_refuses_a_steps_filter_that_is_not_a_regular_expression(tmp_path):
+    from meddiff.cli import main
+
+    (tmp_path / "medmnist").mkdir()
+    code = main(["bench", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--steps", "pneumonia/("])
+    assert code == 2 and not (tmp_path / "out").exists()

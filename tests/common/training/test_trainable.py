@@ -65,3 +65,14 @@ def test_dp_sgd_on_a_part_moves_only_that_part_and_the_ledger_says_so(phantom, t
     trained = outcome.metrics["trained-parameters"]
     entry = PrivacyLedger(tmp_path / "ledger.sqlite").entries()[0]
     assert entry["trained"].startswith(f"norms-attention: {trained:,} of ")
+
+
+def test_meddiff_train_trains_the_part_it_is_asked_for(tmp_path, capsys):
+    from meddiff.cli import main
+    from meddiff.common.diffusion.loading import open_model_checkpoint
+    from tests.conftest import TINY_TRAIN_FLAGS
+
+    assert main(["train", "--data", "phantom", "--out", str(tmp_path), "--steps", "2", *TINY_TRAIN_FLAGS,
+                 "--trainable", "decoder"]) == 0
+    assert "training decoder: " in " ".join(capsys.readouterr().out.split())
+    assert open_model_checkpoint(tmp_path / "model.pt")[4].trainable == "decoder"

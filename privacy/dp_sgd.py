@@ -68,11 +68,6 @@ class PerExampleCriterion(torch.nn.Module):
         return losses if self.reduction == "none" else losses.mean()
 
 
-def poisson_sample_rate(examples: int, batch_size: int) -> float:
-    """Opacus's sampling rate for a loader of ``examples`` in batches of ``batch_size`` (1 / number of batches)."""
-    return 1.0 / math.ceil(examples / batch_size)
-
-
 @dataclass(frozen=True)
 class PrivateRoundResult:
     steps: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,18 +50,19 @@ def align_to_schema(data: TrainingTensors, schema: ChannelSchema) -> TrainingTen
 def holdout_split(data: TrainingTensors, fraction: float, seed: int = 0) -> tuple[TrainingTensors, TrainingTensors | None]:
     """(train, held-out): a random ``fraction`` (at least one example when fraction > 0) kept out of training.
 
-    Where the data names its patients, whole patients are held out (a patient's other slices in training would
-    make the held-out loss, and the memorisation audit calibrated on it, look better than they are)."""
+    Where the data names enough patients (at least 1 / fraction, so one patient is about a fraction of the data),
+    whole patients are held out: a patient's other slices in training would make the held-out loss, and the
+    memorisation audit calibrated on it, look better than they are. With fewer patients the split stays
+    slice-wise (holding out one of two patients would take half the data from training)."""
     patients = data.patients
-    if patients is None or len(torch.unique(patients)) == len(data):
+    count = 0 if patients is None else len(torch.unique(patients))
+    if patients is None or count == len(data) or fraction <= 0 or count < math.ceil(1 / fraction):
         if fraction <= 0 or len(data) < 2:
             return data, None
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
         k = max(1, int(round(fraction * len(data))))
         return data.subset(order[k:]), data.subset(order[:k])
     names = torch.unique(patients)
-    if fraction <= 0 or len(names) < 2:
-        return data, None
     order = names[torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))]
     held = torch.isin(patients, order[:max(1, int(round(fraction * len(names))))])
     return data.subset(torch.nonzero(~held).flatten()), data.subset(torch.nonzero(held).flatten())

@@ -176,6 +176,10 @@ def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Consol
         holdout = load_training_set(source, config, loaded.resolution, phantom_n=64, seed=12345).tensors
     else:  # the split `meddiff train` and the site's ClientApp both keep out (10 %, seed 0)
         train, holdout = holdout_split(data, HOLDOUT_FRACTION)
+    if holdout is None:
+        raise ConfigError(f"memorisation audit against {source}: {len(data)} image(s), too few to keep any out for "
+                          "calibration; give more data with --audit-data, or --no-audit to keep the samples on this "
+                          "machine unaudited")
     try:
         result = audit_near_copies(torch.from_numpy(images), train, holdout, args.audit_alpha)
     except ValueError as error:

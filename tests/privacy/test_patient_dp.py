@@ -151,3 +151,11 @@ def test_held_out_patients_are_whole(phantom):
     train, held = holdout_split(data, 0.25, seed=1)
     assert len(held) == 4 and len(train) == 12
     assert not set(held.patients.tolist()) & set(train.patients.tolist())
+
+
+def test_a_site_with_too_few_patients_keeps_the_slice_wise_held_out_split(phantom):
+    one = _with_patients(phantom, 16)  # one patient: whole-patient hold-out would leave nothing to train on
+    train, held = holdout_split(one, 0.1, seed=1)
+    assert held is not None and len(held) == 2 and len(train) == 14
+    two = _with_patients(phantom, 8)  # two patients: holding one out would take half the data
+    assert len(holdout_split(two, 0.1, seed=1)[1]) == 2

@@ -9,14 +9,13 @@ atomically, and the index line only after its file is on disk, so a crash never 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from pathlib import Path
 
 import torch
 
-from ..common.checkpoint import save_checkpoint
+from ..common.checkpoint import file_sha256, save_checkpoint
 from ..common.jsonl import append_json_line, read_json_lines
 
 INDEX = "models.jsonl"
@@ -36,7 +35,7 @@ class ModelStore:
         path = self.folder / f"{_safe(str(delivery['run']))}-round-{int(delivery['round']):04d}.pt"
         save_checkpoint(path, {"model": weights, "ema": ema, "step": int(delivery["round"])},
                         {**model_meta, "round": int(delivery["round"]), "delivery": delivery})
-        line = {"file": path.name, "received": time.time(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        line = {"file": path.name, "received": time.time(), "sha256": file_sha256(path),
                 **{k: delivery.get(k) for k in ("run", "round", "rounds", "final", "sites", "initial_model", "trained",
                                                 "privacy", "metrics")}}
         append_json_line(self.folder / INDEX, line)

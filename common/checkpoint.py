@@ -8,6 +8,7 @@ checkpoint received from another site cannot run code on this machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -67,3 +68,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("format", "version"):
         payload.pop(key)
     return payload, meta
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (model files are recorded and pinned by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,13 +8,12 @@ A starting model with another network or resolution is refused with both values 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ..common.checkpoint import CheckpointError
+from ..common.checkpoint import CheckpointError, file_sha256
 from ..common.config import ConfigError
 from ..common.diffusion.loading import open_model_checkpoint
 from ..common.diffusion.transfer import Transfer, transfer_weights
@@ -32,14 +31,6 @@ class InitialModel:
         t = self.transfer
         return {"file": Path(self.path).name, "sha256": self.sha256, "kept_channels": list(t.kept_channels),
                 "added_channels": list(t.added_channels), "dropped_channels": list(t.dropped_channels)}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_initial_model(path: str | Path, spec: RunSpec, fresh: dict[str, torch.Tensor]) -> InitialModel:

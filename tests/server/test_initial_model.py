@@ -12,7 +12,7 @@ import torch
 
 from meddiff.client.site_guard import initial_model_refusal
 from meddiff.common import messages
-from meddiff.common.checkpoint import load_checkpoint, save_checkpoint
+from meddiff.common.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from meddiff.common.config import ConfigError, TrustConfig
 from meddiff.common.diffusion.loading import model_meta, open_model_checkpoint
 from meddiff.common.diffusion.model import ConditionalDenoiser
@@ -21,7 +21,7 @@ from meddiff.common.run_spec import RunSpec
 from meddiff.common.schema import ChannelSchema
 from meddiff.common.specs import ModelSpec, RecipeSpec
 from meddiff.server.federation import initial_weights
-from meddiff.server.initial_model import file_sha256, load_initial_model
+from meddiff.server.initial_model import load_initial_model
 from meddiff.simulations.runner import simulate
 from meddiff.simulations.scenario import load_scenario, run_spec
 from tests.conftest import TINY_MODEL_TABLES

@@ -37,6 +37,7 @@ class PrivacyUnits:
     per_step: int
     slices_per_patient: int
     reason: str  # why this unit, in one phrase for logs and reports
+    members: tuple[torch.Tensor, ...] = ()  # each patient's example rows (patient unit), found once
 
     @property
     def sample_rate(self) -> float:
@@ -65,7 +66,10 @@ def privacy_units(data: TrainingTensors, privacy: PrivacyConfig, batch_size: int
     count = int(owners.max()) + 1 if n else 0
     slices = min(float(privacy.slices_per_patient), n / max(1, count))
     per_step = max(1, min(count, round(batch_size / slices)))
-    return PrivacyUnits(PATIENT, owners, count, per_step, privacy.slices_per_patient, "patient ids in the data")
+    order = torch.argsort(owners, stable=True)
+    members = tuple(torch.split(order, torch.bincount(owners, minlength=count).tolist()))
+    return PrivacyUnits(PATIENT, owners, count, per_step, privacy.slices_per_patient, "patient ids in the data",
+                        members)
 
 
 def gather_patients(units: PrivacyUnits, patients: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor,
@@ -74,7 +78,7 @@ def gather_patients(units: PrivacyUnits, patients: torch.Tensor, generator: torc
     ``slices_per_patient`` of each patient's examples, drawn at random."""
     rows, owners = [], []
     for position, patient in enumerate(patients.tolist()):
-        members = torch.nonzero(units.owners == patient).flatten()
+        members = units.members[patient]
         if len(members) > units.slices_per_patient:
             members = members[torch.randperm(len(members), generator=generator)[:units.slices_per_patient]]
         rows.append(members)

@@ -17,9 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .config import ConfigError, build_section
-from .diffusion.fast_paths import switch_on
-from .diffusion.schedules import SCHEDULES
-from .diffusion.simplex import NOISES
+from .diffusion.names import NOISES, SCHEDULE_NAMES, SWITCH_VALUES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PREDICTIONS = ("v", "eps")
@@ -50,7 +48,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         for name in ("channels", "attention_levels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        _choice("model", "schedule", self.schedule, tuple(SCHEDULES))
+        _choice("model", "schedule", self.schedule, SCHEDULE_NAMES)
         _choice("model", "noise", self.noise, NOISES)
         _choice("model", "prediction", self.prediction, PREDICTIONS)
         if len(self.channels) != len(self.attention_levels):
@@ -101,11 +99,9 @@ class RuntimeSpec:
     def __post_init__(self) -> None:
         _choice("runtime", "precision", self.precision, PRECISIONS)
         for name in ("flash_attention", "channels_last", "compile"):
-            try:
-                switch_on(getattr(self, name), "cpu")
-            except ValueError:
-                raise ConfigError(f"[runtime] {name} must be one of ['auto', 'on', 'off'], got "
-                                  f"{getattr(self, name)!r}") from None
+            if getattr(self, name) not in SWITCH_VALUES:
+                raise ConfigError(f"[runtime] {name} must be one of {list(SWITCH_VALUES)}, got "
+                                  f"{getattr(self, name)!r}")
 
 
 def _choice(section: str, key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -8,13 +8,20 @@ element or on the whole vector, so packing changes no aggregate.
 
 Both ends know the layout (names and shapes, in state-dict order) from the run spec's model; the packed vector
 carries only the values, and a vector of the wrong length is refused with both lengths named.
+
+torch is imported only by the functions that make or read tensors: the ClientApp process Flower starts for every
+message handles packed vectors only and must not pay for importing torch (client/client_app.py).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord
+
+if TYPE_CHECKING:
+    import torch
 
 PACKED_KEY = "weights"
 
@@ -30,16 +37,27 @@ def layout_of(state_dict: dict[str, torch.Tensor]) -> Layout:
     return [(name, tuple(value.shape)) for name, value in state_dict.items()]
 
 
-def pack(state_dict: dict[str, torch.Tensor], layout: Layout | None = None) -> ArrayRecord:
-    """``{name: tensor}`` -> an ArrayRecord holding one (N,) float32 array under ``PACKED_KEY``, in ``layout``'s
-    order (default: the dict's own)."""
+def vector_of(state_dict: dict[str, torch.Tensor], layout: Layout | None = None) -> np.ndarray:
+    """``{name: tensor}`` -> one (N,) float32 vector in ``layout``'s order (default: the dict's own)."""
+    import torch
+
     if layout is not None:
         if {name for name, _ in layout} != set(state_dict):
             raise WireFormatError("the weights to pack do not have the layout's names")
         state_dict = {name: state_dict[name] for name, _ in layout}
     flat = [value.detach().to("cpu", torch.float32).reshape(-1) for value in state_dict.values()]
-    vector = torch.cat(flat) if flat else torch.zeros(0)
-    return ArrayRecord({PACKED_KEY: Array(vector.numpy())})
+    return (torch.cat(flat) if flat else torch.zeros(0)).numpy()
+
+
+def pack_vector(vector: np.ndarray) -> ArrayRecord:
+    """An ArrayRecord holding one packed (N,) float32 vector under ``PACKED_KEY``."""
+    return ArrayRecord({PACKED_KEY: Array(np.ascontiguousarray(vector, dtype=np.float32))})
+
+
+def pack(state_dict: dict[str, torch.Tensor], layout: Layout | None = None) -> ArrayRecord:
+    """``{name: tensor}`` -> an ArrayRecord holding one (N,) float32 array under ``PACKED_KEY``, in ``layout``'s
+    order (default: the dict's own)."""
+    return pack_vector(vector_of(state_dict, layout))
 
 
 def packed_vector(record: ArrayRecord) -> np.ndarray:
@@ -52,9 +70,8 @@ def packed_vector(record: ArrayRecord) -> np.ndarray:
     return vector
 
 
-def unpack_numpy(record: ArrayRecord, layout: Layout) -> dict[str, np.ndarray]:
-    """The packed record as ``{name: array}`` in ``layout`` (views into one vector)."""
-    vector = packed_vector(record)
+def split_vector(vector: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """A packed vector as ``{name: array}`` in ``layout`` (views into it); a wrong length is refused."""
     expected = sum(int(np.prod(shape)) for _, shape in layout)
     if vector.size != expected:
         raise WireFormatError(f"packed weights hold {vector.size} values, the model has {expected}: the two ends "
@@ -67,6 +84,18 @@ def unpack_numpy(record: ArrayRecord, layout: Layout) -> dict[str, np.ndarray]:
     return out
 
 
+def unpack_numpy(record: ArrayRecord, layout: Layout) -> dict[str, np.ndarray]:
+    """The packed record as ``{name: array}`` in ``layout`` (views into one vector)."""
+    return split_vector(packed_vector(record), layout)
+
+
+def state_dict_of(vector: np.ndarray, layout: Layout) -> dict[str, torch.Tensor]:
+    """A packed vector as a torch state dict (own memory, safe to load into a model)."""
+    import torch
+
+    return {name: torch.from_numpy(value.copy()) for name, value in split_vector(vector, layout).items()}
+
+
 def unpack(record: ArrayRecord, layout: Layout) -> dict[str, torch.Tensor]:
     """The packed record as a torch state dict (own memory, safe to load into a model)."""
-    return {name: torch.from_numpy(value.copy()) for name, value in unpack_numpy(record, layout).items()}
+    return state_dict_of(packed_vector(record), layout)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from .names import SWITCH_VALUES
+
 log = logging.getLogger(__name__)
 
-SWITCH_VALUES = ("auto", "on", "off")
 
 
 def switch_on(value: str, device: torch.device | str) -> bool:

@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .names import NOISES
+
 Tensor = torch.Tensor
 _F2 = 0.5 * (math.sqrt(3.0) - 1.0)
 _G2 = (3.0 - math.sqrt(3.0)) / 6.0
@@ -66,9 +68,6 @@ def simplex_noise(shape: tuple[int, ...], generator: torch.Generator | None = No
         total += persistence**octave * simplex2d(cols * scale + offset[:, :1], rows * scale + offset[:, 1:], perm)
     total = (total - total.mean(1, keepdim=True)) / total.std(1, keepdim=True).clamp_min(1e-12)
     return total.reshape(shape).to(dtype)
-
-
-NOISES = ("gaussian", "simplex")
 
 
 def draw_noise(kind: str, shape: tuple[int, ...], generator: torch.Generator | None = None,

@@ -1,0 +1,10 @@
+"""The names a config may use for a schedule, a noise and a fast-path switch, without importing torch.
+
+Why: site.toml and the run spec are validated in the ClientApp process Flower starts for every message, which
+must stay light (see client/client_app.py); the modules that implement these names import torch.
+tests/common/diffusion/test_names.py keeps each list equal to what its implementation provides.
+"""
+
+SCHEDULE_NAMES = ("ddpm", "ddpm-cosine", "vp", "subvp", "ve")
+NOISES = ("gaussian", "simplex")
+SWITCH_VALUES = ("auto", "on", "off")

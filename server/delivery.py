@@ -16,6 +16,7 @@ from ..common.app_identity import app_identity
 from ..common.run_spec import RunSpec
 from ..common.training.trainable import trained_part
 from ..common.wire import pack
+from .messaging import send_and_collect
 
 log = logging.getLogger(__name__)
 MESSAGE_TYPE = messages.DELIVER_MESSAGE_TYPE
@@ -34,7 +35,7 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
                                             "config": ConfigRecord(dict(config))}),
                         dst_node_id=node, message_type=MESSAGE_TYPE) for node in nodes]
     stored = []
-    for reply in grid.send_and_receive(outgoing, timeout=timeout):
+    for reply in send_and_collect(grid, outgoing, timeout).replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
             log.warning("node %s did not store the round-%s model: %s", node, metadata.get("round"),

@@ -28,6 +28,7 @@ from ..common.wire import pack, unpack
 from . import central_dp
 from .delivery import deliver_model, delivery_metadata
 from .initial_model import load_initial_model
+from .messaging import send_and_collect
 from .progress import progress_log, round_summary
 from .run_store import RoundState, RunStore
 from .secure_round import as_replies, secure_train_round
@@ -47,16 +48,21 @@ def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
 
 
 def train_round(grid: Grid, strategy: Strategy, settings: FederationSettings, server_round: int,
-                arrays: ArrayRecord, config: dict) -> tuple[ArrayRecord | None, dict[str, dict], list[dict]]:
-    """Send, collect, aggregate: (the new global model or None, per-site metrics, rejected or failed replies).
-    Raises PrivacyBudgetExhausted before sending when central DP would pass its limit."""
+                arrays: ArrayRecord, config: dict) -> tuple[ArrayRecord | None, dict[str, dict], list[dict], dict]:
+    """Send, collect, aggregate: (the new global model or None, per-site metrics, rejected or failed replies,
+    where the coordinator's time went). Raises PrivacyBudgetExhausted before sending when central DP would pass
+    its limit."""
+    started = time.time()
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid))
     if settings.secure_aggregation:
-        return _secure_round(grid, strategy, messages, settings, server_round)
-    replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
-    aggregated, _ = strategy.aggregate_train(server_round, replies)
+        return (*_secure_round(grid, strategy, messages, settings, server_round), {})
+    collected = send_and_collect(grid, messages, settings.timeout)
+    last = max(collected.arrived_at.values(), default=collected.sent_at)
+    aggregated, _ = strategy.aggregate_train(server_round, collected.replies)
     validating = find(strategy, Validating)
-    return aggregated, validating.site_metrics, validating.rejected
+    timing = {"send": collected.sent_at - started, "reply-transfer": collected.transfer_seconds(),
+              "aggregate": time.time() - last}
+    return aggregated, validating.site_metrics, validating.rejected, timing
 
 
 def _secure_round(grid, strategy, messages, settings, server_round):
@@ -77,7 +83,7 @@ def _secure_round(grid, strategy, messages, settings, server_round):
 def evaluate_round(grid: Grid, strategy: Strategy, settings: FederationSettings, server_round: int,
                    arrays: ArrayRecord, config: dict) -> dict[str, dict]:
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
-    return metrics_of(list(grid.send_and_receive(messages, timeout=settings.timeout)))
+    return metrics_of(send_and_collect(grid, messages, settings.timeout).replies)
 
 
 def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
@@ -108,12 +114,13 @@ def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
 def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strategy: Strategy, state: RoundState,
             outcome: tuple, evaluation: dict, seconds: float, initial: dict | None) -> dict:
     """Checkpoint the round, log one line; returns the registry entry."""
-    aggregated, train_metrics, rejected = outcome
+    aggregated, train_metrics, rejected, timing = outcome
     dp = find(strategy, CentralDP)
     entry = {"sites": sorted(train_metrics), "schema": spec.schema.to_dict(), "aggregated": aggregated is not None,
              "strategy": settings.strategy,
              "eval_loss": float(np.mean([m["eval-loss"] for m in evaluation.values()])) if evaluation else None}
-    round_metrics = {"seconds": seconds, "train": train_metrics, "evaluate": evaluation, "rejected": rejected}
+    round_metrics = {"seconds": seconds, "train": train_metrics, "evaluate": evaluation, "rejected": rejected,
+                     "timing": timing}
     if dp is not None:
         entry["central_dp"] = round_metrics["central_dp"] = central_dp.privacy_record(dp.inner)
         log.info("round %d: %s epsilon %.4f at delta %g (%s) after %d releases", state.round, central_dp.KIND,

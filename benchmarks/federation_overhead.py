@@ -5,6 +5,10 @@
     .venv/bin/python benchmarks/federation_overhead.py --deployment --no-simulation --memory-sites "" \
         --local-steps 600 --rounds 2                                     # the deployment at a realistic round length
 
+The deployment runs twice: with the site worker (client/site_worker.py; what `meddiff site start` does) and
+without it (each round in the ClientApp process Flower starts per message). Each deployed round also gets a table
+of its parts, per site, from the timings the sites and the coordinator record (metrics.jsonl "timing").
+
 Overhead = round wall time - the slowest site's local training time (the sites train in parallel: as many
 sites as CPU actors). Bytes = the serialised ArrayRecord a site sends (the weights) per round; the global model
 sent to it is the same size. Memory = the peak resident memory of the whole process tree (driver, Ray, actors),
@@ -70,6 +74,9 @@ class PeakMemory:
         self._thread.join()
 
 
+DEPLOYMENT_NAMES = {"worker": "deployment (TLS), site worker", "no-worker": "deployment (TLS), ClientApp only"}
+
+
 def _round_rows(store: RunStore) -> list[tuple[int, float, float]]:
     rows = []
     for entry in store.metrics():
@@ -92,6 +99,10 @@ def main() -> None:
     parser.add_argument("--memory-sites", default="10,50")
     parser.add_argument("--deployment", action="store_true")
     parser.add_argument("--no-simulation", action="store_true", help="only the deployment rows (with --deployment)")
+    parser.add_argument("--variants", default="worker,no-worker",
+                        help="deployment variants: worker (rounds run in the site worker), no-worker (in the "
+                             "ClientApp process Flower starts per message)")
+    parser.add_argument("--keep", help="keep the deployments' folders (logs, run) here instead of a temporary one")
     args = parser.parse_args()
     console = Console(width=120)
     table = Table(title=f"federation overhead, {os.cpu_count()} CPUs, default phantom model (32 px, 1.1 M parameters)")
@@ -105,10 +116,16 @@ def main() -> None:
         for r, total, train in _round_rows(store) if store else []:
             table.add_row("simulation (Ray)", "2", str(r), f"{total:.1f}", f"{train:.1f}", f"{total - train:.1f}",
                           f"{100 * (total - train) / total:.1f}")
-        if args.deployment:
-            for r, total, train in _deployment_rounds(Path(tmp), args.local_steps, args.rounds):
-                table.add_row("deployment (TLS)", "2", str(r), f"{total:.1f}", f"{train:.1f}",
+        parts = []
+        for variant in (args.variants.split(",") if args.deployment else []):
+            folder = Path(args.keep or tmp) / f"deployment-{variant}"
+            entries = _deployment(folder, args.local_steps, args.rounds, worker=variant == "worker")
+            name = DEPLOYMENT_NAMES[variant]
+            for entry in entries:
+                total, train = entry["seconds"], max((m["seconds"] for m in entry["train"].values()), default=0.0)
+                table.add_row(name, "2", str(entry["round"]), f"{total:.1f}", f"{train:.1f}",
                               f"{total - train:.1f}", f"{100 * (total - train) / total:.1f}")
+                parts.append(parts_table(entry, f"{name}, {args.local_steps} local steps, round {entry['round']}"))
         memory = Table(title="simulation memory (1 round, 5 local steps, 8 examples per site)")
         for column in ("virtual sites", "peak RSS of the process tree"):
             memory.add_column(column, justify="right")
@@ -117,12 +134,50 @@ def main() -> None:
                 simulate(_scenario(sites, 5, 1, 8), Path(tmp) / f"mem{sites}")
             memory.add_row(str(sites), f"{peak.peak / 2**30:.2f} GiB")
     console.print(table)
+    for part in parts:
+        console.print(part)
     console.print(f"bytes per site per round: {sent / 2**20:.2f} MiB up (the weights) and the same down; "
                   "metrics are a few hundred bytes")
     console.print(memory)
 
 
-def _deployment_rounds(tmp: Path, steps: int, rounds: int):
+PARTS = [  # (row label, where the seconds come from: a site metric, or the coordinator's timing)
+    ("coordinator: configure, pack, push", ("server", "send")),
+    ("send -> ClientApp process (SuperNode pull, SuperExec poll)", ("site", "time-to-process")),
+    ("process start -> handler (Python, Flower, imports, message)", ("site", "time-to-handler")),
+    ("runner: worker hello, or torch + MONAI imports", ("site", "time-runner")),
+    ("site worker channel (weights both ways)", ("site", "time-worker-transfer")),
+    ("site data (cache or memory)", ("site", "time-data")),
+    ("network setup (model, weights, optimizer)", ("site", "time-setup")),
+    ("local training", ("site", "seconds")),
+    ("packing the reply", ("site", "time-pack")),
+    ("reply -> coordinator (guard, SuperNode, TLS, poll)", ("reply", "reply-transfer")),
+    ("coordinator: aggregation after the last reply", ("server", "aggregate")),
+]
+
+
+def parts_table(entry: dict, title: str) -> Table:
+    """Where one round's time went, per site (seconds); the rest is checkpointing and what no part measures."""
+    timing, sites = entry.get("timing") or {}, sorted(entry["train"])
+    table = Table(title=title)
+    table.add_column("part of the round (s)", justify="left")
+    for index, _ in enumerate(sites, start=1):
+        table.add_column(f"site {index}", justify="right")
+    for label, (kind, key) in PARTS:
+        if kind == "server":
+            values = [timing.get(key)] * len(sites)
+        elif kind == "reply":
+            values = [timing.get(key, {}).get(node) for node in sites]
+        else:
+            values = [entry["train"][node].get(key) for node in sites]
+        table.add_row(label, *[("-" if v is None else f"{v:.2f}") for v in values])
+    table.add_row("round total", *[f"{entry['seconds']:.2f}"] * len(sites))
+    return table
+
+
+def _deployment(tmp: Path, steps: int, rounds: int, worker: bool) -> list[dict]:
+    """A real 2-site TLS federation on loopback; the round entries of its metrics.jsonl."""
+    from meddiff.client.worker_channel import worker_command
     from meddiff.common.certs import create_credentials
     from meddiff.server.deployment import (Credentials, ProcessGroup, flower_env, free_port, online_nodes,
                                            register_site, submit_run, superlink_command, supernode_command,
@@ -143,13 +198,20 @@ def _deployment_rounds(tmp: Path, steps: int, rounds: int):
         time.sleep(8)
         for site in ("site-a", "site-b"):
             register_site(home, credentials.folder / "sites" / f"{site}.pub", site)
-            (tmp / f"{site}.toml").write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
-            group.start(site, supernode_command(address, free_port(), tmp / f"{site}.toml", credentials.ca,
+            site_config = tmp / site / "site.toml"
+            site_config.parent.mkdir(parents=True, exist_ok=True)
+            site_config.write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
+            if worker:
+                group.start(f"{site}-worker", worker_command(site_config, threads=1), flower_env(tmp / site),
+                            tmp / f"{site}-worker.log")
+            group.start(site, supernode_command(address, free_port(), site_config, credentials.ca,
                                                 credentials.site_key(site), threads=1), flower_env(tmp / site),
                         tmp / f"{site}.log")
         wait_for(lambda: online_nodes(home) == 2, 120, "sites online")
-        submit_run(home, config, resume=False, timeout=3600)
-    return _round_rows(RunStore(tmp / "deployed"))
+        result = submit_run(home, config, resume=False, timeout=3600)
+        if result.returncode != 0:
+            raise RuntimeError(f"the deployment run failed (logs in {tmp}): {result.stderr[-1000:]}")
+    return RunStore(tmp / "deployed").metrics()
 
 
 if __name__ == "__main__":

@@ -1,52 +1,39 @@
-"""The ClientApp a hospital's SuperNode runs: its data comes from the site.toml named in the node config, prepared
-once and cached next to it (``.meddiff-site/prepared/<site_id>/``), because every message starts a new process.
+"""The ClientApp a hospital's SuperNode runs. Its rounds run in the site worker when `meddiff site start` runs
+one (client/site_worker.py: torch, MONAI and the prepared data stay in memory between rounds); otherwise in this
+process, which then imports them and reads the prepared data from its cache beside site.toml
+(``.meddiff-site/prepared/<site_id>/``), since Flower starts a new process for every message.
 
     flower-supernode ... --node-config 'site-config="/etc/meddiff/site.toml"'
 """
 
 from __future__ import annotations
 
-
-import torch
 from flwr.app import Context
 
-from ..common.site_config import load_site_config
-from ..common.data.prepared_cache import load_training_set_cached
-from ..common.run_spec import RunSpec
 from .client_app import make_client_app
-from .site_data import HOLDOUT_FRACTION, SiteData, holdout_split
-from .model_store import ModelStore
-from .site_paths import ledger_path, models_dir, site_state_dir
+from .round_result import RoundRunner
+from .site_paths import NO_SITE_CONFIG, models_dir, site_state_dir
+from .worker_channel import WorkerRunner
 
 
-def _load(site_config: str, resolution: int) -> SiteData:
-    config = load_site_config(site_config)
-    if not config.data.path:
-        raise ValueError(f"{site_config}: [data] path is empty; set it to the site's data folder")
-    if config.data.resolution and config.data.resolution != resolution:  # never overridden silently
-        raise ValueError(f"{site_config}: [data] resolution = {config.data.resolution}, but the coordinator's run "
-                         f"trains at resolution = {resolution}; remove [data] resolution from site.toml (the run "
-                         "sets it) or ask the coordinator to plan the run at your resolution")
-    state = site_state_dir(site_config)
-    training = load_training_set_cached(config.data.path, config.data, resolution, state / "prepared" / config.site_id)
-    train, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
-    return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id), config.runtime)
-
-
-def site_from_node_config(context: Context, spec: RunSpec) -> SiteData:
-    threads = int(context.node_config.get("threads", 0) or 0)
-    if threads > 0:  # several SuperNodes on one machine must not oversubscribe its cores
-        torch.set_num_threads(threads)
+def site_runner(context: Context) -> RoundRunner:
     path = context.node_config.get("site-config")
     if not path:
-        raise ValueError("this SuperNode has no site config: start it with "
-                         "--node-config 'site-config=\"/path/to/site.toml\"' (or use `meddiff site start`)")
-    return _load(str(path), spec.resolution)
+        raise ValueError(NO_SITE_CONFIG)
+    worker = WorkerRunner.connect(site_state_dir(str(path)))
+    if worker is not None:
+        return worker
+    from .local_runner import LocalRunner  # torch, MONAI: only when no worker runs the round
+    from .site_loading import site_from_node_config
+
+    return LocalRunner(site_from_node_config)
 
 
-def store_from_node_config(context: Context) -> ModelStore | None:
+def store_from_node_config(context: Context):
+    from .model_store import ModelStore  # torch: once per delivery
+
     path = context.node_config.get("site-config")
     return ModelStore(models_dir(site_state_dir(str(path)))) if path else None
 
 
-app = make_client_app(site_from_node_config, store_from_node_config)
+app = make_client_app(site_runner, store_from_node_config)

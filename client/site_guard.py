@@ -33,6 +33,12 @@ ALLOWED_METRICS = frozenset({
     "dp-patient-level", "dp-units",  # who epsilon protects: 1 = each patient, 0 = each example; how many of them
     "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
     "stored",  # a delivered model was stored (1) or not (0)
+    # where a round's time went, in seconds (benchmarks/federation_overhead.py prints them): coordinator's send to
+    # the ClientApp process, process start to its handler, the site's data, network setup, packing, the worker
+    # channel, the runner (the worker's hello, or importing torch + MONAI in the ClientApp); and whether the site
+    # worker ran the round (1) or the ClientApp did (absent)
+    "time-to-process", "time-to-handler", "time-data", "time-setup", "time-pack", "time-worker-transfer",
+    "time-runner", "site-worker",
 })
 ALLOWED_ARRAY_RECORDS = frozenset({"arrays"})
 # Flower's SecAgg+ stages: public keys, encrypted shares, masked (quantised) vectors

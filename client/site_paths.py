@@ -6,12 +6,16 @@
     .meddiff-site/models/                      delivered global models (client/model_store.py)
     .meddiff-site/status.json                  the last message from the coordinator (for `meddiff site status`)
     .meddiff-site/daemon.json                  the running daemon: pid, coordinator, state
+    .meddiff-site/worker.sock, worker.key      the site worker's socket and its key (client/site_worker.py)
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+NO_SITE_CONFIG = ("this SuperNode has no site config: start it with "
+                  "--node-config 'site-config=\"/path/to/site.toml\"' (or use `meddiff site start`)")
 
 
 def site_state_dir(site_config: str | Path) -> Path:

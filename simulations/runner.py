@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..client.client_app import make_client_app
+from ..client.local_runner import LocalRunner
 from ..server.run_store import RunStore
 from ..server.server_app import make_server_app
 from .scenario import Scenario, run_spec, site_partitions
@@ -20,10 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def _site_provider(scenario: Scenario, run_dir: Path):
-    def provide(context, spec):
+    def provide(node_config, spec):
         torch.set_num_threads(scenario.data.threads_per_site)
         _, sites = site_partitions(scenario)
-        partition = int(context.node_config["partition-id"])
+        partition = int(node_config["partition-id"])
         return replace(sites[partition], privacy=scenario.privacy, runtime=scenario.runtime,
                        ledger_path=run_dir / "privacy" / f"site-{partition}.sqlite")
     return provide
@@ -58,7 +59,8 @@ def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verb
     if not resume:
         _write_sites(scenario, run_dir)
     server_app = make_server_app(spec, scenario.federation, run_dir, resume)
-    client_app = make_client_app(_site_provider(scenario, run_dir))
+    runner = LocalRunner(_site_provider(scenario, run_dir))
+    client_app = make_client_app(lambda context: runner)
     threads = scenario.data.threads_per_site
     cores = max(1, os.cpu_count() or 1)
     # every virtual site trains at once and the OS shares the cores: with 3 sites on 2 cores, no site waits for a

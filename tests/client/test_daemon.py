@@ -37,3 +37,30 @@ def test_an_exited_supernode_is_started_again_until_sigterm(tmp_path, monkeypatc
     assert any(r["source"] == "daemon" and "starting it again" in r["message"] for r in lines)
     events = [r["event"] for r in AuditLog(audit_path(tmp_path / "state")).records()]
     assert events == ["daemon-started", "daemon-stopped"]
+
+
+def test_the_site_worker_is_started_again_when_it_exits_and_stopped_with_the_daemon(tmp_path, monkeypatch):
+    monkeypatch.setattr("meddiff.client.daemon.RESTART_FIRST_DELAY", 0.2)
+    supernode = [sys.executable, "-c", "import time; print('INFO : SuperNode ID: 1', flush=True); time.sleep(60)"]
+    starts = tmp_path / "worker-starts"
+    worker = [sys.executable, "-c", f"import os; open({str(starts)!r}, 'a').write(str(os.getpid()) + ' '); "
+              "print('site worker ready', flush=True)"]
+    log_file = tmp_path / "site.jsonl"
+    daemon = SiteDaemon(supernode, dict(os.environ), tmp_path / "state", "127.0.0.1:1", log_file, worker)
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        assert daemon.run() == 0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    pids = starts.read_text().split()
+    assert len(pids) >= 2  # it exited at once and was started again (every 0.2 s at most)
+    state = json.loads(daemon_path(tmp_path / "state").read_text())
+    assert state["worker_restarts"] >= 1 and state["state"] == "stopped"
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any(r["source"] == "worker" and "site worker ready" in r["message"] for r in lines)
+    assert daemon.worker is not None and daemon.worker.poll() is not None  # nothing outlives the daemon
+    assert daemon.process is not None and daemon.process.poll() is not None

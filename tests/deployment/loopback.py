@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from meddiff.client.worker_channel import worker_command
 from meddiff.common.certs import create_credentials
 from meddiff.server.deployment import (Credentials, ProcessGroup, flower_env, flwr, free_port, online_nodes,
                                        register_site, superlink_command, supernode_command, wait_for,
@@ -29,8 +30,10 @@ evaluate = {evaluate}
 
 
 class Federation:
-    def __init__(self, tmp: Path, sites: list[str], strangers: tuple[str, ...] = ()) -> None:
-        self.tmp, self.sites, self.group = tmp, sites, ProcessGroup()
+    def __init__(self, tmp: Path, sites: list[str], strangers: tuple[str, ...] = (), worker: bool = True) -> None:
+        """worker: each site also runs its site worker, as `meddiff site start` does (False: the ClientApp Flower
+        starts per message runs the round itself)."""
+        self.tmp, self.sites, self.group, self.worker = tmp, sites, ProcessGroup(), worker
         self.credentials = Credentials(tmp / "certs")
         create_credentials(self.credentials.folder, ["127.0.0.1", "localhost"], [*sites, *strangers])
         self.home, self.port = tmp / "coordinator", free_port()
@@ -47,6 +50,9 @@ class Federation:
     def start_site(self, site: str, max_retries: int | None = None) -> subprocess.Popen:
         self.site_config(site).parent.mkdir(parents=True, exist_ok=True)
         self.site_config(site).write_text(f'site_id = "{site}"\n[data]\npath = "phantom"\n')
+        if self.worker:
+            self.group.start(f"{site}-worker", worker_command(self.site_config(site), threads=1),
+                             flower_env(self.tmp / site), self.log(f"{site}-worker"))
         return self.group.start(site, supernode_command(self.address, free_port(), self.site_config(site),
                                                         self.credentials.ca, self.credentials.site_key(site),
                                                         max_retries=max_retries, threads=1),

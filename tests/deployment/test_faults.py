@@ -54,7 +54,7 @@ def test_a_site_killed_during_a_round_does_not_stop_the_round(tmp_path, central_
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_a_coordinator_killed_after_round_2_of_4_resumes_to_the_same_model(tmp_path):
-    federation = Federation(tmp_path, ["site-a", "site-b"])
+    federation = Federation(tmp_path, ["site-a", "site-b"], worker=False)  # the ClientApp trains, as without a worker
     with federation.group:
         federation.start()
         straight = federation.config("straight", rounds=4, steps=3, extra="deliver_final = false")

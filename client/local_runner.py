@@ -1,0 +1,51 @@
+"""A round run in the calling process: a simulation's virtual sites, and a deployed site without a site worker.
+
+The ClientApp hands it the coordinator's config and the packed global weights; it builds the run spec, asks its
+site provider for the site's data, trains or evaluates (client/round.py), and packs the result. It times each
+part, so the deployment benchmark can say where a round's fixed cost goes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..common.messages import SERVER_ROUND, TrainInstruction
+from ..common.run_spec import RunSpec
+from ..common.wire import state_dict_of, vector_of
+from ..privacy.ledger import BudgetExceeded, UnitMismatch
+from .round import evaluate_round, train_round
+from .round_result import TrainResult
+from .site_data import SiteData
+
+SiteProvider = Callable[[dict, RunSpec], SiteData]  # (the SuperNode's node config, the run spec) -> the site's data
+
+
+class LocalRunner:
+    def __init__(self, site_provider: SiteProvider) -> None:
+        self.site_provider = site_provider
+
+    def train(self, config: dict, weights: np.ndarray, node_config: dict, run_id: str) -> TrainResult:
+        started = time.perf_counter()
+        spec, instruction = RunSpec.from_config(config), TrainInstruction.from_config(config)
+        site = self.site_provider(node_config, spec)
+        loaded = time.perf_counter()
+        layout = spec.weight_layout()
+        try:
+            outcome = train_round(spec, state_dict_of(weights, layout), site, instruction, run_id, site.runtime,
+                                  node_config.get("device") or None)
+        except (BudgetExceeded, UnitMismatch) as refusal:  # nothing trained, nothing sent
+            return TrainResult(None, {}, str(refusal))
+        trained = time.perf_counter()
+        vector = vector_of(outcome.weights, layout)
+        packed = time.perf_counter()
+        timing = {"time-data": loaded - started, "time-setup": max(0.0, trained - loaded - outcome.metrics["seconds"]),
+                  "time-pack": packed - trained}
+        return TrainResult(vector, {**outcome.metrics, **timing}, "", outcome.released)
+
+    def evaluate(self, config: dict, weights: np.ndarray, node_config: dict) -> dict:
+        spec = RunSpec.from_config(config)
+        return evaluate_round(spec, state_dict_of(weights, spec.weight_layout()), self.site_provider(node_config, spec),
+                              seed=int(config.get(SERVER_ROUND, 0)), device=node_config.get("device") or None)

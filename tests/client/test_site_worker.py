@@ -35,8 +35,7 @@ def _config(server_round: int = 1, rounds: int = 2, steps: int = 3) -> dict:
     return {**SPEC.to_config(), **TrainInstruction(server_round, rounds, steps).to_config()}
 
 
-@pytest.fixture
-def site(tmp_path):
+def _start(tmp_path):
     """A phantom site.toml and its worker process (stopped by its PID on the way out)."""
     config = tmp_path / "site" / "site.toml"
     config.parent.mkdir()
@@ -54,6 +53,24 @@ def site(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def shared_site(tmp_path_factory):
+    """One worker for the tests that leave it running (starting one costs ~7 s of imports)."""
+    yield from _start(tmp_path_factory.mktemp("worker"))
+
+
+@pytest.fixture
+def site(shared_site):
+    config, _ = shared_site
+    config.write_text('site_id = "site-w"\n[data]\npath = "phantom"\n')
+    return shared_site
+
+
+@pytest.fixture
+def own_site(tmp_path):
+    yield from _start(tmp_path)
 
 
 def _node(config) -> dict:
@@ -100,7 +117,8 @@ def test_the_dp_release_is_marked_only_when_the_clientapp_says_so(site):
     start = vector_of(initial_weights(SPEC), SPEC.weight_layout())
     result = worker.train(_config(), start, _node(config), "run-dp")
     ledger = PrivacyLedger(ledger_path(site_state_dir(config), "site-w"))
-    assert result.metrics["epsilon"] > 0 and [e["status"] for e in ledger.entries()] == ["reserved"]
+    assert result.metrics["epsilon"] > 0 and [e["status"] for e in ledger.entries() if e["run"] == "run-dp"] == [
+        "reserved"]
     result.released()
     deadline = time.monotonic() + 30
     while ledger.entries()[0]["status"] != "released" and time.monotonic() < deadline:
@@ -125,8 +143,8 @@ def test_a_clientapp_of_other_code_or_without_the_key_does_not_use_the_worker(si
         key_path.write_bytes(key)
 
 
-def test_sigterm_removes_the_socket_and_key(site):
-    config, process = site
+def test_sigterm_removes_the_socket_and_key(own_site):
+    config, process = own_site
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(30) == 0
     socket_path, key_path = socket_and_key(site_state_dir(config))

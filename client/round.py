@@ -24,6 +24,8 @@ from ..common.diffusion.schedules import make_schedule
 from ..common.messages import TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.specs import RuntimeSpec
+from ..common.training.distributed import launch, resolve_devices
+from ..common.training.on_devices import TrainerBuild
 from ..common.training.trainer import Trainer, default_device
 from ..privacy.accounting import noise_for_run
 from ..privacy.dp_sgd import DPStep
@@ -61,19 +63,47 @@ def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: Tr
                          f"{spec.resolution} px; set [data] resolution = {spec.resolution} in site.toml")
     recipe = replace(spec.recipe, seed=round_seed(spec.recipe.seed, instruction.server_round, site.site_id))
     private = site.privacy.enabled
-    trainer = Trainer(spec.schema, spec.model, recipe, runtime, device, steps=instruction.local_steps, ema=False,
-                      fused=not private)
+    devices = resolve_devices(runtime.devices) if device is None else []
+    devices = devices if len(devices) > 1 else []
+    # with several devices this trainer (on the CPU) only plans; each device's process makes its own (ranks)
+    trainer = Trainer(spec.schema, spec.model, recipe, replace(runtime, devices=()), "cpu" if devices else device,
+                      steps=instruction.local_steps, ema=False, fused=not private)
     trainer.load_weights(weights)
+    ranks = TrainerBuild(spec.schema, spec.model, recipe, replace(runtime, devices=()), instruction.local_steps,
+                         ema=False, fused=not private) if devices else None
     if private:
-        return _private_round(trainer, data, site, instruction, run)
-    result = trainer.train(data, instruction.local_steps, proximal_mu=instruction.proximal_mu)
+        return _private_round(trainer, data, site, instruction, run, devices, ranks, weights)
+    if devices:
+        result, trained = launch(devices, _plain_rank, ranks, weights, data, instruction.local_steps,
+                                 instruction.proximal_mu)[0]
+    else:
+        result = trainer.train(data, instruction.local_steps, proximal_mu=instruction.proximal_mu)
+        trained = trainer.weights()
     metrics = {"num-examples": len(data), "train-loss": result.loss, "steps": result.steps,
                "seconds": result.seconds, "images-per-second": result.images_per_second,
                "skipped-nonfinite": result.skipped_nonfinite, "trained-parameters": trainer.trained.trained}
-    return RoundOutcome(trainer.weights(), metrics)
+    return RoundOutcome(trained, metrics)
 
 
-def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainInstruction, run: str) -> RoundOutcome:
+def _plain_rank(rank: int, device, build: TrainerBuild, weights: Weights, data, steps: int, proximal_mu: float):
+    """One device's process of a data-parallel plain round (common/training/distributed.py)."""
+    trainer = build.make(device)
+    trainer.load_weights(weights)
+    result = trainer.train(data, steps, proximal_mu=proximal_mu)
+    return (result, trainer.weights()) if rank == 0 else None
+
+
+def _private_rank(rank: int, device, build: TrainerBuild, weights: Weights, data, privacy, noise: float,
+                  history: list, steps: int):
+    """One device's process of a data-parallel DP round: Opacus' distributed step, noise added by rank 0."""
+    trainer = build.make(device)
+    trainer.load_weights(weights)
+    result = DPStep(trainer, privacy, data, noise, history).train(steps)
+    return (result, trainer.weights()) if rank == 0 else None
+
+
+def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainInstruction, run: str,
+                   devices: list[str], ranks: TrainerBuild | None, weights: Weights) -> RoundOutcome:
     """DP-SGD whose noise keeps the whole run (rounds x local steps) within the site's target epsilon; the ledger
     refuses (BudgetExceeded) a round that would take the site's total past its budget."""
     privacy, steps = site.privacy, instruction.local_steps
@@ -86,7 +116,12 @@ def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainIns
     reservation = ledger.reserve(run, instruction.server_round, steps, sample_rate, noise, delta, privacy.budget,
                                  unit=units.kind, trained=trainer.trained.describe())
     try:
-        result = DPStep(trainer, privacy, data, noise, list(reservation.history_before)).train(steps)
+        if devices:  # the ledger is written here, once; the devices' processes only train
+            result, trained = launch(devices, _private_rank, ranks, weights, data, privacy, noise,
+                                     list(reservation.history_before), steps)[0]
+        else:
+            result = DPStep(trainer, privacy, data, noise, list(reservation.history_before)).train(steps)
+            trained = trainer.weights()
     except BaseException as error:
         ledger.cancel(reservation, f"training failed before release: {error!r}")
         raise
@@ -101,7 +136,7 @@ def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainIns
                "skipped-nonfinite": 0, "epsilon": max(result.epsilon, reservation.epsilon_total), "delta": delta,
                "noise-multiplier": noise, "dp-patient-level": float(units.kind == PATIENT),
                "dp-units": units.count, "trained-parameters": trainer.trained.trained}
-    return RoundOutcome(trainer.weights(), metrics, lambda: ledger.released(reservation))
+    return RoundOutcome(trained, metrics, lambda: ledger.released(reservation))
 
 
 @torch.no_grad()

@@ -46,6 +46,8 @@ def add_parser(commands) -> None:
                    "spreads DP noise over fewer dimensions when fine-tuning a pretrained model)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--devices", help="train on several devices as one (data-parallel), e.g. cuda:0,cuda:1 or all; "
+                                     "default: [runtime] devices of --config, else one device")
     p.set_defaults(func=run)
 
 
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ..client.site_data import holdout_split
     from ..common.data.training_set import load_training_set
     from ..common.site_config import SiteConfig, load_site_config
+    from ..common.training.on_devices import TrainerBuild
     from ..common.training.trainer import DEFAULT_STEPS, Trainer
 
     out, console = Path(args.out), plain_console()
@@ -122,10 +125,29 @@ def run(args: argparse.Namespace) -> int:
     data, holdout = training.tensors, None
     if args.data != "phantom":  # kept out for the memorisation audit of `meddiff generate` (the phantom has fresh draws)
         data, holdout = holdout_split(data, HOLDOUT_FRACTION)
-    return _train_and_report(trainer, training, data, holdout, checkpoint, console)
+    devices = _devices(args, site.runtime)
+    build = TrainerBuild(trainer.schema, trainer.spec, trainer.recipe, site.runtime, trainer.steps,
+                         checkpoint if args.resume else None)
+    if len(devices) > 1 and trainer.recipe.batch_size % len(devices):
+        raise ConfigError(f"batch size {trainer.recipe.batch_size} does not divide among {len(devices)} devices: "
+                          f"pass --batch-size {len(devices) * max(1, trainer.recipe.batch_size // len(devices))}")
+    return _train_and_report(trainer, training, data, holdout, checkpoint, console, devices, build)
 
 
-def _train_and_report(trainer, training, data, holdout, checkpoint: Path, console) -> int:
+def _devices(args: argparse.Namespace, runtime) -> list[str]:
+    from ..common.training.distributed import resolve_devices
+
+    if args.devices and args.device:
+        raise ConfigError("pass --device (one) or --devices (several), not both")
+    listed = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else list(runtime.devices)
+    return resolve_devices(listed) if listed else []
+
+
+def _train_and_report(trainer, training, data, holdout, checkpoint: Path, console, devices: list[str],
+                      build) -> int:
+    """devices: more than one trains data-parallel, each process making its trainer by ``build``."""
+    from ..common.training.on_devices import train_on_devices
+
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "
                   f"{list(data.schema.channels)} at {training.resolution} px; model {trainer.trained.total / 1e6:.2f} "
                   f"M parameters on {trainer.device} (training {trainer.trained.describe()}); schedule "
@@ -133,10 +155,16 @@ def _train_and_report(trainer, training, data, holdout, checkpoint: Path, consol
     meta = {"data": {"source": training.source, "examples": len(data), "studies": training.studies}}
     if holdout is not None:
         meta["data"]["holdout"] = {"fraction": HOLDOUT_FRACTION, "seed": 0, "examples": len(holdout)}
-    result = trainer.train(data, progress=True, checkpoint_path=checkpoint, checkpoint_meta=meta)
-    summary = {**asdict(result), "total_steps": trainer.step, "checkpoint": str(checkpoint), **meta}
+    if len(devices) > 1:
+        console.print(f"data-parallel on {len(devices)} devices: {', '.join(devices)} (each takes "
+                      f"{trainer.recipe.batch_size // len(devices)} of every batch of {trainer.recipe.batch_size})")
+        result, total = train_on_devices(devices, build, data, checkpoint=checkpoint, meta=meta, progress=True)
+    else:
+        result = trainer.train(data, progress=True, checkpoint_path=checkpoint, checkpoint_meta=meta)
+        total = trainer.step
+    summary = {**asdict(result), "total_steps": total, "checkpoint": str(checkpoint), **meta}
     (checkpoint.parent / "train.json").write_text(json.dumps(summary, indent=2))
-    table = Table(title=f"trained {result.steps} steps (total {trainer.step})")
+    table = Table(title=f"trained {result.steps} steps (total {total})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("loss", "seconds", "images_per_second", "skipped_nonfinite"):

@@ -13,6 +13,7 @@ Loaded with ``build_section``: unknown keys, wrong types and keys that moved are
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -20,6 +21,7 @@ from .config import ConfigError, build_section
 from .diffusion.names import NOISES, SCHEDULE_NAMES, SWITCH_VALUES
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICE = re.compile(r"^(all|cpu|cuda(:\d+)?)$")
 PREDICTIONS = ("v", "eps")
 # keys that moved out of [train] in the redesign: where they are now
 MOVED = {"schedule": "[model] schedule", "noise": "[model] noise", "precision": "[runtime] precision (site.toml)",
@@ -95,9 +97,16 @@ class RuntimeSpec:
     channels_last: str = "off"  # measured slower on an H200 for this GroupNorm UNet (benchmarks/gpu.py)
     compile: str = "auto"  # auto: only for calls of at least COMPILE_MIN_STEPS steps (compiling costs ~1 min)
     checkpoint_every: int = 250  # steps between checkpoints of `meddiff train`
+    # several devices training one model, data-parallel (common/training/distributed.py): ["all"] = every CUDA
+    # device here, or a list such as ["cuda:0", "cuda:1"]; empty = one device (cuda when available, else cpu)
+    devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _choice("runtime", "precision", self.precision, PRECISIONS)
+        if isinstance(self.devices, str) or not all(isinstance(d, str) and DEVICE.match(d) for d in self.devices) \
+                or ("all" in self.devices and len(self.devices) > 1):
+            raise ConfigError(f"[runtime] devices must be [\"all\"] or a list of devices such as [\"cuda:0\", "
+                              f"\"cuda:1\"], got {self.devices!r}")
         for name in ("flash_attention", "channels_last", "compile"):
             if getattr(self, name) not in SWITCH_VALUES:
                 raise ConfigError(f"[runtime] {name} must be one of {list(SWITCH_VALUES)}, got "

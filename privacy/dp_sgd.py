@@ -13,6 +13,9 @@
   privacy cost (clipping and noise still see one gradient per example).
 - Per-example clipping to ``max_grad_norm`` and Gaussian noise of ``noise_multiplier * max_grad_norm`` on the sum,
   by Opacus's ``DPOptimizer``; an empty Poisson batch still takes a noisy step, as the analysis assumes.
+- Several devices at the site (common/training/distributed.py): Opacus' distributed path (DPDDP and its
+  distributed optimizer): each rank Poisson-samples its share of the units with the same q (its own random
+  stream), clips per unit; rank 0 alone adds the noise, and the ranks' sums are added: one process's step.
 - The accountant is seeded with the site's earlier releases (from the ledger), so the epsilon it reports after
   this round is the site's total, as one long-lived PrivacyEngine would report it.
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 from opacus import PrivacyEngine
+from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..common.config import PrivacyConfig
@@ -41,6 +45,7 @@ from ..common.diffusion.denoiser import Denoiser
 from ..common.diffusion.loss import LossConfig
 from ..common.schema import ChannelSchema
 from ..common.specs import ModelSpec, RecipeSpec, RuntimeSpec
+from ..common.training.distributed import current_ranks
 from ..common.training.trainer import Trainer
 from .accounting import Release
 from .units import PrivacyUnits, gather_patients, per_patient, privacy_units
@@ -102,11 +107,16 @@ class DPStep:
         self.trainer, self.privacy, self.noise_multiplier = trainer, privacy, noise_multiplier
         self.units = privacy_units(data, privacy, trainer.recipe.batch_size)
         self.examples, self.delta = len(data), privacy.delta_for(self.units.count)
-        trainer.generator = torch.Generator().manual_seed(trainer.recipe.seed)
+        self.ranks = current_ranks()
+        self.seed = trainer.recipe.seed + (self.ranks.rank if self.ranks else 0)  # each rank its own draws
+        trainer.generator = torch.Generator().manual_seed(self.seed)
         self.autocast = trainer.runtime.precision == "bf16" and trainer.device.type == "cuda"
         self.ghost = privacy.grad_sample_mode == "ghost"
         if self.ghost and privacy.noise_multiplicity != 1:
             raise ValueError("ghost clipping needs noise_multiplicity = 1")
+        if self.ghost and self.ranks is not None:
+            raise ValueError("[privacy] grad_sample_mode = \"ghost\" is not supported on several devices: use "
+                             "\"hooks\" (or one device)")
         if self.ghost and self.units.grouped:
             raise ValueError("[privacy] grad_sample_mode = \"ghost\" clips single examples, not a patient's slices "
                              "together: use \"hooks\" for patient-level DP, or set [privacy] unit = \"example\"")
@@ -123,8 +133,9 @@ class DPStep:
         self.engine = PrivacyEngine(accountant=self.privacy.accountant)
         self.engine.accountant.history = list(history)
         criterion = PerExampleCriterion(t.denoiser, t.loss_config, t.generator)  # ghost only
+        module = DPDDP(t.model) if self.ranks is not None else t.model  # Opacus then reduces, noise once
         private = self.engine.make_private(
-            module=t.model, optimizer=t.optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
+            module=module, optimizer=t.optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.privacy.max_grad_norm, poisson_sampling=True, criterion=criterion,
             grad_sample_mode=OPACUS_MODES[self.privacy.grad_sample_mode])
         if self.ghost:  # Opacus wraps the criterion; the wrapper runs both backward passes
@@ -197,7 +208,7 @@ class DPStep:
         losses, seen, done = [], 0, 0
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.trainer.recipe.seed)  # Poisson sampling and the DP noise use torch's generator
+            torch.manual_seed(self.seed)  # Poisson sampling and the DP noise use torch's generator
             while done < steps:
                 for images, available, labels, owners, patients in self._batches():
                     batch_losses = self.per_example_gradients(images, available, labels, owners, patients)

@@ -72,13 +72,17 @@ class Denoiser:
         return self.compiled
 
     def loss(self, x0: Tensor, available: Tensor, labels: Tensor | None = None, config: LossConfig = LossConfig(),
-             generator: torch.Generator | None = None, t: Tensor | None = None, network=None) -> Tensor:
+             generator: torch.Generator | None = None, t: Tensor | None = None, network=None,
+             shard: slice | None = None) -> Tensor:
         """Masked MSE of the network output against its target, per example, shape (B,) (the shape Opacus' ghost
         clipping needs); see loss.py for what is given and diffused.
 
         x0: (B, C, *spatial) in [-1, 1]; available: (B, C) bool; labels: (B,) or None (-1 = unlabelled);
         t: (B,) schedule times, drawn by the schedule when None (evaluation passes them per noise band);
-        network: what to call instead of the model (the same model wrapped, e.g. by Opacus)."""
+        network: what to call instead of the model (the same model wrapped, e.g. by Opacus or DDP);
+        shard: the rows this process computes (data-parallel training): every random draw is made for the whole
+        batch, as one process would, and the network runs on these rows only, so W processes that each take their
+        slice compute exactly the one process's per-example losses."""
         batch = x0.shape[0]
         given = choose_conditions(available, config.p_condition, generator)
         t = self.schedule.training_times(batch, generator, x0.device) if t is None else t.to(x0.device)
@@ -87,6 +91,10 @@ class Denoiser:
         x_t = alpha * x0 + sigma * noise
         if labels is not None and self.model.schema.num_classes:
             labels = drop_labels(labels, self.model.null_class, config.p_uncond, generator)
+        if shard is not None:
+            x0, noise, x_t, t, alpha, sigma, given, available = (
+                v[shard] for v in (x0, noise, x_t, t, alpha, sigma, given, available))
+            labels = labels[shard] if labels is not None else None
         output = self.output(x_t, t, x0, given, labels, network)
         target = self.model.parametrization.target(x0, noise, x_t, alpha, sigma)
         return masked_mse(output, target, available & ~given)

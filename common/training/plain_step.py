@@ -20,6 +20,7 @@ import torch
 from ..data.tensors import TrainingTensors
 from ..diffusion.fast_paths import CompiledWithFallback, memory_format, switch_on
 from ..progress import training_progress
+from .distributed import Ranks, current_ranks, mean_over_ranks
 from .trainer import TrainResult, Trainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ def compiled_network(trainer: Trainer, steps: int) -> CompiledWithFallback | Non
     return trainer.compiled if wanted else None
 
 
+def data_parallel(trainer: Trainer, ranks: Ranks):
+    """The trainer's network under DDP (made once; it averages the gradients of the ranks' slices)."""
+    if trainer.parallel is None:
+        if trainer.runtime.compile == "on":
+            log.info("compile is not used with data-parallel training; the network runs eagerly")
+        ids = [trainer.device.index] if trainer.device.type == "cuda" else None
+        trainer.parallel = torch.nn.parallel.DistributedDataParallel(trainer.model, device_ids=ids)
+    return trainer.parallel
+
+
 def place(trainer: Trainer, data: TrainingTensors) -> TrainingTensors:
     """On the GPU when the set takes at most a quarter of its free memory (no loader, no copies per step);
     otherwise in host memory, each batch copied asynchronously from pinned memory."""
@@ -83,6 +94,9 @@ class PlainStep:
                  checkpoint_meta: dict | None = None) -> None:
         self.trainer, self.proximal_mu = trainer, proximal_mu
         self.checkpoint_path, self.checkpoint_meta = checkpoint_path, checkpoint_meta
+        self.ranks = current_ranks()  # data-parallel (distributed.py): this rank's slice of each batch
+        if self.ranks is not None and self.ranks.rank != 0:
+            self.checkpoint_path = None  # rank 0 writes the checkpoints
 
     def batch(self, data: TrainingTensors) -> TrainingTensors:
         t = self.trainer
@@ -99,9 +113,10 @@ class PlainStep:
 
     def loss(self, batch: TrainingTensors, network=None) -> torch.Tensor:
         t = self.trainer
+        shard = self.ranks.shard(len(batch)) if self.ranks is not None else None
         with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.autocast):
             losses = t.denoiser.loss(batch.images, batch.available, batch.labels, t.loss_config, t.generator,
-                                     network=network)
+                                     network=network, shard=shard)
         loss = losses.float().mean()
         if self.proximal_mu > 0 and t.anchor is not None:
             distance = sum(((p - a) ** 2).sum() for p, a in zip(t.model.parameters(), t.anchor))
@@ -124,17 +139,19 @@ class PlainStep:
     def train(self, data: TrainingTensors, steps: int, progress: bool = False) -> TrainResult:
         """``steps`` steps on ``data`` (images (N, C, *spatial) in [-1, 1], moved to the trainer's device)."""
         t = self.trainer
-        data, network = place(t, data), compiled_network(t, steps)
+        data = place(t, data)
+        network = data_parallel(t, self.ranks) if self.ranks is not None else compiled_network(t, steps)
         t.model.train()
         counters, loss_sum = NonFiniteCounters(t.device), torch.zeros((), device=t.device)
         start = time.perf_counter()
         with training_progress(steps, enabled=progress) as advance:
             for done in range(1, steps + 1):
                 loss = self.loss(self.batch(data), network)
-                finite = counters.record(loss)
+                whole = mean_over_ranks(loss)  # the whole batch's loss: every rank skips (or takes) the same step
+                finite = counters.record(whole)
                 self.update(loss, finite)
-                loss_sum += torch.where(finite, loss.detach(), 0.0)
-                advance(loss.detach(), done * t.recipe.batch_size / max(time.perf_counter() - start, 1e-9))
+                loss_sum += torch.where(finite, whole.detach(), 0.0)
+                advance(whole.detach(), done * t.recipe.batch_size / max(time.perf_counter() - start, 1e-9))
                 if done % SYNC_EVERY == 0 or done == steps:
                     counters.check(t.step, t.recipe.learning_rate)
                 if self.checkpoint_path and t.step % t.runtime.checkpoint_every == 0:

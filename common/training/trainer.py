@@ -91,6 +91,7 @@ class Trainer:
         self.autocast = self.device.type == "cuda" and runtime.precision in ("auto", "bf16")
         self.anchor: list[torch.Tensor] | None = None  # the global weights of this round (FedProx)
         self.compiled = None  # the compiled network, made once when a call asks for it (plain_step.py)
+        self.parallel = None  # the network under DDP, made once in data-parallel training (distributed.py)
 
     def train(self, data, steps: int | None = None, *, proximal_mu: float = 0.0, progress: bool = False,
               checkpoint_path: str | Path | None = None, checkpoint_meta: dict | None = None) -> TrainResult:

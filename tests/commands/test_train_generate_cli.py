@@ -78,3 +78,19 @@ def test_wrong_arguments_say_what_is_wrong(run_dir, tmp_path, capsys, arguments,
 def test_a_missing_model_names_the_path(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def test_train_on_two_devices_writes_the_checkpoint_one_device_would(tmp_path, capsys):
+    """`meddiff train --devices cpu,cpu`: two data-parallel processes (gloo), rank 0's checkpoint; then a resume
+    on one device continues it."""
+    out = tmp_path / "ddp"
+    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", "--devices", "cpu,cpu", *TINY]) == 0
+    assert "data-parallel on 2 devices: cpu, cpu (each takes 2 of every batch of 4)" in capsys.readouterr().out
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["total_steps"] == 2 and np.isfinite(summary["loss"])
+    assert main(["train", "--data", "phantom", "--out", str(out), "--resume", "--steps", "3",
+                 "--resolution", "16", "--phantom-n", "8"]) == 0
+    assert json.loads((out / "train.json").read_text())["total_steps"] == 3
+    assert main(["train", "--data", "phantom", "--out", str(tmp_path / "odd"), "--devices", "cpu,cpu,cpu",
+                 *TINY]) == 2
+    assert "batch size 4 does not divide among 3 devices: pass --batch-size 3" in capsys.readouterr().err

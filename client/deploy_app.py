@@ -8,6 +8,8 @@ process, which then imports them and reads the prepared data from its cache besi
 
 from __future__ import annotations
 
+import logging
+
 from flwr.app import Context
 
 from .client_app import make_client_app
@@ -16,7 +18,20 @@ from .site_paths import NO_SITE_CONFIG, models_dir, site_state_dir
 from .worker_channel import WorkerRunner
 
 
+def _log_to_the_supernode() -> None:
+    """Our INFO lines (a round's steps and loss, a worker not used and why) reach the SuperNode's log, which the
+    site daemon collects; Flower's own DEBUG lines do not."""
+    ours = logging.getLogger("meddiff")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s : %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
 def site_runner(context: Context) -> RoundRunner:
+    _log_to_the_supernode()
     path = context.node_config.get("site-config")
     if not path:
         raise ValueError(NO_SITE_CONFIG)

@@ -32,8 +32,7 @@ def test_a_secure_round_with_distributed_dp_completes_on_the_deployment_engine(t
     assert registry[0]["central_dp"]["clipping"] == "site" and registry[0]["central_dp"]["releases"] == 1
     state, _ = load_checkpoint(registry[0]["path"])
     assert all(np.isfinite(v.numpy()).all() for v in state["model"].values())
-    for site in federation.sites:  # every site went through the four SecAgg+ stages (secaggplus_mod's own log)
-        assert "stage 3 completes" in federation.log(site).read_text()
+    for site in federation.sites:  # every site went through the four SecAgg+ stages: four audited train replies
         # the site's guard let SecAgg+'s protocol record out and audited it: the masked vector is what left
         audit = AuditLog(audit_path(site_state_dir(federation.site_config(site))))
         assert audit.verify().ok

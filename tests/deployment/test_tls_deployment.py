@@ -41,6 +41,7 @@ def test_two_rounds_over_tls_with_authenticated_sites_and_a_refused_stranger(tmp
     rounds = RunStore(spec.run_dir).metrics()  # each site's worker ran its rounds, and each part was timed
     assert all(m.get("site-worker") == 1 and m["time-to-handler"] > 0 for r in rounds for m in r["train"].values())
     assert all(set(r["timing"]["reply-transfer"]) == set(r["train"]) for r in rounds)
+    assert all("round 2: 3 steps, loss" in federation.log(site).read_text() for site in federation.sites)
     assert all(e["eval_loss"] is not None for e in registry)
     final, _ = load_checkpoint(registry[-1]["path"])
     start = initial_weights(spec.spec)

@@ -14,21 +14,26 @@ from meddiff.client.daemon import SiteDaemon
 from meddiff.client.site_paths import audit_path, daemon_path
 
 
+def _run_until_sigterm(daemon: SiteDaemon, after: float) -> int:
+    """Run the daemon in the foreground as a service would, and send it SIGTERM after ``after`` seconds."""
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(after, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        return daemon.run()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_an_exited_supernode_is_started_again_until_sigterm(tmp_path, monkeypatch):
     monkeypatch.setattr("meddiff.client.daemon.RESTART_FIRST_DELAY", 0.2)
     marker = tmp_path / "starts"
     command = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x'); print('ERROR :     Exit Code: 305')"]
     log_file = tmp_path / "site.jsonl"
     daemon = SiteDaemon(command, dict(os.environ), tmp_path / "state", "127.0.0.1:1", log_file)
-    previous = signal.getsignal(signal.SIGTERM)
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    try:
-        timer.start()
-        assert daemon.run() == 0
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert _run_until_sigterm(daemon, after=2.0) == 0
     assert len(marker.read_text()) >= 3  # started, exited, started again (0.2 s, 0.4 s, 0.8 s ...)
     state = json.loads(daemon_path(tmp_path / "state").read_text())
     assert state["state"] == "stopped" and state["restarts"] >= 2
@@ -47,15 +52,7 @@ def test_the_site_worker_is_started_again_when_it_exits_and_stopped_with_the_dae
               "print('site worker ready', flush=True)"]
     log_file = tmp_path / "site.jsonl"
     daemon = SiteDaemon(supernode, dict(os.environ), tmp_path / "state", "127.0.0.1:1", log_file, worker)
-    previous = signal.getsignal(signal.SIGTERM)
-    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    try:
-        timer.start()
-        assert daemon.run() == 0
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert _run_until_sigterm(daemon, after=3.0) == 0
     pids = starts.read_text().split()
     assert len(pids) >= 2  # it exited at once and was started again (every 0.2 s at most)
     state = json.loads(daemon_path(tmp_path / "state").read_text())

@@ -77,12 +77,12 @@ class PeakMemory:
 DEPLOYMENT_NAMES = {"worker": "deployment (TLS), site worker", "no-worker": "deployment (TLS), ClientApp only"}
 
 
-def _round_rows(store: RunStore) -> list[tuple[int, float, float]]:
-    rows = []
-    for entry in store.metrics():
-        train = [m["seconds"] for m in entry["train"].values()]
-        rows.append((entry["round"], entry["seconds"], max(train) if train else 0.0))
-    return rows
+def _add_round(table: Table, engine: str, entry: dict) -> None:
+    """One row: the round's wall time, its slowest site's training, and the rest (the overhead)."""
+    total = entry["seconds"]
+    train = max((m["seconds"] for m in entry["train"].values()), default=0.0)
+    table.add_row(engine, "2", str(entry["round"]), f"{total:.1f}", f"{train:.1f}", f"{total - train:.1f}",
+                  f"{100 * (total - train) / total:.1f}")
 
 
 def _scenario(sites: int, steps: int, rounds: int, examples: int):
@@ -113,18 +113,15 @@ def main() -> None:
     sent = pack(weights).count_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         store = None if args.no_simulation else simulate(scenario, Path(tmp) / "sim")
-        for r, total, train in _round_rows(store) if store else []:
-            table.add_row("simulation (Ray)", "2", str(r), f"{total:.1f}", f"{train:.1f}", f"{total - train:.1f}",
-                          f"{100 * (total - train) / total:.1f}")
+        for entry in store.metrics() if store else []:
+            _add_round(table, "simulation (Ray)", entry)
         parts = []
         for variant in (args.variants.split(",") if args.deployment else []):
             folder = Path(args.keep or tmp) / f"deployment-{variant}"
             entries = _deployment(folder, args.local_steps, args.rounds, worker=variant == "worker")
             name = DEPLOYMENT_NAMES[variant]
             for entry in entries:
-                total, train = entry["seconds"], max((m["seconds"] for m in entry["train"].values()), default=0.0)
-                table.add_row(name, "2", str(entry["round"]), f"{total:.1f}", f"{train:.1f}",
-                              f"{total - train:.1f}", f"{100 * (total - train) / total:.1f}")
+                _add_round(table, name, entry)
                 parts.append(parts_table(entry, f"{name}, {args.local_steps} local steps, round {entry['round']}"))
         memory = Table(title="simulation memory (1 round, 5 local steps, 8 examples per site)")
         for column in ("virtual sites", "peak RSS of the process tree"):

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ..common.app_identity import app_hash
+from ..common.config import ConfigError
 from ..common.data.prepared_cache import cache_key
 from ..common.run_spec import RunSpec
 from ..common.site_config import load_site_config
@@ -164,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s : %(message)s", stream=sys.stdout)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit)
-    load_site_config(args.site_config)  # a broken site.toml is refused here, with its own message
+    try:
+        load_site_config(args.site_config)  # a broken site.toml is refused here, with its own message
+    except (ConfigError, OSError) as error:
+        print(f"site worker not started: {error}", file=sys.stderr)
+        return 2
     serve(args.site_config, args.threads)
     return 0
 

@@ -135,12 +135,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace, runtime) -> list[str]:
+    from ..common.specs import RuntimeSpec
     from ..common.training.distributed import resolve_devices
 
     if args.devices and args.device:
         raise ConfigError("pass --device (one) or --devices (several), not both")
-    listed = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else list(runtime.devices)
-    return resolve_devices(listed) if listed else []
+    if args.devices:  # checked as [runtime] devices is, so a typo is named before any process starts
+        runtime = RuntimeSpec(devices=tuple(d.strip() for d in args.devices.split(",") if d.strip()))
+    return resolve_devices(runtime.devices) if runtime.devices else []
 
 
 def _train_and_report(trainer, training, data, holdout, checkpoint: Path, console, devices: list[str],

@@ -152,6 +152,12 @@ def test_sigterm_removes_the_socket_and_key(own_site):
     assert WorkerRunner.connect(site_state_dir(config)) is None
 
 
+def test_a_worker_for_a_missing_site_config_says_so_in_one_line(tmp_path):
+    out = subprocess.run(worker_command(tmp_path / "nowhere" / "site.toml"), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "site worker not started" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_the_clientapp_imports_neither_torch_nor_monai():
     code = ("import sys, meddiff.client.deploy_app; "
             "print(sorted(m for m in ('torch', 'monai', 'opacus') if m in sys.modules))")

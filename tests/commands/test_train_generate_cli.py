@@ -94,3 +94,5 @@ def test_train_on_two_devices_writes_the_checkpoint_one_device_would(tmp_path, c
     assert main(["train", "--data", "phantom", "--out", str(tmp_path / "odd"), "--devices", "cpu,cpu,cpu",
                  *TINY]) == 2
     assert "batch size 4 does not divide among 3 devices: pass --batch-size 3" in capsys.readouterr().err
+    assert main(["train", "--data", "phantom", "--out", str(tmp_path / "typo"), "--devices", "gpu0,gpu1", *TINY]) == 2
+    assert "[runtime] devices must be" in capsys.readouterr().err

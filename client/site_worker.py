@@ -122,19 +122,20 @@ def serve(site_config: Path, threads: int = 0) -> None:
     state = site_state_dir(site_config)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     socket_path, key_path = socket_and_key(state)
-    key = _write_key(key_path)
-    socket_path.unlink(missing_ok=True)
-    previous = os.umask(0o177)  # the socket file is created 0600
-    try:
-        listener = Listener(str(socket_path), family="AF_UNIX", authkey=key)
-    finally:
-        os.umask(previous)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    runner = LocalRunner(SiteCache())
-    log.info("site worker ready (pid %d, code %s, %d threads): %s", os.getpid(), app_hash()[:12],
-             torch.get_num_threads(), socket_path)
-    try:
+    listener = None
+    try:  # a SIGTERM at any moment from here on still removes the key and the socket
+        key = _write_key(key_path)
+        socket_path.unlink(missing_ok=True)
+        previous = os.umask(0o177)  # the socket file is created 0600
+        try:
+            listener = Listener(str(socket_path), family="AF_UNIX", authkey=key)
+        finally:
+            os.umask(previous)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        runner = LocalRunner(SiteCache())
+        log.info("site worker ready (pid %d, code %s, %d threads): %s", os.getpid(), app_hash()[:12],
+                 torch.get_num_threads(), socket_path)
         while True:
             try:
                 connection = listener.accept()
@@ -147,7 +148,8 @@ def serve(site_config: Path, threads: int = 0) -> None:
                 except (EOFError, OSError) as error:
                     log.warning("the ClientApp's connection ended: %s", error)
     finally:
-        listener.close()
+        if listener is not None:
+            listener.close()
         socket_path.unlink(missing_ok=True)
         key_path.unlink(missing_ok=True)
         log.info("site worker stopped")

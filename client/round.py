@@ -23,7 +23,8 @@ from ..common.diffusion.model import ConditionalDenoiser
 from ..common.diffusion.schedules import make_schedule
 from ..common.messages import TrainInstruction
 from ..common.run_spec import RunSpec
-from ..common.specs import RuntimeSpec
+from ..common.data.healthy import healthy_only, healthy_rows
+from ..common.specs import RecipeSpec, RuntimeSpec
 from ..common.training.distributed import launch, resolve_devices
 from ..common.training.on_devices import TrainerBuild
 from ..common.training.trainer import Trainer, default_device
@@ -57,7 +58,7 @@ def round_seed(seed: int, server_round: int, site_id: str) -> int:
 def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: TrainInstruction, run: str = "",
                 runtime: RuntimeSpec = RuntimeSpec(), device: str | None = None) -> RoundOutcome:
     """Train ``instruction.local_steps`` local steps from the global ``weights``."""
-    data = align_to_schema(site.train, spec.schema)
+    data = _as_trained(align_to_schema(site.train, spec.schema), spec.recipe, site.site_id)
     if data.spatial[-1] != spec.resolution:
         raise ValueError(f"site {site.site_id}: data prepared at {data.spatial[-1]} px, the run trains at "
                          f"{spec.resolution} px; set [data] resolution = {spec.resolution} in site.toml")
@@ -83,6 +84,11 @@ def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: Tr
                "seconds": result.seconds, "images-per-second": result.images_per_second,
                "skipped-nonfinite": result.skipped_nonfinite, "trained-parameters": trainer.trained.trained}
     return RoundOutcome(trained, metrics)
+
+
+def _as_trained(data, recipe: RecipeSpec, site_id: str):
+    """The examples the run trains on: all, or only the healthy ones (``[train] healthy_only``)."""
+    return healthy_only(data, recipe.healthy_classes, f"site {site_id}") if recipe.healthy_only else data
 
 
 def _plain_rank(rank: int, device, build: TrainerBuild, weights: Weights, data, steps: int, proximal_mu: float):
@@ -144,6 +150,9 @@ def evaluate_round(spec: RunSpec, weights: Weights, site: SiteData, seed: int = 
     """Held-out denoising loss overall and per noise band (t in quarters of [0, 1]), all channels diffused."""
     data = site.holdout if site.holdout is not None and len(site.holdout) else site.train
     data = align_to_schema(data, spec.schema)
+    if spec.recipe.healthy_only:  # a healthy-only model is scored on its healthy held-out examples (all, if none)
+        rows = healthy_rows(data, spec.recipe.healthy_classes, f"site {site.site_id}")
+        data = data.subset(torch.nonzero(rows).squeeze(1)) if bool(rows.any()) else data
     device = torch.device(device) if device else default_device()
     model = ConditionalDenoiser(spec.schema, spec.model)  # no optimizer or EMA: evaluation only reads weights
     model.load_state_dict(weights, strict=True)

@@ -44,6 +44,11 @@ def add_parser(commands) -> None:
                    help="diffusion noise (default gaussian); simplex trains an AnoDDPM anomaly-detection model (2D)")
     p.add_argument("--trainable", choices=TRAINABLE, help="which parameters train (default all; a part "
                    "spreads DP noise over fewer dimensions when fine-tuning a pretrained model)")
+    p.add_argument("--healthy-only", action="store_true", default=None,
+                   help="anomaly models: train only on healthy examples (slices without mask foreground when there "
+                        "is a mask channel, else those of --healthy-class)")
+    p.add_argument("--healthy-class", action="append", dest="healthy_classes", metavar="NAME",
+                   help="a class that counts as healthy (repeat for several, e.g. normal and benign); implies --healthy-only")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--devices", help="train on several devices as one (data-parallel), e.g. cuda:0,cuda:1 or all; "
@@ -77,7 +82,9 @@ def specs_from(args: argparse.Namespace, spatial_dims: int):
     model = replace(model, **{k: v for k, v in (("schedule", args.schedule), ("noise", args.noise)) if v is not None},
                     **(widths(args.channels) if args.channels else {}))
     recipe = replace(recipe, **{k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr),
-                                                  ("seed", args.seed), ("trainable", args.trainable))
+                                                  ("seed", args.seed), ("trainable", args.trainable),
+                                                  ("healthy_only", args.healthy_only or args.healthy_classes and True),
+                                                  ("healthy_classes", tuple(args.healthy_classes or ()) or None))
                                 if v is not None})
     return model, recipe, args.resolution or resolution
 
@@ -87,7 +94,8 @@ def resumed_trainer(args: argparse.Namespace, checkpoint: Path, runtime):
 
     fixed = [flag for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--plan", args.plan),
                                       ("--schedule", args.schedule), ("--seed", args.seed), ("--noise", args.noise),
-                                      ("--channels", args.channels)) if value is not None]
+                                      ("--channels", args.channels), ("--healthy-only", args.healthy_only),
+                                      ("--healthy-class", args.healthy_classes)) if value is not None]
     if fixed:
         raise ConfigError(f"--resume continues {checkpoint} as it was trained; only --steps may change, drop {fixed}")
     return Trainer.resume(checkpoint, args.device, steps=args.steps, runtime=runtime)
@@ -95,6 +103,7 @@ def resumed_trainer(args: argparse.Namespace, checkpoint: Path, runtime):
 
 def run(args: argparse.Namespace) -> int:
     from ..client.site_data import holdout_split
+    from ..common.data.healthy import healthy_only
     from ..common.data.training_set import load_training_set
     from ..common.site_config import SiteConfig, load_site_config
     from ..common.training.on_devices import TrainerBuild
@@ -123,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{checkpoint} was trained at {trainer.resolution} px; the data is prepared at "
                           f"{training.resolution} px (pass --resolution {trainer.resolution})")
     data, holdout = training.tensors, None
+    if trainer.recipe.healthy_only:  # before the split, so the held-out examples are healthy too (calibration)
+        try:
+            data = healthy_only(data, trainer.recipe.healthy_classes, training.source)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        console.print(f"healthy only: {len(data)} of {len(training.tensors)} examples")
     if args.data != "phantom":  # kept out for the memorisation audit of `meddiff generate` (the phantom has fresh draws)
         data, holdout = holdout_split(data, HOLDOUT_FRACTION)
     devices = _devices(args, site.runtime)

@@ -75,8 +75,16 @@ class RecipeSpec:
     p_uncond: float = 0.1  # class labels dropped to the null class (classifier-free guidance)
     seed: int = 0
     trainable: str = "all"  # all, decoder or norms-attention (common/training/trainable.py)
+    # anomaly models: train only on healthy examples (no mask foreground, or one of healthy_classes), at every site
+    # (common/data/healthy.py)
+    healthy_only: bool = False
+    healthy_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "healthy_classes", tuple(self.healthy_classes))
+        if self.healthy_classes and not self.healthy_only:
+            raise ConfigError(f"[train] healthy_classes {list(self.healthy_classes)} is set but healthy_only is "
+                              "false: set healthy_only = true, or drop healthy_classes")
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"[train] trainable must be one of {list(TRAINABLE)}, got {self.trainable!r}")
         if self.batch_size < 1:

@@ -1,18 +1,24 @@
 """Anomaly detection: reconstruct a healthy version of each image and score where it differs.
 
-Two routes over the same model:
+Routes over the same model (train it on healthy examples only: ``meddiff train --healthy-only``):
 - AnoDDPM (Wyatt et al. 2022): noise the image partially, to depth t*, and run the reverse process from there.
   Noise at t* drowns a lesion but not the anatomy around it, so the reconstruction fills in healthy tissue.
-  A class-conditional model is steered to the healthy class; an unconditional one (e.g. trained on tumour-free
-  slices only) needs no label. The noise is the one the model was trained with: Gaussian, or simplex for a
-  model trained with ``meddiff train --noise simplex`` (AnoDDPM's variant: it hides a lesion's whole extent).
+  A class-conditional model is steered to the healthy class; an unconditional one needs no label. The noise is
+  the one the model was trained with: Gaussian, or simplex (``meddiff train --noise simplex``, AnoDDPM's variant:
+  it hides a lesion's whole extent).
+- Multi-depth: AnoDDPM at several depths (``depths``), each with ``repeats`` noise draws, the error maps averaged:
+  shallow depths keep detail, deep ones remove large lesions.
+- pDDPM (Behrendt et al. 2023): noise one patch at a time and reconstruct it from the unnoised rest of the image,
+  then stitch the patches. With a model trained on whole images the rest is kept by replacement at every step
+  (the known pixels noised to the step's level, as in RePaint, Lugmayr et al. 2022), so the patch is drawn from
+  its healthy context, not from itself.
 - Counterfactual (Sanchez et al. 2022): DDIM-encode the image deterministically to depth L without a class,
   then decode with classifier-free guidance towards the healthy class. Needs a class-conditional model.
 
-The anomaly map is the per-pixel absolute difference, averaged over the image channels each example has and
-over ``repeats`` reconstructions, then smoothed with a 3x3 mean filter (single-pixel reconstruction noise is not
-a lesion; on the phantom this lifts image AUROC from 0.93 to 0.96); the image score is the mean of the map's top
-1 % of pixels.
+The error is the per-pixel absolute difference in [0, 1] units, averaged over the image channels each example
+has and over the reconstructions; tasks/anomaly_maps.py turns it into a map (foreground only, median and mean
+filtered) and an image score (the mean of the map's top 1 % of pixels). Thresholds chosen on healthy validation
+data at a stated false-positive rate: tasks/anomaly_thresholds.py.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 import torch
-import torch.nn.functional as F
 
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.guidance import bind
 from ..common.diffusion.loading import LoadedModel
 from ..common.diffusion.samplers import ddim_invert
 from ..common.diffusion.simplex import draw_noise
+from .anomaly_maps import foreground, image_scores, postprocess
+from .anomaly_thresholds import scores_at_threshold
 from .figures import first_image_channel
 from .metrics import detection_scores, pixel_scores, to_unit
 from .result import TaskResult, Table
@@ -38,30 +45,43 @@ from .task_data import TaskData, image_availability, image_channel_weights
 
 Tensor = torch.Tensor
 OUTPUT = "anomalies"  # the file stem of the outputs: <out>/anomalies.npz, .json, .png
-METHODS = ("anoddpm", "counterfactual")
+METHODS = ("anoddpm", "multi-depth", "pddpm", "counterfactual")
 
 
 @dataclass(frozen=True)
 class AnomalySettings:
     method: str = "anoddpm"
-    depth: float = 0.5  # t*: the fraction of the diffusion the image is noised to (AnoDDPM) or encoded to
+    depth: float = 0.5  # t*: the fraction of the diffusion the image is noised to (AnoDDPM, pDDPM) or encoded to
+    depths: tuple[float, ...] = (0.25, 0.5, 0.75)  # multi-depth: the depths whose maps are averaged
     steps: int = 30  # sampler steps from the depth down to 0
     guidance: float = 3.0  # counterfactual: classifier-free guidance towards the healthy class
     healthy_class: str = "healthy"
-    repeats: int = 1  # AnoDDPM: reconstructions averaged per image (each with fresh noise)
+    repeats: int = 1  # AnoDDPM, multi-depth, pDDPM: noise draws per image (per depth), their errors averaged
+    patches: int = 2  # pDDPM: patches per side (patches**2 reconstructions per image)
     top_fraction: float = 0.01  # image score: mean of the map's highest pixels
     smoothing: int = 3  # mean filter width for the map (1 = none)
+    median: int = 1  # median filter width for the map, before the mean filter (1 = none)
+    foreground_level: float = 0.05  # pixels darker than this ([0, 1] units) are background, never scored (0 = off)
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(float(d) for d in self.depths))
         if self.method not in METHODS:
             raise ValueError(f"anomaly method must be one of {METHODS}, got {self.method!r}")
-        if not 0.0 < self.depth <= 1.0:
-            raise ValueError(f"depth must be in (0, 1], got {self.depth}")
+        if not all(0.0 < d <= 1.0 for d in (self.depth, *self.depths)) or not self.depths:
+            raise ValueError(f"depth and depths must be in (0, 1], got {self.depth} and {list(self.depths)}")
         check_sampling("anomaly detection", None, (), steps=self.steps, repeats=self.repeats,
                        batch_size=self.batch_size)
-        if self.smoothing < 1 or self.smoothing % 2 == 0:
-            raise ValueError(f"smoothing must be an odd width >= 1, got {self.smoothing}")
+        for name in ("smoothing", "median"):
+            if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be an odd width >= 1, got {getattr(self, name)}")
+        if self.patches < 1:
+            raise ValueError(f"patches must be >= 1 per side, got {self.patches}")
+        if not 0.0 <= self.foreground_level < 1.0:
+            raise ValueError(f"foreground level must be in [0, 1), got {self.foreground_level}")
+
+    def scored_depths(self) -> tuple[float, ...]:
+        return self.depths if self.method == "multi-depth" else (self.depth,)
 
 
 def model_noise(loaded: LoadedModel) -> str:
@@ -70,12 +90,12 @@ def model_noise(loaded: LoadedModel) -> str:
 
 
 def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
-    """The class index reconstructions are steered to; None for a model without classes (AnoDDPM only)."""
+    """The class index reconstructions are steered to; None for a model without classes (not counterfactual)."""
     names = loaded.schema.class_names
     if not names:
         if settings.method == "counterfactual":
             raise ValueError("the counterfactual method needs a class-conditional checkpoint (with a healthy class); "
-                             "this one has no classes: use --method anoddpm")
+                             "this one has no classes: use --method anoddpm, multi-depth or pddpm")
         return None
     if settings.healthy_class not in names:
         raise ValueError(f"--healthy-class {settings.healthy_class!r} is not one of the checkpoint's classes "
@@ -83,62 +103,90 @@ def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
     return names.index(settings.healthy_class)
 
 
-def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, settings: AnomalySettings,
+def _partial_diffusion(loaded: LoadedModel, images: Tensor, labels: Tensor | None, depth: float, steps: int,
+                       generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
+    """Noise ``images`` to ``depth`` and run the reverse process back; where ``keep`` is true the known image,
+    noised to each step's level, replaces the state after every step (so only the rest is reconstructed)."""
+    denoiser, device = loaded.denoiser, loaded.device
+    nothing = torch.zeros(images.shape[:2], dtype=torch.bool, device=device)
+    alpha, sigma = denoiser.coefficients(torch.full((images.shape[0],), depth, dtype=torch.float64), images)
+    kind = model_noise(loaded)
+    cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=device)))
+
+    def fresh(x: Tensor) -> Tensor:  # the noise the model was trained with, on the model's device
+        return draw_noise(kind, tuple(x.shape), cpu, x.dtype).to(device)
+
+    callback = None
+    if keep is not None:
+        keep = keep.to(device=device, dtype=images.dtype)
+        schedule = denoiser.schedule
+
+        def callback(x: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+            a, s = schedule.alpha(t).to(x.dtype), schedule.sigma(t).to(x.dtype)
+            known = a * images + s * fresh(images) if float(t) > 0 else images
+            return known * keep + x * (1 - keep)
+
+    return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddpm", steps=steps, generator=generator,
+                  x_start=alpha * images + sigma * fresh(images), start_t=depth, noise_fn=fresh, callback=callback)
+
+
+def _patched(loaded: LoadedModel, images: Tensor, labels: Tensor | None, settings: AnomalySettings,
+             generator: torch.Generator) -> Tensor:
+    """pDDPM: each of patches x patches tiles reconstructed from the rest of the image, the tiles stitched."""
+    stitched = torch.empty_like(images)
+    spatial = images.shape[2:]
+    edges = [np.linspace(0, size, settings.patches + 1).round().astype(int) for size in spatial[-2:]]
+    for top, bottom in zip(edges[0][:-1], edges[0][1:]):
+        for left, right in zip(edges[1][:-1], edges[1][1:]):
+            tile = torch.zeros((1, 1, *spatial), dtype=torch.bool, device=images.device)
+            tile[..., top:bottom, left:right] = True
+            drawn = _partial_diffusion(loaded, images, labels, settings.depth, settings.steps, generator, ~tile)
+            stitched[..., top:bottom, left:right] = drawn[..., top:bottom, left:right]
+    return stitched
+
+
+def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, settings: AnomalySettings, depth: float,
                  generator: torch.Generator) -> Tensor:
     denoiser, device = loaded.denoiser, loaded.device
     images = images.to(device)
-    nothing = torch.zeros(images.shape[:2], dtype=torch.bool, device=device)
     labels = None if label is None else torch.full((images.shape[0],), label, dtype=torch.long, device=device)
-    if settings.method == "anoddpm":
-        t = torch.full((images.shape[0],), settings.depth, dtype=torch.float64)
-        alpha, sigma = denoiser.coefficients(t, images)
-        kind = model_noise(loaded)
-        cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=device)))
-
-        def fresh(x: Tensor) -> Tensor:  # the noise the model was trained with, on the model's device
-            return draw_noise(kind, tuple(x.shape), cpu, x.dtype).to(device)
-
-        return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddpm", steps=settings.steps,
-                      generator=generator, x_start=alpha * images + sigma * fresh(images), start_t=settings.depth,
-                      noise_fn=fresh)
+    if settings.method in ("anoddpm", "multi-depth"):
+        return _partial_diffusion(loaded, images, labels, depth, settings.steps, generator)
+    if settings.method == "pddpm":
+        return _patched(loaded, images, labels, settings, generator)
+    nothing = torch.zeros(images.shape[:2], dtype=torch.bool, device=device)
     with torch.no_grad():
         encoder = bind(denoiser, Conditioning(images, nothing, None))
-        latent = ddim_invert(encoder, images, denoiser.schedule.sampling_times(settings.steps, settings.depth))
+        latent = ddim_invert(encoder, images, denoiser.schedule.sampling_times(settings.steps, depth))
     return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddim", steps=settings.steps,
-                  guidance_scale=settings.guidance, x_start=latent, start_t=settings.depth)
-
-
-def _smooth(anomaly_map: Tensor, width: int) -> Tensor:
-    if width == 1:
-        return anomaly_map
-    pool = F.avg_pool2d if anomaly_map.dim() == 4 else F.avg_pool3d
-    return pool(anomaly_map, width, stride=1, padding=width // 2, count_include_pad=False)
+                  guidance_scale=settings.guidance, x_start=latent, start_t=depth)
 
 
 def detect_anomalies(loaded: LoadedModel, data: TaskData, settings: AnomalySettings = AnomalySettings(),
                      seed: int = 0) -> dict[str, Tensor]:
-    """{"reconstruction": (N, C, ...), "map": (N, 1, ...), "score": (N,)} on the CPU."""
+    """{"reconstruction": (N, C, ...), "map": (N, 1, ...), "foreground": (N, 1, ...), "score": (N,)} on the CPU."""
     label = healthy_label(loaded, settings)
     generator = torch.Generator(loaded.device).manual_seed(seed)
     weights = image_channel_weights(data, loaded.schema)
-    reconstructions, maps = [], []
+    draws = [(depth, repeat) for depth in settings.scored_depths()
+             for repeat in range(settings.repeats if settings.method != "counterfactual" else 1)]
+    reconstructions, maps, bodies = [], [], []
     for first in range(0, len(data), settings.batch_size):
         rows = slice(first, first + settings.batch_size)
         images, w = data.images[rows], weights[rows]
-        total = torch.zeros_like(images)
-        repeats = settings.repeats if settings.method == "anoddpm" else 1
-        for _ in range(repeats):
-            total += _reconstruct(loaded, images, label, settings, generator).cpu()
-        healthy = total / repeats
-        difference = (images - healthy).abs() / 2 * w  # in [0, 1] intensity units
-        maps.append(_smooth(difference.sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0),
-                            settings.smoothing))
-        reconstructions.append(healthy)
+        total, error = torch.zeros_like(images), torch.zeros_like(images)
+        for depth, _ in draws:
+            healthy = _reconstruct(loaded, images, label, settings, depth, generator).cpu()
+            total += healthy
+            error += (images - healthy).abs() / 2 * w  # in [0, 1] intensity units
+        error = (error / len(draws)).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)
+        body = foreground(to_unit(images), w, settings.foreground_level)
+        maps.append(postprocess(error, body, settings.median, settings.smoothing))
+        bodies.append(body)
+        reconstructions.append(total / len(draws))
     anomaly_map = torch.cat(maps)
-    flat = anomaly_map.flatten(1)
-    k = max(1, int(round(settings.top_fraction * flat.shape[1])))
-    return {"reconstruction": torch.cat(reconstructions), "map": anomaly_map,
-            "score": flat.topk(k, dim=1).values.mean(1)}
+    return {"reconstruction": torch.cat(reconstructions), "map": anomaly_map, "foreground": torch.cat(bodies),
+            "score": image_scores(anomaly_map, settings.top_fraction)}
 
 
 def image_truth(data: TaskData, loaded: LoadedModel, healthy_class: str) -> np.ndarray | None:
@@ -152,30 +200,45 @@ def image_truth(data: TaskData, loaded: LoadedModel, healthy_class: str) -> np.n
 
 
 def anomaly_task(loaded: LoadedModel, data: TaskData, settings: AnomalySettings = AnomalySettings(),
-                 seed: int = 0) -> TaskResult:
-    """Maps and scores, scored against the data's masks (pixel level) or classes (image level) when it has them."""
+                 seed: int = 0, thresholds: dict | None = None) -> TaskResult:
+    """Maps and scores, scored against the data's masks (pixel level) or classes (image level) when it has them;
+    with calibrated ``thresholds`` (tasks/anomaly_thresholds.py) also the decisions and what they score."""
     start = time.perf_counter()
     result = detect_anomalies(loaded, data, settings, seed=seed)
     seconds = time.perf_counter() - start
     truth = image_truth(data, loaded, settings.healthy_class)
+    scores, maps = result["score"].numpy(), result["map"].numpy()
+    masks = None if data.truth is None else data.truth.numpy()
     metrics: dict = {}
     if truth is not None and 0 < truth.sum() < len(truth):
-        metrics.update(detection_scores(result["score"].numpy(), truth))
-    if data.truth is not None and bool(data.truth.any()):
-        metrics.update(pixel_scores(result["map"].numpy(), data.truth.numpy()))
+        metrics.update(detection_scores(scores, truth))
+    if masks is not None and masks.any():
+        metrics.update(pixel_scores(maps, masks))
+    arrays = {"map": result["map"], "score": result["score"], "reconstruction": result["reconstruction"],
+              "foreground": result["foreground"], **({"truth": data.truth} if data.truth is not None else {})}
+    per_image = [{"index": i, "score": float(score), **({"anomalous": bool(truth[i])} if truth is not None else {})}
+                 for i, score in enumerate(scores)]
+    if thresholds is not None:
+        metrics.update(scores_at_threshold(maps, masks, scores, truth, thresholds))
+        arrays.update(decision=result["map"] > thresholds["pixel"], flagged=result["score"] > thresholds["image"])
+        for row, flagged in zip(per_image, arrays["flagged"].tolist()):
+            row["flagged"] = flagged
     report = {"task": "anomaly detection", "data": data.source, "examples": len(data), "settings": vars(settings),
               "noise": model_noise(loaded), "seconds": seconds, "device": str(loaded.device), "metrics": metrics,
-              "ground_truth": "masks" if data.truth is not None else ("classes" if truth is not None else "none")}
+              "ground_truth": "masks" if data.truth is not None else ("classes" if truth is not None else "none"),
+              "thresholds": thresholds or "none: calibrate with --calibrate-fpr on healthy validation data",
+              "images": per_image}
     have = image_availability(data, loaded.schema)
     single = torch.ones(len(data), 1, dtype=torch.bool)
     columns = {"input": to_unit(first_image_channel(data.images, have)),
                "healthy reconstruction": to_unit(first_image_channel(result["reconstruction"], have)),
                "anomaly map": first_image_channel(result["map"], single)}
+    if thresholds is not None:
+        columns["decision map"] = first_image_channel(arrays["decision"].float(), single)
     if data.truth is not None:
         columns["truth"] = first_image_channel(data.truth.float(), single)
-    arrays = {"map": result["map"], "score": result["score"], "reconstruction": result["reconstruction"],
-              **({"truth": data.truth} if data.truth is not None else {})}
     rows = list(metrics.items()) or [("metrics", "none: the data has no masks or classes")]
-    table = Table(f"anomaly detection ({settings.method}, depth {settings.depth}) on {len(data)} images",
+    table = Table(f"anomaly detection ({settings.method}, depth "
+                  f"{', '.join(map(str, settings.scored_depths()))}) on {len(data)} images",
                   ("metric", "value"), rows + [("seconds", seconds)])
     return TaskResult(OUTPUT, arrays, report, columns, table, "maps and scores")

@@ -58,12 +58,14 @@ def detection_scores(scores: np.ndarray, anomalous: np.ndarray) -> dict[str, flo
 
 
 def pixel_scores(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    """Pixel AUROC over all pixels, and the best Dice over thresholds (Dice = F1, so the PR curve's best F1)."""
+    """Pixel AUROC and AUPRC over all pixels, and the best Dice over thresholds (Dice = F1, so the PR curve's best
+    F1: chosen on the test masks themselves, an upper bound; tasks/anomaly_thresholds.py fixes one beforehand)."""
     truth, values = np.asarray(masks).reshape(-1).astype(bool), np.asarray(maps, dtype=np.float64).reshape(-1)
     if not truth.any():
         raise ValueError("pixel metrics need at least one anomalous pixel in the masks")
     precision, recall, thresholds = precision_recall_curve(truth, values)
     f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
     best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
-    return {"pixel_auroc": float(roc_auc_score(truth, values)), "best_dice": float(f1[best]),
+    return {"pixel_auroc": float(roc_auc_score(truth, values)),
+            "pixel_auprc": float(average_precision_score(truth, values)), "best_dice": float(f1[best]),
             "best_dice_threshold": float(thresholds[best]) if len(thresholds) else float("nan")}

@@ -65,7 +65,7 @@ def test_data_whose_channels_the_checkpoint_lacks_is_refused_by_name(tiny_model,
 
 @pytest.mark.parametrize("arguments, message", [
     (["detect-anomalies", "--healthy-class", "normal", "--method", "counterfactual"], "'normal' is not one of"),
-    (["detect-anomalies", "--depth", "1.5"], "depth must be in (0, 1]"),
+    (["detect-anomalies", "--depth", "1.5"], "depth and depths must be in (0, 1]"),
     (["denoise", "--simulate", "-1"], "--simulate must be > 0"),
     (["super-resolve", "--noise-level", "-0.1"], "noise_level must be >= 0"),
 ])

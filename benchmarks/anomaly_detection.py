@@ -37,7 +37,8 @@ from bench_run import run_meddiff, training_record  # noqa: E402
 from pgbm_split import write_split, write_training_with_masks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("anoddpm", "multi-depth", "pddpm", "counterfactual")
+# anoddpm-simplex: AnoDDPM on a second healthy-only model trained with `--noise simplex` (the noise is the model's)
+METHODS = ("anoddpm", "anoddpm-simplex", "multi-depth", "pddpm", "counterfactual")
 
 
 def _data_root() -> Path:
@@ -67,8 +68,10 @@ def _config(out: Path, name: str, path: Path, lines: str, split: str = "") -> Pa
     return config
 
 
-def _prepare(name: str, spec: dict, out: Path, steps: int, model: Path | None) -> tuple[Path, dict[str, Path]]:
-    """(model, {"train", "validation", "test"}: site.toml files): trains the healthy-only model unless given one."""
+def _prepare(name: str, spec: dict, out: Path, steps: int, model: Path | None,
+             simplex: bool) -> tuple[Path, dict[str, Path]]:
+    """(model, {"train", "validation", "test"}: site.toml files): trains the healthy-only model unless given one
+    (and its simplex-noise twin in model-simplex/ when ``simplex``)."""
     if name == "pgbm":
         root = spec["archive"].parent
         train_path, test_path = write_training_with_masks(root, out / "split"), write_split(root, out / "split")[1]
@@ -78,12 +81,13 @@ def _prepare(name: str, spec: dict, out: Path, steps: int, model: Path | None) -
     else:
         configs = {split: _config(out, split, spec["archive"], spec["config_lines"], npz)
                    for split, npz in (("train", "train"), ("validation", "val"), ("test", "test"))}
-    if model is None:
-        model = out / "model" / "model.pt"
-        if not model.exists():
+    trained = {"model": [], "model-simplex": ["--noise", "simplex"]} if simplex else {"model": []}
+    for folder, flags in trained.items():
+        path = out / folder / "model.pt"
+        if (folder != "model" or model is None) and not path.exists():
             run_meddiff(["train", "--data", _read_path(configs["train"]), "--config", str(configs["train"]),
-                         "--out", str(model.parent), "--steps", str(steps), *spec["train_flags"]])
-    return model, configs
+                         "--out", str(path.parent), "--steps", str(steps), *spec["train_flags"], *flags])
+    return model or out / "model" / "model.pt", configs
 
 
 def _read_path(config: Path) -> str:
@@ -182,13 +186,14 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
     for method in methods:
         if method == "counterfactual" and not loaded.schema.class_names:
             continue
-        settings = replace(base, method=method)
+        settings = replace(base, method=method.removesuffix("-simplex"))
+        detector = load_model(model.parent.with_name("model-simplex") / "model.pt") if "simplex" in method else loaded
         started, per_seed = time.perf_counter(), []
         for seed in range(seeds):
-            calibration = detect_anomalies(loaded, valid, settings, seed=1000 + seed)
+            calibration = detect_anomalies(detector, valid, settings, seed=1000 + seed)
             thresholds = calibrate(calibration["map"].numpy(), calibration["foreground"].numpy(),
                                    calibration["score"].numpy(), 0.05)
-            result = detect_anomalies(loaded, data, settings, seed=seed)
+            result = detect_anomalies(detector, data, settings, seed=seed)
             per_seed.append(_scores(result["map"].numpy(), result["score"].numpy(), truth, masks, thresholds))
             print(f"  {name} {method} seed {seed}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in per_seed[-1].items() if k in ("auroc", "pixel_auroc", "dice_at_threshold")),
@@ -204,6 +209,56 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
 
 def _summary(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+GOALS = {"pneumonia": [("auroc", 0.85, "image AUROC")], "breast": [("auroc", 0.80, "image AUROC")],
+         "pgbm": [("pixel_auroc", 0.90, "pixel AUROC"), ("dice_at_threshold", 0.40, "Dice at the threshold")]}
+COLUMNS = {"auroc": "image AUROC", "auprc": "image AUPRC", "pixel_auroc": "pixel AUROC",
+           "pixel_auprc": "pixel AUPRC", "best_dice": "best Dice (upper bound)",
+           "dice_at_threshold": "Dice at threshold", "sensitivity_at_threshold": "sensitivity at threshold",
+           "specificity_at_threshold": "specificity at threshold"}
+BASELINE = "baseline: intensity z-score"
+PAGE_HEAD = ["# Anomaly detection on real data (issue 25)", "",
+             "Healthy-only models; thresholds fixed on healthy validation images before the test images are seen; "
+             "every method beside the intensity z-score baseline. How: docs/tasks.md, Anomaly detection.", ""]
+
+
+def markdown(results: dict) -> list[str]:
+    """The results as markdown tables, each with its goals and whether each method beats the baseline."""
+    lines = []
+    for name, result in results["sets"].items():
+        rows = result["rows"]
+        present = [c for c in COLUMNS if any(c in s for row in rows.values() for s in row["seeds"])]
+        seeds = max(len(row["seeds"]) for row in rows.values())
+        training = result.get("training", {})
+        lines += [f"### {name}", "",
+                  f"{result['test_images']} test images ({result['anomalous_fraction'] or 0:.0%} anomalous); "
+                  f"thresholds set at a false-positive rate of 0.05 on {result['validation_images']} healthy "
+                  f"validation images; healthy-only model: {training.get('total_steps', '?')} steps, "
+                  f"{training.get('data', {}).get('examples', '?')} healthy training "
+                  f"examples. Mean ± std over {seeds} detector seeds (the baseline has none).", "",
+                  "| method | " + " | ".join(COLUMNS[c] for c in present) + " | seconds |",
+                  "| --- " * (len(present) + 2) + "|"]
+        for method, row in rows.items():
+            lines.append(f"| {method} | " + " | ".join(_summary([s[c] for s in row["seeds"]]) for c in present)
+                         + f" | {row['seconds']:.0f} |")
+        key = "pixel_auroc" if "pixel_auroc" in present else "auroc"
+        base = float(np.mean([s[key] for s in rows[BASELINE]["seeds"]])) if BASELINE in rows else None
+        lines.append("")
+        for column, goal, label in GOALS.get(name, []):
+            best = max(((float(np.mean([s[column] for s in row["seeds"]])), method) for method, row in rows.items()
+                        if column in row["seeds"][0]), default=None)
+            if best:
+                lines.append(f"- goal {label} >= {goal}: best {best[0]:.3f} ({best[1]}) -> "
+                             f"{'met' if best[0] >= goal else 'NOT met'}")
+        if base is not None:
+            for method, row in rows.items():
+                if method != BASELINE:
+                    mean = float(np.mean([s[key] for s in row["seeds"]]))
+                    verdict = "beats" if mean > base else "does NOT beat"
+                    lines.append(f"- {method} {verdict} the baseline on {COLUMNS[key]} ({mean:.3f} vs {base:.3f})")
+        lines.append("")
+    return lines
 
 
 def _print(results: dict) -> None:
@@ -234,6 +289,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--model", action="append", default=[], help="SET=PATH: reuse a trained model")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 training steps, 16 images, 1 seed")
+    parser.add_argument("--page", help="also write the tables as a markdown page here (e.g. docs/RESULTS-anomaly.md)")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.limit, args.seeds, args.sampler_steps = 30, 16, 1, 4
@@ -248,11 +304,16 @@ def main() -> int:
             continue
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        model, configs = _prepare(name, spec, folder, args.steps, Path(models[name]) if name in models else None)
+        model, configs = _prepare(name, spec, folder, args.steps, Path(models[name]) if name in models else None,
+                                  "anoddpm-simplex" in args.methods)
         results["sets"][name] = _evaluate(name, spec, model, configs, args.seeds, args.limit,
                                           args.sampler_steps, tuple(args.methods.split(",")))
         (out / "results.json").write_text(json.dumps(results, indent=2))
     _print(results)
+    if args.page:
+        written = [f"Written by `.venv/bin/python benchmarks/anomaly_detection.py {results['command']}` on "
+                   f"{results['machine']}, {time.strftime('%Y-%m-%d')}.", ""]
+        Path(args.page).write_text("\n".join(PAGE_HEAD + written + markdown(results)))
     print(f"-> {out / 'results.json'}")
     return 0
 

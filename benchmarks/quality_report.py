@@ -369,6 +369,16 @@ def _segmentation(out: Path, records: list[dict], figures: Path) -> list[str]:
     return lines
 
 
+def _anomaly(out: Path, records: list[dict]) -> list[str]:
+    from anomaly_detection import markdown
+
+    lines = ["## 5. Anomaly detection: healthy-only models, calibrated thresholds, beside a simple baseline", ""]
+    result = _load(out / "anomaly" / "results.json")
+    if not result:
+        return lines + [f"{MISSING} ({_steps_line(records, 'anomaly') or 'not run'})", ""]
+    return lines + markdown(result) + [_steps_line(records, "anomaly"), ""]
+
+
 def _copy_run(out: Path, target: Path) -> None:
     """The run's logs and small result files (JSON, JSON lines) beside the page, so that every number on it can
     be traced to its command and log from the repository too (checkpoints and arrays stay in the run)."""
@@ -408,7 +418,7 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
         head += [f"**{len(failed)} steps did not complete**: " + "; ".join(f"`{r['step']}` {r['status']}"
                                                                           for r in failed) + ".", ""]
     body = (_pneumonia(out, budget, records, figures, data) + _pgbm(out, budget, records, figures, pgbm_tasks) +
-            _segmentation(out, records, figures))
+            _segmentation(out, records, figures) + _anomaly(out, records))
     _copy_run(out, figures / "run")
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(head + body) + "\n")

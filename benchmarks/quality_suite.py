@@ -76,6 +76,13 @@ class Budget:
     server_learning_rate: float = 0.01  # FedAdam's eta (Flower's default 1e-3 barely moves a model in a few rounds)
     sites: int = 3
     seed: int = 0
+    # experiment 5, anomaly detection (benchmarks/anomaly_detection.py): healthy-only models, each method beside
+    # the z-score baseline; limit = test and validation images per set (0 = all)
+    anomaly_sets: tuple[str, ...] = ("pneumonia",)
+    anomaly_steps: int = 300
+    anomaly_limit: int = 128
+    anomaly_seeds: int = 1
+    anomaly_methods: tuple[str, ...] = ("anoddpm", "multi-depth")
 
 
 BUDGETS = {
@@ -92,7 +99,9 @@ BUDGETS = {
                    pgbm_rounds=5, pgbm_local_steps=100, pgbm_resolution=32, pgbm_channels=(16, 32, 32),
                    pgbm_test_slices=24, task_samples=4, unet_seconds=120, jsrt_resolution=64, jsrt_steps=600,
                    jsrt_synthetic_pairs=128, hippocampus_steps=600, hippocampus_cases=200,
-                   hippocampus_test_cases=60, dp_noise_multiplicity=1),
+                   hippocampus_test_cases=60, dp_noise_multiplicity=1,
+                   anomaly_sets=("pneumonia", "breast", "pgbm"), anomaly_steps=1500, anomaly_limit=0, anomaly_seeds=3,
+                   anomaly_methods=("anoddpm", "anoddpm-simplex", "multi-depth", "pddpm", "counterfactual")),
 }
 
 
@@ -327,7 +336,18 @@ def segmentation_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     ]
 
 
-EXPERIMENTS = {"pneumonia": pneumonia_steps, "pgbm": pgbm_steps, "segmentation": segmentation_steps}
+def anomaly_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
+    """Experiment 5: anomaly detection with healthy-only models on PneumoniaMNIST, BreastMNIST and PGBM."""
+    folder = out / "anomaly"
+    return [Step("anomaly", lambda: [*_script("anomaly_detection.py"), "--sets", ",".join(budget.anomaly_sets),
+                                     "--steps", str(budget.anomaly_steps), "--limit", str(budget.anomaly_limit),
+                                     "--seeds", str(budget.anomaly_seeds), "--sampler-steps",
+                                     str(budget.sampling_steps), "--methods", ",".join(budget.anomaly_methods),
+                                     "--out", str(folder)], folder / "results.json")]
+
+
+EXPERIMENTS = {"pneumonia": pneumonia_steps, "pgbm": pgbm_steps, "segmentation": segmentation_steps,
+               "anomaly": anomaly_steps}
 NEEDS = {"pneumonia": (PNEUMONIA,), "pgbm": ("pgbm/pgbm_t1_t1c_flair_t2_mask_128.npz",),
          "segmentation": ("jsrt/images", "jsrt/masks", "hippocampus/images", "hippocampus/labels")}
 

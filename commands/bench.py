@@ -19,7 +19,7 @@ def add_parser(commands) -> None:
     p.add_argument("--quick", action="store_true", help="the quick budget (under 20 min on 2 cores)")
     p.add_argument("--data", help="folder of the shared data sets (default ../shared/data)")
     p.add_argument("--out", help="run directory (default bench_out/quality-<budget>; an existing one is continued)")
-    p.add_argument("--only", help="comma-separated experiments: pneumonia, pgbm, segmentation")
+    p.add_argument("--only", help="comma-separated experiments: pneumonia, pgbm, segmentation, anomaly")
     p.add_argument("--steps", help="run only the steps whose name matches this regular expression, e.g. "
                    "'pneumonia/(real|fedavg|eps-10|public)' (the others are neither run nor forgotten)")
     p.add_argument("--results", help="the results page to write (default docs/RESULTS.md)")

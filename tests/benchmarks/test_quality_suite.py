@@ -173,3 +173,25 @@ def test_meddiff_bench_refuses_a_steps_filter_that_is_not_a_regular_expression(t
     (tmp_path / "medmnist").mkdir()
     code = main(["bench", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--steps", "pneumonia/("])
     assert code == 2 and not (tmp_path / "out").exists()
+
+
+def test_the_anomaly_page_names_the_goals_and_which_methods_beat_the_baseline():
+    from anomaly_detection import BASELINE, markdown
+
+    seeds = [{"auroc": 0.9, "auprc": 0.8}, {"auroc": 0.8, "auprc": 0.7}]
+    result = {"test_images": 10, "validation_images": 5, "anomalous_fraction": 0.5, "training": {},
+              "rows": {BASELINE: {"seeds": [{"auroc": 0.7, "auprc": 0.6}], "seconds": 1.0},
+                       "anoddpm, t* 0.5": {"seeds": seeds, "seconds": 2.0},
+                       "pddpm, t* 0.5": {"seeds": [{"auroc": 0.6, "auprc": 0.5}], "seconds": 3.0}}}
+    page = "\n".join(markdown({"sets": {"pneumonia": result}}))
+    assert "| anoddpm, t* 0.5 | 0.850 ± 0.050 | 0.750 ± 0.050 | 2 |" in page
+    assert "goal image AUROC >= 0.85: best 0.850 (anoddpm, t* 0.5) -> met" in page
+    assert "anoddpm, t* 0.5 beats the baseline" in page and "pddpm, t* 0.5 does NOT beat the baseline" in page
+
+
+def test_the_anomaly_experiment_runs_the_benchmark_with_the_budgets_sizes(tmp_path):
+    budget = quality_suite.BUDGETS["full"]
+    (step,) = quality_suite.EXPERIMENTS["anomaly"](budget, DATA, tmp_path)
+    argv = step.argv()
+    assert argv[1].endswith("anomaly_detection.py") and step.done == tmp_path / "anomaly" / "results.json"
+    assert argv[argv.index("--sets") + 1] == "pneumonia,breast,pgbm" and argv[argv.index("--seeds") + 1] == "3"

@@ -138,6 +138,39 @@ def _validation(loaded, spec: dict, config: Path):
     return data.subset(torch.nonzero(torch.from_numpy(~truth)).squeeze(1))
 
 
+DEPTHS = (0.2, 0.35, 0.5, 0.7)
+GUIDANCES = (1.0, 3.0, 6.0)
+
+
+def _choose(loaded, spec: dict, configs: dict[str, Path], settings, images: int) -> dict:
+    """Depth (and, for the counterfactual, guidance) chosen by image AUROC on up to ``images`` validation images of
+    both kinds; {} where the validation data has no anomalous images (PGBM's held-out slices are all healthy)."""
+    import torch
+
+    from meddiff.tasks.anomaly import detect_anomalies, image_truth
+    from meddiff.tasks.metrics import detection_scores
+
+    if spec["validation"] == "holdout" or settings.method == "multi-depth":
+        return {}
+    data = _task_data(loaded, configs["validation"], "anomaly-selection")
+    data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(1))[:images])
+    truth = image_truth(data, loaded, spec["healthy"])
+    tried = {}
+
+    def auroc(**change) -> float:
+        result = detect_anomalies(loaded, data, replace(settings, **change), seed=2000)
+        tried[", ".join(f"{k} {v:g}" for k, v in change.items())] = value = detection_scores(
+            result["score"].numpy(), truth)["auroc"]
+        return value
+
+    depth = max(DEPTHS, key=lambda d: auroc(depth=d))
+    choice = {"depth": depth}
+    if settings.method == "counterfactual":
+        choice["guidance"] = max(GUIDANCES, key=lambda g: auroc(depth=depth, guidance=g))
+    print(f"  chose {choice} for {settings.method} on {len(data)} validation images: {tried}", flush=True)
+    return {"settings": choice, "validation_auroc": tried, "validation_images": len(data)}
+
+
 def _scores(maps, scores, truth_images, masks, thresholds) -> dict:
     from meddiff.tasks.anomaly_thresholds import scores_at_threshold
     from meddiff.tasks.metrics import detection_scores, pixel_scores
@@ -152,7 +185,8 @@ def _scores(maps, scores, truth_images, masks, thresholds) -> dict:
 
 
 def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seeds: int, limit: int, steps: int,
-              methods: tuple[str, ...]) -> dict:
+              methods: tuple[str, ...], choose: int = 0) -> dict:
+    """choose: validation images for choosing each method's depth (0 = the defaults)."""
     import torch
 
     from meddiff.common.diffusion.loading import load_model
@@ -189,6 +223,8 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
         settings = replace(base, method=method.removesuffix("-simplex"))
         detector = load_model(model.parent.with_name("model-simplex") / "model.pt") if "simplex" in method else loaded
         started, per_seed = time.perf_counter(), []
+        chosen = _choose(detector, spec, configs, settings, choose) if choose else {}
+        settings = replace(settings, **chosen.get("settings", {}))
         for seed in range(seeds):
             calibration = detect_anomalies(detector, valid, settings, seed=1000 + seed)
             thresholds = calibrate(calibration["map"].numpy(), calibration["foreground"].numpy(),
@@ -199,8 +235,9 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
                 f"{k} {v:.3f}" for k, v in per_seed[-1].items() if k in ("auroc", "pixel_auroc", "dice_at_threshold")),
                 flush=True)
         depth = settings.depth if method != "multi-depth" else "/".join(map(str, settings.depths))
-        rows[f"{method}, t* {depth}"] = {
-            "seeds": per_seed, "seconds": time.perf_counter() - started}
+        label = f"{method}, t* {depth}" + (f", guidance {settings.guidance:g}" if method == "counterfactual" else "")
+        rows[label + (" (chosen on validation)" if chosen else "")] = {
+            "seeds": per_seed, "seconds": time.perf_counter() - started, "chosen": chosen}
     return {"test_images": len(data), "validation_images": len(valid),
             "anomalous_fraction": float(truth.mean()) if truth is not None else None, "rows": rows,
             "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
@@ -288,6 +325,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="test and validation images per set (0 = all)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--model", action="append", default=[], help="SET=PATH: reuse a trained model")
+    parser.add_argument("--choose-on", type=int, default=0, metavar="N",
+                        help="choose each method's depth (and the counterfactual's guidance) by image AUROC on N "
+                             "validation images of both kinds, where the validation split has them (0 = defaults)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 training steps, 16 images, 1 seed")
     parser.add_argument("--page", help="also write the tables as a markdown page here (e.g. docs/RESULTS-anomaly.md)")
     args = parser.parse_args()
@@ -307,7 +347,7 @@ def main() -> int:
         model, configs = _prepare(name, spec, folder, args.steps, Path(models[name]) if name in models else None,
                                   "anoddpm-simplex" in args.methods)
         results["sets"][name] = _evaluate(name, spec, model, configs, args.seeds, args.limit,
-                                          args.sampler_steps, tuple(args.methods.split(",")))
+                                          args.sampler_steps, tuple(args.methods.split(",")), args.choose_on)
         (out / "results.json").write_text(json.dumps(results, indent=2))
     _print(results)
     if args.page:

@@ -24,7 +24,7 @@ def add_parser(commands) -> None:
                    help="multi-depth: comma-separated depths")
     p.add_argument("--steps", type=int, default=defaults.steps, help="sampler steps from --depth to 0")
     p.add_argument("--guidance", type=float, default=defaults.guidance,
-                   help="counterfactual: guidance towards healthy")
+                   help="classifier-free guidance towards the healthy class (class-conditional models)")
     p.add_argument("--healthy-class", default=defaults.healthy_class,
                    help="the class name reconstructions are steered to")
     p.add_argument("--repeats", type=int, default=defaults.repeats,

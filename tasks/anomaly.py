@@ -3,7 +3,8 @@
 Routes over the same model (train it on healthy examples only: ``meddiff train --healthy-only``):
 - AnoDDPM (Wyatt et al. 2022): noise the image partially, to depth t*, and run the reverse process from there.
   Noise at t* drowns a lesion but not the anatomy around it, so the reconstruction fills in healthy tissue.
-  A class-conditional model is steered to the healthy class; an unconditional one needs no label. The noise is
+  A class-conditional model is steered to the healthy class (classifier-free guidance ``guidance``); an
+  unconditional one needs no label. The noise is
   the one the model was trained with: Gaussian, or simplex (``meddiff train --noise simplex``, AnoDDPM's variant:
   it hides a lesion's whole extent).
 - Multi-depth: AnoDDPM at several depths (``depths``), each with ``repeats`` noise draws, the error maps averaged:
@@ -54,7 +55,7 @@ class AnomalySettings:
     depth: float = 0.5  # t*: the fraction of the diffusion the image is noised to (AnoDDPM, pDDPM) or encoded to
     depths: tuple[float, ...] = (0.25, 0.5, 0.75)  # multi-depth: the depths whose maps are averaged
     steps: int = 30  # sampler steps from the depth down to 0
-    guidance: float = 3.0  # counterfactual: classifier-free guidance towards the healthy class
+    guidance: float = 3.0  # classifier-free guidance towards the healthy class (class-conditional models)
     healthy_class: str = "healthy"
     repeats: int = 1  # AnoDDPM, multi-depth, pDDPM: noise draws per image (per depth), their errors averaged
     patches: int = 2  # pDDPM: patches per side (patches**2 reconstructions per image)
@@ -104,7 +105,7 @@ def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
 
 
 def _partial_diffusion(loaded: LoadedModel, images: Tensor, labels: Tensor | None, depth: float, steps: int,
-                       generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
+                       generator: torch.Generator, keep: Tensor | None = None, guidance: float = 1.0) -> Tensor:
     """Noise ``images`` to ``depth`` and run the reverse process back; where ``keep`` is true the known image,
     noised to each step's level, replaces the state after every step (so only the rest is reconstructed)."""
     denoiser, device = loaded.denoiser, loaded.device
@@ -127,7 +128,8 @@ def _partial_diffusion(loaded: LoadedModel, images: Tensor, labels: Tensor | Non
             return known * keep + x * (1 - keep)
 
     return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddpm", steps=steps, generator=generator,
-                  x_start=alpha * images + sigma * fresh(images), start_t=depth, noise_fn=fresh, callback=callback)
+                  x_start=alpha * images + sigma * fresh(images), start_t=depth, noise_fn=fresh, callback=callback,
+                  guidance_scale=guidance if labels is not None else 1.0)
 
 
 def _patched(loaded: LoadedModel, images: Tensor, labels: Tensor | None, settings: AnomalySettings,
@@ -140,7 +142,8 @@ def _patched(loaded: LoadedModel, images: Tensor, labels: Tensor | None, setting
         for left, right in zip(edges[1][:-1], edges[1][1:]):
             tile = torch.zeros((1, 1, *spatial), dtype=torch.bool, device=images.device)
             tile[..., top:bottom, left:right] = True
-            drawn = _partial_diffusion(loaded, images, labels, settings.depth, settings.steps, generator, ~tile)
+            drawn = _partial_diffusion(loaded, images, labels, settings.depth, settings.steps, generator, ~tile,
+                                       settings.guidance)
             stitched[..., top:bottom, left:right] = drawn[..., top:bottom, left:right]
     return stitched
 
@@ -151,7 +154,7 @@ def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, setting
     images = images.to(device)
     labels = None if label is None else torch.full((images.shape[0],), label, dtype=torch.long, device=device)
     if settings.method in ("anoddpm", "multi-depth"):
-        return _partial_diffusion(loaded, images, labels, depth, settings.steps, generator)
+        return _partial_diffusion(loaded, images, labels, depth, settings.steps, generator, guidance=settings.guidance)
     if settings.method == "pddpm":
         return _patched(loaded, images, labels, settings, generator)
     nothing = torch.zeros(images.shape[:2], dtype=torch.bool, device=device)

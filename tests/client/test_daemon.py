@@ -16,15 +16,15 @@ from meddiff.client.site_paths import audit_path, daemon_path
 
 def _run_until_sigterm(daemon: SiteDaemon, after: float) -> int:
     """Run the daemon in the foreground as a service would, and send it SIGTERM after ``after`` seconds."""
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     timer = threading.Timer(after, lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
         timer.start()
         return daemon.run()
     finally:
         timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, handler in previous.items():  # as they were (SIGINT is ignored in a background job, not default)
+            signal.signal(s, handler)
 
 
 def test_an_exited_supernode_is_started_again_until_sigterm(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ def _check_with(model, out, sampler: str, steps: int, n: int = 64) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the first user of the session's trained model: its 5 min of training count here
 def test_default_training_generates_phantoms_one_step_does_not_and_the_fast_solver_matches_ddim_50(
         tmp_path, trained_phantom):
     """The default `meddiff generate` (DDIM, 50 steps) of the default training passes the per-tissue check and a

@@ -48,7 +48,8 @@ def add_parser(commands) -> None:
                    help="anomaly models: train only on healthy examples (slices without mask foreground when there "
                         "is a mask channel, else those of --healthy-class)")
     p.add_argument("--healthy-class", action="append", dest="healthy_classes", metavar="NAME",
-                   help="a class that counts as healthy (repeat for several, e.g. normal and benign); implies --healthy-only")
+                   help="a class that counts as healthy (repeat for several, e.g. normal and benign); implies "
+                        "--healthy-only")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--devices", help="train on several devices as one (data-parallel), e.g. cuda:0,cuda:1 or all; "
@@ -83,7 +84,7 @@ def specs_from(args: argparse.Namespace, spatial_dims: int):
                     **(widths(args.channels) if args.channels else {}))
     recipe = replace(recipe, **{k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr),
                                                   ("seed", args.seed), ("trainable", args.trainable),
-                                                  ("healthy_only", args.healthy_only or args.healthy_classes and True),
+                                                  ("healthy_only", True if args.healthy_classes else args.healthy_only),
                                                   ("healthy_classes", tuple(args.healthy_classes or ()) or None))
                                 if v is not None})
     return model, recipe, args.resolution or resolution

@@ -43,7 +43,7 @@ from ..common.run_spec import RunSpec
 from ..common.site_config import load_site_config
 from .local_runner import LocalRunner
 from .site_data import SiteData
-from .site_loading import load_site, use_threads
+from .site_loading import load_site, site_data_folder, use_threads
 from .site_paths import NO_SITE_CONFIG, site_state_dir
 
 from .worker_channel import socket_and_key
@@ -72,8 +72,10 @@ class SiteCache:
 
     @staticmethod
     def _fingerprint(path: str, resolution: int) -> tuple:
+        """site.toml and the data files; a PACS site first fetches what is new (so new studies count)."""
         stat, config = os.stat(path), load_site_config(path)
-        data = cache_key(config.data.path, config.data, resolution) if config.data.path else ""
+        folder = config.data.path if config.data.source == "folder" else site_data_folder(path, config, True)
+        data = cache_key(folder, config.data, resolution) if folder else ""
         return stat.st_mtime_ns, stat.st_size, data
 
 

@@ -132,8 +132,12 @@ def run_site(args: argparse.Namespace) -> int:
     from ..server.deployment import flower_env, require_loopback_for_insecure, supernode_command
 
     site = load_site_config(args.config)  # refuse a broken site.toml before connecting anywhere
-    if not site.data.path:
+    if site.data.source == "folder" and not site.data.path:
         raise ConfigError(f"{args.config}: [data] path is empty; set it to the site's data folder")
+    if site.data.source != "folder":  # fetch now: a wrong url or password shows here, not in the first round
+        from ..client.site_loading import site_data_folder
+
+        site_data_folder(args.config, site, say=lambda line: console.print(line, highlight=False))
     require_loopback_for_insecure(args.superlink, args.insecure)
     if not args.insecure and not args.ca:
         raise ConfigError("--ca is required (the coordinator's ca.crt), or --insecure on loopback")
@@ -141,7 +145,8 @@ def run_site(args: argparse.Namespace) -> int:
     command = supernode_command(args.superlink, args.port, Path(args.config), None if args.insecure else Path(args.ca),
                                 Path(args.key) if args.key else None, threads=args.threads)
     console.print(f"site {site.site_id}: connecting to {args.superlink} "
-                  f"({'TLS' if not args.insecure else 'INSECURE, loopback'}), data {site.data.path}")
+                  f"({'TLS' if not args.insecure else 'INSECURE, loopback'}), data "
+                  f"{site.data.path or site.pacs.source.describe()}")
     worker = None if args.no_worker else worker_command(Path(args.config), args.threads)
     daemon = SiteDaemon(command, flower_env(home), home, args.superlink,
                         Path(args.log_file) if args.log_file else None, worker)

@@ -45,6 +45,9 @@ def add_parser(commands) -> None:
     p.add_argument("--export", default="", metavar="FORMATS",
                    help="also write the kept samples as a data set: comma-separated npz,png,nifti,dicom "
                         "(synthetic DICOM: new UIDs, DERIVED/SECONDARY, marked SYNTHETIC)")
+    p.add_argument("--to-pacs", action="store_true",
+                   help="store the audited synthetic DICOM series in the PACS of --site-config ([pacs.destination], "
+                        "else its [pacs]); needs --export dicom; never overwrites, recorded in the audit log")
     p.set_defaults(func=run)
 
 
@@ -91,6 +94,9 @@ def _export_formats(args: argparse.Namespace) -> list[str]:
     formats = [f.strip() for f in args.export.split(",") if f.strip()]
     if sorted(set(formats) - set(FORMATS)):
         raise ConfigError(f"--export {args.export}: formats are {','.join(FORMATS)}")
+    if args.to_pacs and ("dicom" not in formats or not args.site_config):
+        raise ConfigError("--to-pacs stores the exported synthetic DICOM in the site's PACS: pass --export dicom and "
+                          "--site-config site.toml (its [pacs] table)")
     if formats and args.no_audit:
         raise ConfigError("--export always runs the memorisation audit before data leaves the site; drop --no-audit")
     if args.n < 1 or args.steps < 1 or args.batch_size < 1 or (args.n_per_class is not None and args.n_per_class < 1):
@@ -142,8 +148,20 @@ def run(args: argparse.Namespace) -> int:
     if formats:
         report["export"] = export(images, label_array, schema, out, formats, str(args.model))
         if audit is None:
+            if args.to_pacs:
+                raise ConfigError("--to-pacs sends only audited samples, and the training data is not on this "
+                                  "machine: pass --audit-data (the site's training data); the samples were written "
+                                  f"to {out} only")
             console.print("exported without a memorisation audit: the training data is not on this machine",
                           style="yellow")
+        if args.to_pacs:
+            from ..client.pacs.store import store_synthetic
+
+            report["pacs"] = store_synthetic(args.site_config, Path(report["export"]["dicom"]), str(args.model))
+            for record in report["pacs"]:
+                console.print(f"stored series {record['series_uid']} ({record['instances']} instances) in "
+                              f"{record['destination']}; recorded in the site's audit log", highlight=False,
+                              soft_wrap=True)
     if loaded.meta.get("data", {}).get("source") == "phantom" and not args.given:
         report["phantom_check"] = _phantom_check(images, label_array if labels is not None else None, size, console)
     (out / "generate.json").write_text(json.dumps(report, indent=2))

@@ -30,6 +30,27 @@ path = "{data}"
 # channels = ["t1", "t2"]      # schema channel names in model order (default: what the format provides)
 # mask_values = [150, 200]     # raw mask values that become labels 1..K (default: any non-zero = 1)
 # resolution = 0               # 0 = the run's resolution
+# source = "folder"            # or "dicomweb" / "dimse": fetch the studies [pacs.query] matches from the PACS
+#                              # (remove path then); `meddiff site sync --config site.toml` fetches what is new
+
+# [pacs]                       # the site's PACS (only with [data] source = "dicomweb" or "dimse")
+# url = "https://pacs.hospital.local/dicom-web"   # DICOMweb base URL
+# username_env = "MEDDIFF_PACS_USER"              # credentials: the NAMES of environment variables holding them
+# password_env = "MEDDIFF_PACS_PASSWORD"
+# ca_bundle = ""               # TLS: the hospital CA's certificate file
+# host = "pacs.hospital.local" # DIMSE: host, port and the PACS's AE title; calling_aet is this site's
+# port = 104
+# called_aet = "PACS"
+# calling_aet = "MEDDIFF"
+# timeout_s = 30
+# [pacs.query]                 # which studies to train on; empty keys match everything
+# modality = "MR"
+# study_description = "*BRAIN*"
+# study_date = "20200101-20241231"
+# study_uids = []
+# [pacs.destination]           # where `meddiff generate --to-pacs` stores synthetic series (default: the same PACS)
+# protocol = "dicomweb"
+# url = "https://research-pacs.hospital.local/dicom-web"
 
 [privacy]
 # Differential privacy at this site (DP-SGD with Opacus). The site decides, not the coordinator.

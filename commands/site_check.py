@@ -7,12 +7,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..common.config import ConfigError
 from ..common.console import plain_console
 
 
 def add_parser(site_commands) -> None:
     check = site_commands.add_parser("check", help="fingerprint a data folder and list every problem found")
-    check.add_argument("path", help="data folder (DICOM, NIfTI, PNG) or .npz file")
+    check.add_argument("path", nargs="?", help="data folder (DICOM, NIfTI, PNG) or .npz file (default: the --config "
+                                               "site's data: its [data] path, or what its PACS query matches)")
     check.add_argument("--config", help="site.toml ([data] section: channels, DICOM rules, mask values)")
     check.add_argument("--format", choices=["dicom", "nifti", "png", "npz"], help="skip format detection")
     check.add_argument("--json", help="also write the fingerprint as JSON to this file (outside the data folder)")
@@ -40,6 +42,19 @@ def run(args: argparse.Namespace) -> int:
 
     console = plain_console(width=args.width)
     config = data_config(args)
+    if not args.path:
+        if not args.config:
+            raise ConfigError("give the data folder to check, or --config site.toml")
+        if config.source == "folder":
+            args.path = config.path or None
+        else:
+            from .site_pacs import check_pacs
+
+            args.path = check_pacs(args)
+            if args.path is None:
+                return 0
+        if not args.path:
+            raise ConfigError(f"{args.config}: [data] path is empty; set it, or give the data folder to check")
     if args.suggest_config:
         console.print(suggest_data_section(args.path, config), soft_wrap=True)
         return 0

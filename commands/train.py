@@ -25,7 +25,8 @@ CHECKPOINT = "model.pt"
 
 def add_parser(commands) -> None:
     p = commands.add_parser("train", help="train the diffusion model on one data set (site-alone / pooled baseline)")
-    p.add_argument("--data", required=True, help="data folder or .npz, or 'phantom' for the built-in phantom")
+    p.add_argument("--data", help="data folder or .npz, or 'phantom' for the built-in phantom (default: the --config "
+                                  "site's data: its [data] path, or what its PACS query matches, fetched first)")
     p.add_argument("--out", required=True, help="run folder: model.pt (resumable checkpoint) and train.json")
     p.add_argument("--config", help="site.toml ([data]: channels, DICOM rules, mask values, resolution; [runtime])")
     p.add_argument("--plan", help="a federation.toml or `meddiff plan` file: its [schema] resolution, [model] and "
@@ -113,6 +114,13 @@ def run(args: argparse.Namespace) -> int:
     out, console = Path(args.out), plain_console()
     checkpoint = out / CHECKPOINT
     site = load_site_config(args.config) if args.config else SiteConfig()
+    if not args.data:
+        if not args.config:
+            raise ConfigError("--data is required (a data folder, .npz or phantom), or --config with the site.toml "
+                              "whose data to train on")
+        from ..client.site_loading import site_data_folder
+
+        args.data = site_data_folder(args.config, site, say=lambda line: console.print(line, highlight=False))
     if checkpoint.exists() and not args.resume:
         raise ConfigError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out "
                           "(nothing was overwritten)")

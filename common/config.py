@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = ("auto", "dicom", "nifti", "png", "npz")
+SOURCES = ("folder", "dicomweb", "dimse")  # where a site's images come from: its data folder, or its PACS
 COLOUR_MODES = ("rgb", "grey")
 
 
@@ -73,9 +74,12 @@ class DataConfig:
     mask_values: raw values of mask files mapped to labels 1..K in order (e.g. JSRT [150, 200, 250]);
         empty means masks are already 0/1/2... label maps (PNG masks: any non-zero pixel is label 1).
     resolution: in-plane size (and depth, for 3D) examples are resized to; 0 means the suggested one.
+    source: "folder" reads ``path``; "dicomweb" and "dimse" fetch the studies that site.toml's [pacs] query
+        matches into the site's PACS cache (client/pacs/) and read them from there as DICOM.
     """
 
     path: str = ""
+    source: str = "folder"
     format: str = "auto"
     channels: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
@@ -90,6 +94,11 @@ class DataConfig:
     colour: str = "rgb"  # colour images: rgb keeps three channels (red, green, blue); grey turns them into luminance
 
     def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"[data] source = {self.source!r} is not one of {list(SOURCES)}")
+        if self.source != "folder" and self.format not in ("auto", "dicom"):
+            raise ConfigError(f"[data] source = {self.source!r} fetches DICOM from the PACS; format = "
+                              f"{self.format!r} cannot be read from there (remove it, or set \"dicom\")")
         if self.format not in FORMATS:
             raise ConfigError(f"[data] format = {self.format!r} is not one of {list(FORMATS)}")
         if not 0 <= self.lower_percentile < self.upper_percentile <= 100:

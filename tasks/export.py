@@ -23,9 +23,9 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, Seco
 
 from ..common.data.transforms import mask_values_to_labels
 from ..common.schema import ChannelSchema
+from ..common.synthetic import SYNTHETIC_MARK
 
 FORMATS = ("npz", "png", "nifti", "dicom")
-SYNTHETIC_MARK = "SYNTHETIC - meddiff"
 DICOM_LEVELS = 4095  # 12-bit stored values
 
 

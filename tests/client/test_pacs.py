@@ -292,3 +292,19 @@ def test_nothing_fetched_is_visible_to_training_before_the_sync_commits(tmp_path
     assert cache.commit([one], {"endpoint": "test"}) == (1, 0)
     assert cache.has_data() and cache.live_path(one).exists() and not cache.staging_dir.exists()
     assert cache.commit([], {"endpoint": "test"}) == (0, 1) and not cache.live_path(one).exists()
+
+
+def test_a_round_trains_on_the_last_sync_when_the_pacs_is_down(loaded, tmp_path, capsys, caplog):
+    """A daemon's round (load_site) syncs first; a PACS that cannot be reached then does not cost the round."""
+    from meddiff.client.site_loading import load_site
+
+    config = site_toml(tmp_path / "site", "dicomweb", dicomweb(loaded))
+    with pytest.raises(Exception, match="cannot connect"):  # nothing fetched yet: nothing to fall back on
+        load_site(str(site_toml(tmp_path / "fresh", "dicomweb", f'url = "http://127.0.0.1:{free_port()}/x"')), 16)
+    site = load_site(str(config), 16)
+    assert len(site.train) + len(site.holdout) >= 20 and len(cached_files(config)) == INSTANCES
+    config.write_text(config.read_text().replace(loaded.dicomweb, f"http://127.0.0.1:{free_port()}/dicom-web"))
+    again = load_site(str(config), 16)
+    assert len(again.train) == len(site.train)
+    assert any("last complete sync" in record.getMessage() for record in caplog.records)
+    assert "cannot connect" in error_line(config, capsys)  # an admin's command still says it plainly

@@ -48,6 +48,9 @@ class DicomwebPacs:
         self.endpoint = endpoint
         credentials = endpoint.credentials()
         session = create_session_from_user_pass(*credentials) if credentials else create_session()
+        # only what site.toml says: no proxy, .netrc or CA bundle from the environment (REQUESTS_CA_BUNDLE would
+        # otherwise override ca_bundle, and a proxy would be a network peer the site did not name)
+        session.trust_env = False
         if endpoint.ca_bundle:
             session = add_certs_to_session(session, ca_bundle=endpoint.ca_bundle)
         self.client = DICOMwebClient(endpoint.url.rstrip("/"), session=session, timeout=endpoint.timeout_s)

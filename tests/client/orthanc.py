@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +104,63 @@ def start_orthanc(folder: Path, our_port: int) -> Orthanc:
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"Orthanc did not answer within 60 s: {(folder / 'orthanc.log').read_text()[-2000:]}")
+
+
+class TlsFront:
+    """HTTPS in front of Orthanc's HTTP port, as a hospital's reverse proxy would serve it (Debian's Orthanc 1.10
+    crashes on HTTPS connections of its own): TLS with the given certificate on loopback, bytes passed through."""
+
+    def __init__(self, backend_port: int, certificate: Path, key: Path) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certificate, key)
+        self.backend_port, self.stopping, self.sockets = backend_port, threading.Event(), []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(30)
+            secure = self.context.wrap_socket(client, server_side=True)
+        except (ssl.SSLError, OSError):  # a client that does not trust the certificate hangs up here
+            client.close()
+            return
+        backend = socket.create_connection(("127.0.0.1", self.backend_port), timeout=30)
+        self.sockets += [secure, backend]
+        threading.Thread(target=self._pump, args=(backend, secure), daemon=True).start()
+        self._pump(secure, backend)
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while not self.stopping.is_set():
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()

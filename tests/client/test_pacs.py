@@ -308,3 +308,22 @@ def test_a_round_trains_on_the_last_sync_when_the_pacs_is_down(loaded, tmp_path,
     assert len(again.train) == len(site.train)
     assert any("last complete sync" in record.getMessage() for record in caplog.records)
     assert "cannot connect" in error_line(config, capsys)  # an admin's command still says it plainly
+
+
+def test_dicomweb_over_tls_trusts_the_hospital_ca_named_in_site_toml(loaded, tmp_path, capsys):
+    """HTTPS with a certificate from the hospital's own CA: trusted through [pacs] ca_bundle, refused without it."""
+    from meddiff.common.certs import create_credentials
+    from tests.client.orthanc import TlsFront
+
+    paths = create_credentials(tmp_path / "ca", ["127.0.0.1", "localhost"], [])
+    front = TlsFront(loaded.http_port, paths["server_cert"], paths["server_key"])
+    try:
+        endpoint = (f'url = "https://127.0.0.1:{front.port}/dicom-web"\nusername_env = "MEDDIFF_TEST_PACS_USER"\n'
+                    'password_env = "MEDDIFF_TEST_PACS_PASSWORD"')
+        trusted = site_toml(tmp_path / "trusted", "dicomweb", endpoint + f'\nca_bundle = "{paths["ca"]}"')
+        assert f"{INSTANCES} instances matched; {INSTANCES} fetched" in sync(trusted, capsys)
+        untrusted = site_toml(tmp_path / "untrusted", "dicomweb", endpoint)
+        line = error_line(untrusted, capsys)
+        assert "TLS certificate is not trusted" in line and "ca_bundle" in line
+    finally:
+        front.stop()

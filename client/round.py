@@ -141,7 +141,8 @@ def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainIns
                "seconds": result.seconds, "images-per-second": result.examples / max(result.seconds, 1e-9),
                "skipped-nonfinite": 0, "epsilon": max(result.epsilon, reservation.epsilon_total), "delta": delta,
                "noise-multiplier": noise, "dp-patient-level": float(units.kind == PATIENT),
-               "dp-units": units.count, "trained-parameters": trainer.trained.trained}
+               "dp-units": units.count, "dp-accountant-prv": float(privacy.accountant == "prv"),
+               "trained-parameters": trainer.trained.trained}
     return RoundOutcome(trained, metrics, lambda: ledger.released(reservation))
 
 

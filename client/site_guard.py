@@ -31,6 +31,7 @@ ALLOWED_METRICS = frozenset({
     "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
     "epsilon", "delta", "noise-multiplier",  # the site's DP guarantee after this round (no data)
     "dp-patient-level", "dp-units",  # who epsilon protects: 1 = each patient, 0 = each example; how many of them
+    "dp-accountant-prv",  # which Opacus accountant computed epsilon: 1 = PRV, 0 = RDP
     "partition-id",  # simulation only: which virtual hospital replied (for the report's per-site curves)
     "stored",  # a delivered model was stored (1) or not (0)
     # where a round's time went, in seconds (benchmarks/federation_overhead.py prints them): coordinator's send to
@@ -43,7 +44,7 @@ ALLOWED_METRICS = frozenset({
 ALLOWED_ARRAY_RECORDS = frozenset({"arrays"})
 # Flower's SecAgg+ stages: public keys, encrypted shares, masked (quantised) vectors
 SECAGG_RECORD = RECORD_KEY_CONFIGS
-PRIVACY_KEYS = ("epsilon", "delta", "noise-multiplier", "dp-patient-level", "dp-units")
+PRIVACY_KEYS = ("epsilon", "delta", "noise-multiplier", "dp-patient-level", "dp-units", "dp-accountant-prv")
 
 APP_REFUSED = 4003  # error code: the code is not the approved one
 EGRESS_REFUSED = 4004  # error code: the reply carried something outside the allow-list

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..simulations.runner import simulate
     from ..simulations.run_logs import simulation_logs
     from ..simulations.scenario import load_scenario
+    from ..server.tracking import log_files, tracking_on
 
     scenario = load_scenario(args.scenario)
     federation = replace(scenario.federation, **{k: v for k, v in
@@ -63,9 +64,15 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"Flower's and Ray's messages go to {log_file}", soft_wrap=True)
         store = simulate(scenario, out, resume=args.resume, verbose=args.verbose_flower)
     report = write_report(out, scenario.name, args.sample_every)
+    if tracking_on(federation):  # the report and its figures (sample grids, curves) beside the run's metrics
+        log_files(out, federation.tracking_uri, [report, *sorted((report.parent / "figures").glob("*.png"))],
+                  "report")
     last = store.registry()[-1]
     console.print(f"{last['round']} rounds in {time.perf_counter() - started:.0f} s; global model "
                   f"{shown_path(last['path'])}; report {shown_path(report)}")
     if "central_dp" in last:
         console.print(f"privacy: {central_dp.describe(last['central_dp'])}")
+    if tracking_on(federation) and not federation.tracking_uri:
+        console.print(f"tracked in MLflow; to browse it: mlflow ui --backend-store-uri "
+                      f"sqlite:///{shown_path(out / 'mlflow.db')}", highlight=False, soft_wrap=True)
     return 0

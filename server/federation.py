@@ -31,6 +31,7 @@ from .initial_model import load_initial_model
 from .messaging import send_and_collect
 from .progress import progress_log, round_summary
 from .run_store import RoundState, RunStore
+from .tracking import RunTracker, tracking_on
 from .secure_round import as_replies, secure_train_round
 from .settings import FederationSettings
 from .strategies import make_strategy, restore_strategy_state, strategy_state
@@ -112,8 +113,8 @@ def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
 
 
 def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strategy: Strategy, state: RoundState,
-            outcome: tuple, evaluation: dict, seconds: float, initial: dict | None) -> dict:
-    """Checkpoint the round, log one line; returns the registry entry."""
+            outcome: tuple, evaluation: dict, seconds: float, initial: dict | None) -> tuple[dict, dict]:
+    """Checkpoint the round, log one line; returns the registry entry and the round's metrics."""
     aggregated, train_metrics, rejected, timing = outcome
     dp = find(strategy, CentralDP)
     entry = {"sites": sorted(train_metrics), "schema": spec.schema.to_dict(), "aggregated": aggregated is not None,
@@ -131,7 +132,7 @@ def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strate
     progress_log.info(round_summary(state.round, settings.rounds, round_metrics, entry))
     log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", state.round, seconds, len(train_metrics),
              len(rejected))
-    return entry
+    return entry, round_metrics
 
 
 def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_dir: str | Path,
@@ -140,6 +141,8 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     global model is delivered to the participating sites as ``settings`` says."""
     store = RunStore(run_dir)
     strategy, state, initial = _start(store, spec, settings, resume)
+    tracker = RunTracker(store.dir, settings.tracking_uri, {"spec": spec.to_config(), "settings": asdict(settings)},
+                         run_id or Path(run_dir).name) if tracking_on(settings) else None
     layout = spec.weight_layout()
     base_config = {**spec.to_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
@@ -160,8 +163,10 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         dp = find(strategy, CentralDP)
         state = RoundState(server_round, unpack(arrays, layout), find(strategy, ServerEMA).ema,
                            strategy_state(strategy), central_dp.accountant_state(dp.inner) if dp else "")
-        entry = _record(store, spec, settings, strategy, state, outcome, evaluation, time.perf_counter() - started,
-                        initial)
+        entry, round_metrics = _record(store, spec, settings, strategy, state, outcome, evaluation,
+                                       time.perf_counter() - started, initial)
+        if tracker is not None:
+            tracker.log_round(server_round, round_metrics, entry)
         participants |= {int(node) for node in entry["sites"]}
         site_privacy.update({node: {k: m[k] for k in ("epsilon", "delta", "dp-patient-level") if k in m}
                              for node, m in outcome[1].items() if "epsilon" in m})
@@ -170,4 +175,8 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
             deliver_model(grid, sorted(participants & online), spec, state.weights, state.ema,
                           delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
                                             entry, initial), settings.timeout)
+    if tracker is not None:
+        registry = store.registry()
+        tracker.finish(Path(registry[-1]["path"]) if registry else None,
+                       [store.dir / name for name in ("run.json", "metrics.jsonl", "registry.jsonl", "sites.json")])
     return store

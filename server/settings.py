@@ -51,6 +51,9 @@ class FederationSettings:
     secagg_threshold: float = 0.67  # fraction of the shares needed to unmask: tolerates the rest dropping out
     secagg_clipping_range: float = 8.0  # weights are quantised within +-this (a site refuses if it would clip)
     secagg_max_weight: float = 10000.0  # largest num-examples of a site (FedAvg weighting under SecAgg+)
+    # Experiment tracking (server/tracking.py): "mlflow" logs the run to MLflow and TensorBoard; "off" does not
+    tracking: str = "mlflow"
+    tracking_uri: str = ""  # "" = a local store in the run directory (RUN_DIR/mlflow.db); or an MLflow server
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -65,6 +68,8 @@ class FederationSettings:
             raise ConfigError(f"[federation] max_norm_ratio must be > 1, got {self.max_norm_ratio}")
         if not 0 <= self.server_ema_decay < 1:
             raise ConfigError(f"[federation] server_ema_decay must be in [0, 1), got {self.server_ema_decay}")
+        if self.tracking not in ("mlflow", "off"):
+            raise ConfigError(f"[federation] tracking = {self.tracking!r} is not one of ['mlflow', 'off']")
         if self.central_dp not in CENTRAL_DP:
             raise ConfigError(f"[federation] central_dp = {self.central_dp!r} is not one of {list(CENTRAL_DP)}")
         if self.central_dp != "off":

@@ -78,8 +78,9 @@ def validate_updates(updates: dict[int, Arrays], reference: Arrays, max_norm_rat
 
 
 def filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray], layout: Layout,
-                    settings: FederationSettings, server_round: int) -> tuple[list[Message], list[dict]]:
-    """Replies that may be aggregated, and one record per rejected or failed reply."""
+                    settings: FederationSettings, server_round: int) -> tuple[list[Message], list[dict], dict[int, float]]:
+    """Replies that may be aggregated, one record per rejected or failed reply, and each measured update norm
+    ||w_site - w_global|| by node id."""
     rejected, candidates, unpacked = [], {}, {}
     for reply in replies:
         node = reply.metadata.src_node_id
@@ -110,7 +111,8 @@ def filter_replies(replies: list[Message], global_arrays: dict[str, np.ndarray],
             rejected.append({"node": verdict.node_id, "reason": verdict.reason})
     for r in rejected:
         log.warning("round %d: reply from node %s rejected: %s", server_round, r["node"], r["reason"])
-    return accepted, rejected
+    norms = {v.node_id: v.update_norm for v in verdicts if np.isfinite(v.update_norm)}
+    return accepted, rejected, norms
 
 
 def metrics_of(replies: list[Message]) -> dict[str, dict]:

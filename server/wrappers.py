@@ -76,8 +76,12 @@ class Validating(Wrapper):
             return None, None
         if all(is_secure_mean(r) for r in replies):
             return super().aggregate_train(server_round, replies)  # one secure aggregate: no site to check
-        accepted, self.rejected = filter_replies(replies, self.reference, self.layout, self.settings, server_round)
+        accepted, self.rejected, norms = filter_replies(replies, self.reference, self.layout, self.settings,
+                                                        server_round)
         self.site_metrics = metrics_of(accepted)
+        for node, metrics in self.site_metrics.items():  # measured here, not sent by the site
+            if int(node) in norms:
+                metrics["update-norm"] = norms[int(node)]
         if len(accepted) < self.settings.min_sites:
             log.error("round %d: %d accepted replies, fewer than min_sites = %d; the global model is kept",
                       server_round, len(accepted), self.settings.min_sites)

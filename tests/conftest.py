@@ -22,6 +22,8 @@ attention_levels = [false, true]
 num_head_channels = 8
 norm_num_groups = 8
 """
+# MLflow's start-up (imports, its database) costs seconds per federated run: only the tests of tracking pay it
+os.environ["MEDDIFF_TRACKING"] = "off"
 SHARED_DATA = Path(os.environ.get("MEDDIFF_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -59,7 +59,8 @@ def test_the_aggregate_of_a_round_with_bad_replies_equals_the_honest_aggregate()
     bad = [_reply(4, {**_update(0.1, 4), "w": np.full((4, 3), np.inf, np.float32)}),
            _reply(5, {**_update(0.1, 5), "w": np.zeros((5, 3), np.float32)}),  # packed: 18 values, not 15
            _reply(6, _update(10.0, 6), 1000)]
-    accepted, rejected = filter_replies(honest + bad, GLOBAL, LAYOUT, FederationSettings(), server_round=1)
+    accepted, rejected, norms = filter_replies(honest + bad, GLOBAL, LAYOUT, FederationSettings(), server_round=1)
+    assert sorted(norms) == [1, 2, 3, 6] and norms[6] > 10 * max(norms[1], norms[2], norms[3])  # measured, logged
     reasons = {r["node"]: r["reason"] for r in rejected}
     assert sorted(reasons) == [4, 5, 6]
     assert "w: contains NaN" in reasons[4] and "18 values, the model has 15" in reasons[5] and "median" in reasons[6]
@@ -84,7 +85,7 @@ def test_with_central_dp_a_failed_site_does_not_void_the_round():
     flowers_own = DifferentialPrivacyServerSideFixedClipping(FedAvg(), 1.0, 1.0, 3)
     flowers_own.current_arrays = pack({k: torch.from_numpy(v) for k, v in GLOBAL.items()})
     assert flowers_own.aggregate_train(1, replies) == (None, None)  # Flower voids the round on any error reply
-    accepted, rejected = filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
+    accepted, rejected, _ = filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
     assert [r["node"] for r in rejected] == [3] and "budget" in rejected[0]["reason"]
     dp = DifferentialPrivacyServerSideFixedClipping(FedAvg(weighted_by_key=UNIFORM_WEIGHT), 1.0, 1.0, 3)
     dp.current_arrays = flowers_own.current_arrays
@@ -97,7 +98,7 @@ def test_with_clipping_at_the_sites_an_unclipped_update_is_rejected():
     settings = FederationSettings(central_dp="client-clipping", dp_clipping_norm=0.5)
     clipped = {k: v * 0.0 + 0.01 for k, v in GLOBAL.items()}  # norm 0.039
     replies = [_reply(1, clipped), _reply(2, _update(1.0, 2))]  # norm about 3.9: the site did not clip
-    accepted, rejected = filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
+    accepted, rejected, _ = filter_replies(replies, GLOBAL, LAYOUT, settings, server_round=1)
     assert [m.metadata.src_node_id for m in accepted] == [1]
     assert "exceeds the clipping norm 0.5" in rejected[0]["reason"]
 

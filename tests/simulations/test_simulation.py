@@ -16,6 +16,7 @@ from meddiff.server.federation import initial_weights
 from meddiff.simulations.runner import simulate
 from meddiff.simulations.scenario import Scenario, load_scenario, run_spec
 from tests.conftest import TINY_MODEL_TABLES
+from tests.server.test_tracking import assert_tracked_like_metrics_jsonl
 
 TINY = """
 name = "tiny"
@@ -120,7 +121,7 @@ def test_pneumonia_with_dirichlet_skew_runs_from_the_command_line(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per_round(tmp_path):
+def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per_round(tmp_path, monkeypatch):
     from meddiff.privacy.ledger import PrivacyLedger
     from meddiff.server.run_store import RunStore
     from tests.conftest import shared
@@ -131,6 +132,7 @@ def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per
                         f'alpha = 0.5\nscanner_shift = false\nresolution = 28\n[federation]\nmin_sites = 3\n'
                         + TINY_MODEL_TABLES)
     noise = {}
+    monkeypatch.setenv("MEDDIFF_TRACKING", "on")  # and each run is tracked in MLflow (checked below)
     for epsilon in (1.0, 10.0):
         out = tmp_path / f"eps{epsilon:g}"
         assert main(["simulate", str(scenario), "--out", str(out), "--rounds", "2",
@@ -150,4 +152,5 @@ def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per
         page = (out / "report.html").read_text()
         assert "Example-level differential privacy" in page and (out / "figures" / "epsilon.png").exists()
         assert all(m["dp-patient-level"] == 0.0 for e in rounds for m in e["train"].values())  # MedMNIST: no ids
+        assert_tracked_like_metrics_jsonl(out)  # the same numbers in MLflow, the model registered with its hash
     assert noise[1.0] > noise[10.0]

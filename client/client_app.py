@@ -79,7 +79,7 @@ def make_client_app(runner_provider: RunnerProvider, store_provider: StoreProvid
     def evaluate(msg: Message, context: Context) -> Message:
         config = dict(msg.content["config"])
         metrics = runner_provider(context).evaluate(config, packed_vector(msg.content["arrays"]),
-                                                    dict(context.node_config))
+                                                    dict(context.node_config), str(context.run_id))
         metrics.update(_partition(context))
         return Message(content=RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
 

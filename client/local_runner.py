@@ -19,6 +19,7 @@ from ..privacy.ledger import BudgetExceeded, UnitMismatch
 from .round import evaluate_round, train_round
 from .round_result import TrainResult
 from .site_data import SiteData
+from .site_tracking import log_site_round
 
 SiteProvider = Callable[[dict, RunSpec], SiteData]  # (the SuperNode's node config, the run spec) -> the site's data
 
@@ -43,9 +44,16 @@ class LocalRunner:
         packed = time.perf_counter()
         timing = {"time-data": loaded - started, "time-setup": max(0.0, trained - loaded - outcome.metrics["seconds"]),
                   "time-pack": packed - trained}
+        if site.tracking_uri:
+            log_site_round(site.tracking_uri, site.site_id, run_id, instruction.server_round, "train", outcome.metrics)
         return TrainResult(vector, {**outcome.metrics, **timing}, "", outcome.released)
 
-    def evaluate(self, config: dict, weights: np.ndarray, node_config: dict) -> dict:
+    def evaluate(self, config: dict, weights: np.ndarray, node_config: dict, run_id: str = "") -> dict:
         spec = RunSpec.from_config(config)
-        return evaluate_round(spec, state_dict_of(weights, spec.weight_layout()), self.site_provider(node_config, spec),
-                              seed=int(config.get(SERVER_ROUND, 0)), device=node_config.get("device") or None)
+        site = self.site_provider(node_config, spec)
+        metrics = evaluate_round(spec, state_dict_of(weights, spec.weight_layout()), site,
+                                 seed=int(config.get(SERVER_ROUND, 0)), device=node_config.get("device") or None)
+        if site.tracking_uri and run_id:
+            log_site_round(site.tracking_uri, site.site_id, run_id, int(config.get(SERVER_ROUND, 0)), "evaluate",
+                           metrics)
+        return metrics

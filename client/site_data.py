@@ -25,6 +25,7 @@ class SiteData:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # the site's own choice, not the server's
     ledger_path: Path | None = None  # where the site's privacy ledger lives (required when privacy is enabled)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)  # the site's own hardware switches
+    tracking_uri: str = ""  # the site's own MLflow store ("" = no tracking at the site)
 
 
 def align_to_schema(data: TrainingTensors, schema: ChannelSchema) -> TrainingTensors:

@@ -57,7 +57,9 @@ def load_site(site_config: str, resolution: int) -> SiteData:
     state = site_state_dir(site_config)
     training = load_training_set_cached(folder, config.data, resolution, state / "prepared" / config.site_id)
     train, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
-    return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id), config.runtime)
+    tracking = (config.tracking.uri or f"sqlite:///{state / 'mlflow.db'}") if config.tracking.enabled else ""
+    return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id), config.runtime,
+                    tracking)
 
 
 def use_threads(node_config: dict) -> None:

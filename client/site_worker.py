@@ -102,7 +102,7 @@ def _answer(connection: Connection, runner: LocalRunner) -> None:
             reply = {"weights": result.weights, "metrics": result.metrics, "refusal": result.refusal}
         elif op == "evaluate":
             result, reply = None, {"metrics": runner.evaluate(request["config"], request["weights"],
-                                                              request["node_config"])}
+                                                              request["node_config"], request.get("run_id", ""))}
         else:
             raise ValueError(f"unknown request {op!r}")
     except Exception as error:  # the site's daemon never dies from one bad round: answer, log, serve the next

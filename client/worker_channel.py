@@ -90,8 +90,8 @@ class WorkerRunner:
         metrics = {**reply["metrics"], "site-worker": 1, "time-worker-transfer": transfer}
         return TrainResult(reply["weights"], metrics, "", released)
 
-    def evaluate(self, config: dict, weights: np.ndarray, node_config: dict) -> dict:
+    def evaluate(self, config: dict, weights: np.ndarray, node_config: dict, run_id: str = "") -> dict:
         with self._open() as connection:
             reply, _ = self._call(connection, {"op": "evaluate", "config": config, "weights": weights,
-                                               "node_config": node_config})
+                                               "node_config": node_config, "run_id": run_id})
         return reply["metrics"]

@@ -67,6 +67,11 @@ enabled = false
 # precision = "auto"           # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32, bf16
 # compile = "auto"             # torch.compile for long training calls
 
+[tracking]
+# The site's own experiment tracker (MLflow): its losses, images/s and epsilon per round, for its eyes only.
+enabled = false
+# uri = ""                     # "" = a local store beside this file (.meddiff-site/mlflow.db); or your MLflow server
+
 [trust]
 # The meddiff code this site approved: the hash of the installed version when this file was written.
 # After an upgrade the daemon refuses to train until you approve the new hash (`meddiff site status` shows it).

@@ -169,6 +169,18 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class SiteTrackingConfig:
+    """The site's own experiment tracker, the ``[tracking]`` table of site.toml (client/site_tracking.py): its
+    training and held-out losses, images/s and epsilon per round, for the site's eyes only. Off by default.
+
+    uri: "" = a local MLflow store beside site.toml (.meddiff-site/mlflow.db); or the hospital's MLflow server.
+    """
+
+    enabled: bool = False
+    uri: str = ""
+
+
+@dataclass(frozen=True)
 class TrustConfig:
     """What code the site runs, the ``[trust]`` table of site.toml (checked before any training).
 

@@ -5,6 +5,7 @@
     [privacy]  DP-SGD at this site, per patient or per example (PrivacyConfig)
     [trust]    which meddiff code this site approved (TrustConfig)
     [runtime]  this site's hardware switches (common/specs.py RuntimeSpec; never set by the coordinator)
+    [tracking] the site's own experiment tracker (off by default; nothing of it goes to the coordinator)
     [pacs]     the site's PACS when [data] source is "dicomweb" or "dimse", and where synthetic series go
                (common/pacs_config.py)
 """
@@ -14,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (ConfigError, DataConfig, PrivacyConfig, TrustConfig, build_section, data_config_from_dict,
-                     read_toml)
+from .config import (ConfigError, DataConfig, PrivacyConfig, SiteTrackingConfig, TrustConfig, build_section,
+                     data_config_from_dict, read_toml)
 from .pacs_config import PacsConfig, pacs_config_from_dict
 from .specs import RuntimeSpec
 
@@ -30,12 +31,13 @@ class SiteConfig:
     trust: TrustConfig = field(default_factory=TrustConfig)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     pacs: PacsConfig | None = None  # None: no [pacs] table
+    tracking: SiteTrackingConfig = field(default_factory=SiteTrackingConfig)
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read a site.toml. Raises ConfigError naming the file and the key on any mistake."""
     path = Path(path)
-    raw = read_toml(path, {"site_id", "data", "privacy", "trust", "runtime", "pacs"},
+    raw = read_toml(path, {"site_id", "data", "privacy", "trust", "runtime", "pacs", "tracking"},
                     "config file not found; pass the path of your site.toml")
     source = str(path)
     data = data_config_from_dict(raw.get("data", {}), source)
@@ -49,4 +51,5 @@ def load_site_config(path: str | Path) -> SiteConfig:
     return SiteConfig(site_id=str(raw.get("site_id", "site")), data=data,
                       privacy=build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", source),
                       trust=build_section(TrustConfig, raw.get("trust", {}), "trust", source),
-                      runtime=build_section(RuntimeSpec, raw.get("runtime", {}), "runtime", source), pacs=pacs)
+                      runtime=build_section(RuntimeSpec, raw.get("runtime", {}), "runtime", source), pacs=pacs,
+                      tracking=build_section(SiteTrackingConfig, raw.get("tracking", {}), "tracking", source))

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from . import __version__
-from .common.checkpoint import CheckpointError
+from .common.errors import CheckpointError
 from .common.config import ConfigError
 from .common.crash_log import describe_failure, write_crash_log
 from .common.data.problems import DataError

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from ..common.console import plain_console, shown_path
-from ..server.run_store import RunStore
 from . import generate, simulate
 
 
@@ -51,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     code = simulated.func(simulated)
     if code:
         return code
+    from ..server.run_store import RunStore
+
     model = shown_path(RunStore(run_dir).registry()[-1]["path"])
     samples = run_dir / "samples"
     console.rule(f"samples of the global model ({model.name}) against fresh phantom data")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..tasks.denoise import DENOISE_SAMPLERS, DenoiseSettings
-from ..tasks.noise import NOISE_MODELS
+from ..tasks.settings import DENOISE_SAMPLERS, DenoiseSettings
+from ..tasks.settings import NOISE_MODELS
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from
 
 

@@ -111,6 +111,9 @@ def run_coordinator(args: argparse.Namespace) -> int:
     registry = RunStore(config.run_dir).registry()
     if registry:
         console.print(f"{len(registry)} rounds; latest global model {shown_path(registry[-1]['path'])}")
+    if (config.run_dir / "mlflow.db").exists():
+        console.print(f"tracked in MLflow; to browse it: mlflow ui --backend-store-uri "
+                      f"sqlite:///{shown_path(config.run_dir / 'mlflow.db')}", highlight=False, soft_wrap=True)
     return 0
 
 

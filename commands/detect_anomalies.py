@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..common.config import ConfigError
-from ..tasks.anomaly import METHODS, AnomalySettings
+from ..tasks.settings import METHODS, AnomalySettings
 from ..common.console import plain_console
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from
 

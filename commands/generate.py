@@ -7,15 +7,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
+from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
 from ..common.config import ConfigError
-from ..common.diffusion.samplers import SAMPLERS
+from ..common.diffusion.names import SAMPLER_NAMES
 from .task_io import MODEL_HELP
 from ..common.console import plain_console
 from rich.console import Console
+
+if TYPE_CHECKING:  # torch is imported where it is used: `meddiff --help` does not wait for it
+    import torch
 
 
 
@@ -28,7 +31,7 @@ def add_parser(commands) -> None:
                    help="class name, 'all' (cycle over the classes, the default) or 'none' (unconditional)")
     p.add_argument("--given", action="append", default=[], metavar="CHANNEL=FILE",
                    help="give a channel from an image file (.png, .npy, .nii.gz, .dcm); repeatable")
-    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    p.add_argument("--sampler", default="ddim", choices=list(SAMPLER_NAMES))
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -52,6 +55,7 @@ def add_parser(commands) -> None:
 
 
 def _labels(class_name: str, schema, n: int) -> torch.Tensor | None:
+    import torch
     if class_name == "none" or not schema.num_classes:
         if class_name not in ("none", "all"):
             raise ConfigError(f"--class {class_name}: this model has no classes; drop --class")
@@ -65,6 +69,7 @@ def _labels(class_name: str, schema, n: int) -> torch.Tensor | None:
 
 def _given(pairs: list[str], schema, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, H, W) condition values and (C,) bool for the ``CHANNEL=FILE`` pairs, prepared like training data."""
+    import torch
     from ..common.data.single_image import read_image_file
     from ..common.data.transforms import prepare
     from ..common.schema import Example
@@ -172,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Console) -> dict | None:
     """Near-copy audit of the samples against the training data, and the loss-based membership AUROC."""
+    import torch
     from ..client.site_data import HOLDOUT_FRACTION, align_to_schema, holdout_split
     from ..common.config import DataConfig
     from ..common.site_config import load_site_config

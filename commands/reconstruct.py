@@ -15,12 +15,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from ..common.config import ConfigError
-from ..tasks.reconstruct import MASK_KINDS, RECONSTRUCT_SAMPLERS, ReconstructSettings
-from ..tasks.reconstruct_task import ACCELERATIONS
+from ..tasks.settings import MASK_KINDS, RECONSTRUCT_SAMPLERS, ReconstructSettings
+from ..tasks.settings import ACCELERATIONS
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from
+
+if TYPE_CHECKING:  # torch is imported where it is used: `meddiff --help` does not wait for it
+    import torch
 
 
 def add_parser(commands) -> None:
@@ -47,6 +50,7 @@ def add_parser(commands) -> None:
 
 def _load_measurement(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W) complex k-space and its (W,) or (H, W) mask from the files, with errors naming the file."""
+    import torch
     path = Path(args.kspace)
     if not path.is_file():
         raise ConfigError(f"--kspace {path}: no such file")
@@ -83,6 +87,7 @@ def _load_measurement(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Ten
 def _measurement(args: argparse.Namespace, loaded, data, index: int):
     """The k-space to reconstruct from (measured, from --kspace; or simulated from --data), and the data it
     belongs to (the examples that have the channel, when simulated)."""
+    import torch
     from ..tasks import reconstruct_task as task
 
     if args.kspace:
@@ -105,6 +110,7 @@ def _measurement(args: argparse.Namespace, loaded, data, index: int):
 
 def _given(data, schema, names: list[str]):
     """(condition, given) for the fully sampled other contrasts of --given, or (None, None)."""
+    import torch
     if not names or data is None:
         return None, None
     given = torch.zeros_like(data.available)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..tasks.segment import SEGMENT_SAMPLERS, SegmentSettings
+from ..tasks.settings import SEGMENT_SAMPLERS, SegmentSettings
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from, site_data_config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..tasks.super_resolve import FACTORS, SR_SAMPLERS, SuperResolveSettings
+from ..tasks.settings import FACTORS, SR_SAMPLERS, SuperResolveSettings
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from
 
 

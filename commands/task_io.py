@@ -7,7 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 from rich.table import Table
 
 from ..common.config import ConfigError
@@ -33,6 +32,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, data_required: bool = Tr
 
 def open_task(args: argparse.Namespace, task: str, *, resolution_divisor: int = 1, need: tuple[str, ...] = ()):
     """(loaded model, task data): the checkpoint and the site's data in its channel order, or a clear error."""
+    import torch
     from ..common.diffusion.loading import load_model
     from ..tasks.task_data import load_task_data
 

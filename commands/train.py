@@ -11,11 +11,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..client.site_data import HOLDOUT_FRACTION
 from ..common.config import ConfigError
 from ..common.console import plain_console
-from ..common.diffusion.schedules import SCHEDULES
-from ..common.diffusion.simplex import NOISES
+from ..common.diffusion.names import NOISES, SCHEDULE_NAMES
 from ..common.specs import TRAINABLE
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ def add_parser(commands) -> None:
     p.add_argument("--steps", type=int, help="total optimizer steps (default 1500)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--schedule", choices=sorted(SCHEDULES),
+    p.add_argument("--schedule", choices=sorted(SCHEDULE_NAMES),
                    help="noise schedule: DDPM (discrete VP), VP / sub-VP / VE SDEs (VE = NCSN); default ddpm")
     p.add_argument("--resolution", type=int, default=0, help="image size (default: plan, config, 32 for the "
                                                                "phantom, else the suggested one)")
@@ -104,7 +102,7 @@ def resumed_trainer(args: argparse.Namespace, checkpoint: Path, runtime):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..client.site_data import holdout_split
+    from ..client.site_data import HOLDOUT_FRACTION, holdout_split
     from ..common.data.healthy import healthy_only
     from ..common.data.training_set import load_training_set
     from ..common.site_config import SiteConfig, load_site_config
@@ -172,6 +170,8 @@ def _devices(args: argparse.Namespace, runtime) -> list[str]:
 def _train_and_report(trainer, training, data, holdout, checkpoint: Path, console, devices: list[str],
                       build) -> int:
     """devices: more than one trains data-parallel, each process making its trainer by ``build``."""
+    from ..client.site_data import HOLDOUT_FRACTION
+
     from ..common.training.on_devices import train_on_devices
 
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "

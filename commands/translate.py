@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..tasks.translate import TRANSLATE_SAMPLERS, TranslateSettings
+from ..tasks.settings import TRANSLATE_SAMPLERS, TranslateSettings
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from, site_data_config
 
 

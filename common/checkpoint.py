@@ -18,12 +18,10 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError  # noqa: F401 (raised here; cli.py catches it without importing torch)
+
 FORMAT = "meddiff-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or not ours: the message names the file."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:

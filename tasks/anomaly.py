@@ -25,7 +25,6 @@ data at a stated false-positive rate: tasks/anomaly_thresholds.py.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,48 +40,11 @@ from .anomaly_thresholds import scores_at_threshold
 from .figures import first_image_channel
 from .metrics import detection_scores, pixel_scores, to_unit
 from .result import TaskResult, Table
-from .settings_checks import check_sampling
 from .task_data import TaskData, image_availability, image_channel_weights
+from .settings import METHODS, AnomalySettings  # noqa: F401 (re-exported)
 
 Tensor = torch.Tensor
 OUTPUT = "anomalies"  # the file stem of the outputs: <out>/anomalies.npz, .json, .png
-METHODS = ("anoddpm", "multi-depth", "pddpm", "counterfactual")
-
-
-@dataclass(frozen=True)
-class AnomalySettings:
-    method: str = "anoddpm"
-    depth: float = 0.5  # t*: the fraction of the diffusion the image is noised to (AnoDDPM, pDDPM) or encoded to
-    depths: tuple[float, ...] = (0.25, 0.5, 0.75)  # multi-depth: the depths whose maps are averaged
-    steps: int = 30  # sampler steps from the depth down to 0
-    guidance: float = 3.0  # classifier-free guidance towards the healthy class (class-conditional models)
-    healthy_class: str = "healthy"
-    repeats: int = 1  # AnoDDPM, multi-depth, pDDPM: noise draws per image (per depth), their errors averaged
-    patches: int = 2  # pDDPM: patches per side (patches**2 reconstructions per image)
-    top_fraction: float = 0.01  # image score: mean of the map's highest pixels
-    smoothing: int = 3  # mean filter width for the map (1 = none)
-    median: int = 1  # median filter width for the map, before the mean filter (1 = none)
-    foreground_level: float = 0.05  # pixels darker than this ([0, 1] units) are background, never scored (0 = off)
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "depths", tuple(float(d) for d in self.depths))
-        if self.method not in METHODS:
-            raise ValueError(f"anomaly method must be one of {METHODS}, got {self.method!r}")
-        if not all(0.0 < d <= 1.0 for d in (self.depth, *self.depths)) or not self.depths:
-            raise ValueError(f"depth and depths must be in (0, 1], got {self.depth} and {list(self.depths)}")
-        check_sampling("anomaly detection", None, (), steps=self.steps, repeats=self.repeats,
-                       batch_size=self.batch_size)
-        for name in ("smoothing", "median"):
-            if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
-                raise ValueError(f"{name} must be an odd width >= 1, got {getattr(self, name)}")
-        if self.patches < 1:
-            raise ValueError(f"patches must be >= 1 per side, got {self.patches}")
-        if not 0.0 <= self.foreground_level < 1.0:
-            raise ValueError(f"foreground level must be in [0, 1), got {self.foreground_level}")
-
-    def scored_depths(self) -> tuple[float, ...]:
-        return self.depths if self.method == "multi-depth" else (self.depth,)
 
 
 def model_noise(loaded: LoadedModel) -> str:

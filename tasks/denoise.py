@@ -11,7 +11,6 @@ DDIM is deterministic; the ancestral sampler can average K samples (the posterio
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,30 +22,11 @@ from .figures import first_image_channel
 from .metrics import from_unit, image_quality, to_unit
 from .noise import add_noise
 from .result import TaskResult, Table
-from .settings_checks import check_sampling
 from .task_data import image_availability
+from .settings import DENOISE_SAMPLERS, DenoiseSettings  # noqa: F401 (re-exported)
 
 Tensor = torch.Tensor
 OUTPUT = "denoise"  # the file stem of the outputs: <out>/denoise.npz, .json, .png
-
-
-DENOISE_SAMPLERS = ("ddim", "ddpm")
-
-
-@dataclass(frozen=True)
-class DenoiseSettings:
-    noise_model: str = "gaussian"
-    level: float | None = None  # noise std in [0, 1] units; None: estimate it per image
-    sampler: str = "ddim"  # or "ddpm" (ancestral, averaged over `samples`)
-    steps: int = 20
-    samples: int = 1
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        check_sampling("denoising", self.sampler, DENOISE_SAMPLERS, steps=self.steps, samples=self.samples,
-                       batch_size=self.batch_size)
-        if self.level is not None and self.level <= 0:
-            raise ValueError(f"noise level must be > 0, got {self.level}")
 
 
 def estimate_level(noisy_unit: Tensor, channels: Tensor) -> Tensor:

@@ -28,4 +28,4 @@ def add_noise(clean: Tensor, model: str, level: float, generator: torch.Generato
     raise ValueError(f"unknown noise model {model!r}; choose gaussian, rician or poisson")
 
 
-NOISE_MODELS = ("gaussian", "rician", "poisson")
+from .settings import NOISE_MODELS  # noqa: F401 (re-exported)

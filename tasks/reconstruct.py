@@ -23,18 +23,15 @@ data with sensitivity maps, non-Cartesian trajectories, 3D k-space.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
-from .settings_checks import check_sampling
+from .settings import MASK_KINDS, RECONSTRUCT_SAMPLERS, ReconstructSettings  # noqa: F401 (re-exported)
 
 Tensor = torch.Tensor
-MASK_KINDS = ("random", "equispaced")
-RECONSTRUCT_SAMPLERS = ("ddim", "ddpm")
 
 
 def fft2c(x: Tensor) -> Tensor:
@@ -144,19 +141,6 @@ def tv_reconstruction(kspace: Tensor, mask: Tensor, phase: Tensor, weight: float
         z = following + (momentum - 1) / next_momentum * (following - x)
         x, momentum = following, next_momentum
     return x
-
-
-@dataclass(frozen=True)
-class ReconstructSettings:
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.85
-    samples: int = 1
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        check_sampling("reconstruction", self.sampler, RECONSTRUCT_SAMPLERS, steps=self.steps, samples=self.samples,
-                       batch_size=self.batch_size)
 
 
 def reconstruct(loaded: LoadedModel, kspace: Tensor, mask: Tensor, channel: int, *, phase: Tensor | None = None,

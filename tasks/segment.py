@@ -25,24 +25,11 @@ from .draws import draw_channel
 from .figures import first_image_channel, middle_slice
 from .metrics import to_unit
 from .result import TaskResult, Table
-from .settings_checks import check_sampling
 from .task_data import image_availability
+from .settings import SEGMENT_SAMPLERS, SegmentSettings  # noqa: F401 (re-exported)
 
 Tensor = torch.Tensor
 OUTPUT = "segment"  # the file stem of the outputs: <out>/segment.npz, .json, .png
-SEGMENT_SAMPLERS = ("ddim", "ddpm", "dpm++2m")
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    samples: int = 8  # ensemble size
-    sampler: str = "ddim"
-    steps: int = 25
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        check_sampling("segmentation", self.sampler, SEGMENT_SAMPLERS, samples=self.samples, steps=self.steps,
-                       batch_size=self.batch_size)
 
 
 @dataclass

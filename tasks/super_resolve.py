@@ -14,7 +14,6 @@ plausible but invented texture, which costs PSNR).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,8 @@ from ..common.diffusion.loading import LoadedModel
 from .figures import first_image_channel
 from .metrics import image_quality, to_unit
 from .result import TaskResult, Table
-from .settings_checks import check_sampling
 from .task_data import image_availability
+from .settings import FACTORS, SR_SAMPLERS, SuperResolveSettings  # noqa: F401 (re-exported)
 
 Tensor = torch.Tensor
 OUTPUT = "super_resolve"  # the file stem of the outputs: <out>/super_resolve.npz, .json, .png
@@ -51,32 +50,6 @@ def bicubic(y: Tensor, factor: int) -> Tensor:
     """The classical baseline: bicubic interpolation (2D), trilinear (3D)."""
     mode = "bicubic" if y.dim() == 4 else "trilinear"
     return F.interpolate(y, scale_factor=factor, mode=mode, align_corners=False)
-
-
-FACTORS = (2, 4, 8)
-SR_SAMPLERS = ("ddim", "ddpm")
-
-
-@dataclass(frozen=True)
-class SuperResolveSettings:
-    factor: int = 2
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.85  # DDIM eta: some fresh noise each step lets the projection's high frequencies settle
-    noise_level: float = 0.0  # std of the noise in y in model units; > 0 turns on joint denoising
-    samples: int = 1  # posterior samples averaged (towards the posterior mean: higher PSNR, less texture)
-    start_t: float = 1.0  # < 1: start from the bicubic image noised to this time (SDEdit-style), not pure noise
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.factor not in FACTORS:
-            raise ValueError(f"factor must be 2, 4 or 8, got {self.factor}")
-        check_sampling("super-resolution", self.sampler, SR_SAMPLERS, steps=self.steps, samples=self.samples,
-                       batch_size=self.batch_size)
-        if not 0.0 < self.start_t <= 1.0:
-            raise ValueError(f"start_t must be in (0, 1], got {self.start_t}")
-        if self.noise_level < 0:
-            raise ValueError(f"noise_level must be >= 0, got {self.noise_level}")
 
 
 def check_input_size(low: Tensor, factor: int, resolution: int) -> None:

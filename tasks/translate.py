@@ -9,7 +9,6 @@ baseline needs no training: the source contrast histogram-matched to the target'
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,23 +18,10 @@ from .draws import draw_channel
 from .figures import middle_slice
 from .metrics import image_quality, to_unit
 from .result import TaskResult, Table
-from .settings_checks import check_sampling
+from .settings import TRANSLATE_SAMPLERS, TranslateSettings  # noqa: F401 (re-exported)
 
 Tensor = torch.Tensor
 OUTPUT = "translate"  # the file stem of the outputs: <out>/translate.npz, .json, .png
-TRANSLATE_SAMPLERS = ("ddim", "ddpm", "dpm++2m")
-
-
-@dataclass(frozen=True)
-class TranslateSettings:
-    samples: int = 4  # K draws averaged
-    sampler: str = "ddim"
-    steps: int = 25
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        check_sampling("translation", self.sampler, TRANSLATE_SAMPLERS, samples=self.samples, steps=self.steps,
-                       batch_size=self.batch_size)
 
 
 def translate(loaded: LoadedModel, images: Tensor, given: Tensor, target: int,

@@ -5,7 +5,11 @@ test, and no test leaves a signal handler changed in the pytest process."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import sysconfig
 import time
 import warnings
 from pathlib import Path
@@ -150,3 +154,41 @@ def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *TINY_TRAIN_FLAGS]) == 0
     return out / "model.pt"
+
+
+FLOWER_SCRIPTS = ("flwr", "flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
+                  "flwr-clientapp", "flwr-simulation")
+
+
+def run(*argv, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory) -> Path:
+    """bin/ of a fresh virtual environment with meddiff installed from a freshly built wheel."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: building writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "bench_out",
+                                                                "demo_out", "runs", "__pycache__"))
+    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", source, "-w",
+                root / "dist", cwd=root)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((root / "dist").glob("meddiff-*.whl"))
+    assert run(sys.executable, "-m", "venv", root / "venv", cwd=root).returncode == 0
+    installed = run(root / "venv" / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index",
+                    "--force-reinstall", "-q", wheel, cwd=root)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    # then, and only then, the dependencies: pip must not see the project's editable meddiff as installed
+    venv_site = Path(run(root / "venv" / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()"
+                         "['purelib'])", cwd=root).stdout.strip())
+    (venv_site / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    bin_dir = root / "venv" / "bin"
+    for name in FLOWER_SCRIPTS:  # the entry points pip writes for Flower, pointed at the new interpreter
+        source = Path(sys.executable).parent / name
+        if source.exists():
+            lines = source.read_text().splitlines()
+            (bin_dir / name).write_text("\n".join([f"#!{bin_dir / 'python'}", *lines[1:]]) + "\n")
+            (bin_dir / name).chmod(0o755)
+    return bin_dir

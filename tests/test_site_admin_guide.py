@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,12 @@ def walkthrough() -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_site_admin_guide_walkthrough_runs_as_written(tmp_path):
+def test_the_site_admin_guide_walkthrough_runs_as_written(installed_wheel, tmp_path):
+    """From the wheel a hospital installs (tests/conftest.py installed_wheel), not the source tree."""
     port = free_port()
     while any(free_port() == p for p in (port + 1, port + 2)):  # the guide uses PORT, PORT+1 and PORT+2
         port = free_port()
-    env = {**os.environ, "PORT": str(port), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = {**os.environ, "PORT": str(port), "PATH": f"{installed_wheel}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
     # its own process group: on a failure or a timeout the coordinator and both daemons it started are ended too
     shell = subprocess.Popen(["bash", "-c", walkthrough()], cwd=tmp_path, env=env, stdout=subprocess.PIPE,

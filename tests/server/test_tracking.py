@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_mlflow_ui_shows_the_run_in_headless_chromium(tmp_path):
                                                  for k, v in ROUND["train"].items()}}, {"eval_loss": 0.4 / r})
     tracker.finish(None, [])
     port = free_port()
-    ui = subprocess.Popen([str(Path(shutil.which("mlflow") or "mlflow")), "ui", "--backend-store-uri",
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
                            local_uri(run_dir), "--host", "127.0.0.1", "--port", str(port)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from meddiff.common.diffusion import fast_paths, names, schedules, simplex
+from meddiff.common.diffusion import fast_paths, names, samplers, schedules, simplex
 
 
 def test_schedule_names_are_the_implemented_schedules():
@@ -23,3 +23,7 @@ def test_switch_values_are_what_switch_on_accepts():
         fast_paths.switch_on(value, "cpu")
     with pytest.raises(ValueError):
         fast_paths.switch_on("sometimes", "cpu")
+
+
+def test_sampler_names_are_the_implemented_samplers_in_order():
+    assert names.SAMPLER_NAMES == tuple(samplers.SAMPLERS)

@@ -122,3 +122,18 @@ def test_console_text_keeps_square_brackets(tmp_path, capsys):
     assert f"wrote {folder / 'phantom.npz'}" in capsys.readouterr().out
     assert main(["site", "init", "--out", str(tmp_path / "site.toml")]) == 0
     assert "set its [data] path" in capsys.readouterr().out
+
+
+def test_the_parser_loads_without_torch_or_monai():
+    """`meddiff --help` and every command's parsing answer in a fraction of a second: torch and MONAI load only
+    where a command uses them (they cost about 7 s on 2 cores), and MONAI never loads MLflow for its handlers."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from meddiff.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('torch', 'monai', 'mlflow') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr[-2000:]
+    monai = subprocess.run([sys.executable, "-c", "import sys, meddiff, monai; print('mlflow' in sys.modules)"],
+                           capture_output=True, text=True, timeout=120)
+    assert monai.stdout.strip() == "False", monai.stderr[-2000:]

@@ -104,11 +104,18 @@ def test_mlflow_ui_shows_the_run_in_headless_chromium(tmp_path):
                     break
             except requests.RequestException:
                 time.sleep(0.5)
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(tracking_uri=local_uri(run_dir)).get_experiment_by_name(EXPERIMENT)
+        page = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs/{tracker.run_id}"
         browser = shutil.which("chromium") or shutil.which("chromium-browser")
+        headless = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1300",
+                    "--virtual-time-budget=20000"]
+        dom = subprocess.run([*headless, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+        for shown in ("screenshot", "Finished", "privacy.site-0", "global/eval-loss"):  # the run's page: its name,
+            assert shown in dom.stdout, shown  # status, the tag saying which DP, its metrics
         shot = tmp_path / "mlflow-ui.png"
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                        "--window-size=1400,900", "--virtual-time-budget=15000",
-                        f"http://127.0.0.1:{port}/#/experiments"], check=True, timeout=120,
+        subprocess.run([*headless, f"--screenshot={shot}", page], check=True, timeout=120,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert shot.exists() and shot.stat().st_size > 10_000  # docs/images/mlflow-ui.png is one such shot
     finally:

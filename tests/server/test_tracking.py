@@ -64,6 +64,8 @@ def assert_tracked_like_metrics_jsonl(run_dir: Path) -> None:
     assert len(versions) == 1 and versions[0].tags["sha256"] == sha256_of(final) == run.data.tags["model.sha256"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
     assert {"run/metrics.jsonl", "run/registry.jsonl"} <= artifacts
+    report = {a.path for a in client.list_artifacts(run.info.run_id, "report")}  # `meddiff simulate` adds these
+    assert "report/report.html" in report and any(p.startswith("report/samples_round") for p in report)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 

@@ -18,6 +18,7 @@ from .remote import PacsError, RemoteInstance, SeriesMatch
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
 MAX_CONTEXTS = 128
+GET_BATCH = 64  # instances named in one C-GET (one round trip instead of one each)
 SUCCESS, PENDING = 0x0000, (0xFF00, 0xFF01)
 
 
@@ -158,19 +159,25 @@ class DimsePacs:
         contexts += [(sop_class, list(AllTransferSyntaxes)) for sop_class in classes if sop_class]
         roles = [build_role(sop_class, scp_role=True) for sop_class in classes if sop_class]
         with self._association(what, contexts, roles, handlers) as assoc:
+            by_series: dict[tuple[str, str], list[RemoteInstance]] = {}
             for instance in wanted:
-                query = Dataset()
-                query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", instance.study_uid
-                query.SeriesInstanceUID, query.SOPInstanceUID = instance.series_uid, instance.sop_uid
-                final = None
-                started = time.monotonic()
-                for status, _ in assoc.send_c_get(query, GET):
-                    if not status:
-                        self._lost(started, what)
-                    final = status.Status
-                if instance.sop_uid not in delivered:
-                    failed.append((instance, "not delivered by the PACS (C-GET status "
-                                             f"{'none' if final is None else f'0x{final:04X}'})"))
+                by_series.setdefault((instance.study_uid, instance.series_uid), []).append(instance)
+            for (study_uid, series_uid), batch in by_series.items():
+                for start in range(0, len(batch), GET_BATCH):  # one C-GET names many instances (list of UIDs)
+                    part = batch[start:start + GET_BATCH]
+                    query = Dataset()
+                    query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", study_uid
+                    query.SeriesInstanceUID = series_uid
+                    query.SOPInstanceUID = [i.sop_uid for i in part] if len(part) > 1 else part[0].sop_uid
+                    final = None
+                    started = time.monotonic()
+                    for status, _ in assoc.send_c_get(query, GET):
+                        if not status:
+                            self._lost(started, what)
+                        final = status.Status
+                    failed += [(i, "not delivered by the PACS (C-GET status "
+                                   f"{'none' if final is None else f'0x{final:04X}'})")
+                               for i in part if i.sop_uid not in delivered]
         return failed
 
     def series_exists(self, study_uid: str, series_uid: str) -> bool:

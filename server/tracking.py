@@ -147,8 +147,9 @@ class RunTracker:
 
         client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         experiment = client.get_experiment_by_name(EXPERIMENT)
+        local = self.uri == local_uri(self.run_dir)  # a tracking server keeps artifacts where it is set up to
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            EXPERIMENT, artifact_location=(self.run_dir / ARTIFACTS).as_uri())
+            EXPERIMENT, artifact_location=(self.run_dir / ARTIFACTS).as_uri() if local else None)
         found = client.search_runs([experiment_id], f"tags.`{RUN_TAG}` = '{self.run_dir}'", max_results=1)
         if found:  # a resumed run continues its MLflow run
             self.run_id = found[0].info.run_id

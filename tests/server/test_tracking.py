@@ -83,18 +83,14 @@ def test_a_tracker_that_cannot_be_used_does_not_stop_the_run(tmp_path, caplog):
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
                     reason="Chromium is not installed (apt-get install chromium): the UI screenshot is skipped")
 def test_mlflow_ui_shows_the_run_in_headless_chromium(tmp_path):
-    """`mlflow ui` on a tracked run serves its page; Chromium renders it to docs-ready PNG."""
+    """A run logged to an MLflow server (``[federation] tracking_uri``), whose page `mlflow ui` serves; Chromium
+    renders it to a docs-ready PNG."""
     from tests.client.orthanc import free_port
 
-    run_dir = tmp_path / "run"
-    tracker = RunTracker(run_dir, "", {"settings": {"strategy": "fedavg", "rounds": 2}}, "screenshot")
-    for r in (1, 2):
-        tracker.log_round(r, {**ROUND, "train": {k: {**v, "train-loss": v["train-loss"] / r}
-                                                 for k, v in ROUND["train"].items()}}, {"eval_loss": 0.4 / r})
-    tracker.finish(None, [])
-    port = free_port()
+    run_dir, port = tmp_path / "run", free_port()
+    server = f"http://127.0.0.1:{port}"
     ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
-                           local_uri(run_dir), "--host", "127.0.0.1", "--port", str(port)],
+                           f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(port)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         import requests
@@ -102,13 +98,19 @@ def test_mlflow_ui_shows_the_run_in_headless_chromium(tmp_path):
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                if requests.get(f"{server}/health", timeout=2).ok:
                     break
             except requests.RequestException:
                 time.sleep(0.5)
+        tracker = RunTracker(run_dir, server, {"settings": {"strategy": "fedavg", "rounds": 2}}, "screenshot")
+        for r in (1, 2):
+            tracker.log_round(r, {**ROUND, "train": {k: {**v, "train-loss": v["train-loss"] / r}
+                                                     for k, v in ROUND["train"].items()}}, {"eval_loss": 0.4 / r})
+        tracker.finish(None, [])
+        assert not tracker.failed and not (run_dir / "mlflow.db").exists()  # to the server, not a local store
         from mlflow.tracking import MlflowClient
 
-        experiment = MlflowClient(tracking_uri=local_uri(run_dir)).get_experiment_by_name(EXPERIMENT)
+        experiment = MlflowClient(tracking_uri=server).get_experiment_by_name(EXPERIMENT)
         page = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs/{tracker.run_id}"
         browser = shutil.which("chromium") or shutil.which("chromium-browser")
         headless = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1300",

@@ -21,6 +21,9 @@ def log_site_round(uri: str, site_id: str, run_id: str, server_round: int, kind:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
+        for name in ("mlflow", "alembic"):  # their database set-up is not the site's console's business (set after
+            logging.getLogger(name).setLevel(logging.WARNING)  # the import, which sets MLflow's own levels)
+
         client = MlflowClient(tracking_uri=uri)
         name = f"meddiff-site-{site_id}"
         experiment = client.get_experiment_by_name(name)

@@ -36,6 +36,12 @@ def tracking_on(settings) -> bool:
     return settings.tracking == "mlflow" and os.environ.get("MEDDIFF_TRACKING", "on").lower() != "off"
 
 
+def quiet_mlflow() -> None:
+    """MLflow logs its database set-up at INFO on the console; a run's console shows the run, not that."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def local_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / TRACKING_DB).resolve()}"
 
@@ -144,6 +150,8 @@ class RunTracker:
     def _start(self, description: dict, run_name: str) -> None:
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
+
+        quiet_mlflow()  # after the import, which sets MLflow's own levels
 
         client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         experiment = client.get_experiment_by_name(EXPERIMENT)

@@ -53,10 +53,11 @@ class SyncReport:
                 + (f"; {len(self.problems)} problem(s)" if self.problems else ""))
 
 
-def matched_series(site: SiteConfig) -> list[SeriesMatch]:
-    """What the site's query matches at the PACS (nothing is fetched); refuses an empty match with the fix."""
+def matched_series(site: SiteConfig, pacs=None) -> list[SeriesMatch]:
+    """What the site's query matches at the PACS (nothing is fetched); refuses an empty match with the fix.
+    ``pacs``: a client already connected to the site's PACS (default: a new one)."""
     endpoint = site.pacs.source
-    series = connect(endpoint).find_series(site.pacs.query)
+    series = (pacs or connect(endpoint)).find_series(site.pacs.query)
     if not series:
         raise PacsError(endpoint.describe(), f"the query {asdict(site.pacs.query)} matched no study",
                         "widen [pacs.query] in site.toml (modality, study_description, study_date, study_uids)")
@@ -74,7 +75,7 @@ def sync(site_config: str | Path, refetch: bool = False) -> SyncReport:
     with cache.locked():
         if refetch:
             cache.clear()
-        report = SyncReport(site.pacs.source.describe(), matched_series(site), folder=str(cache.instances_dir))
+        report = SyncReport(site.pacs.source.describe(), matched_series(site, pacs), folder=str(cache.instances_dir))
         listed = [instance for series in report.series for instance in pacs.instances(series)]
         committed = cache.committed()
         missing = [i for i in listed if i.sop_uid not in committed and not _staged(cache, i)]

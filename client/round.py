@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..common.diffusion.denoiser import Denoiser
-from ..common.diffusion.loss import LossConfig
+from ..common.diffusion.held_out import held_out_loss
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.diffusion.schedules import make_schedule
 from ..common.messages import TrainInstruction
@@ -36,7 +36,6 @@ from .site_data import SiteData, align_to_schema
 
 log = logging.getLogger(__name__)
 
-BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 Weights = dict[str, torch.Tensor]
 
 
@@ -157,17 +156,6 @@ def evaluate_round(spec: RunSpec, weights: Weights, site: SiteData, seed: int = 
     device = torch.device(device) if device else default_device()
     model = ConditionalDenoiser(spec.schema, spec.model)  # no optimizer or EMA: evaluation only reads weights
     model.load_state_dict(weights, strict=True)
-    model.to(device).eval()
-    denoiser = Denoiser(model, make_schedule(spec.model.schedule))
-    generator = torch.Generator().manual_seed(seed)
-    metrics = {"num-examples": len(data), "held-out": int(site.holdout is not None)}
-    band_losses = []
-    for index, (low, high) in enumerate(BANDS, start=1):
-        t = low + (high - low) * torch.rand(len(data), generator=generator, dtype=torch.float64)
-        t = t.clamp(min=denoiser.schedule.t_min)
-        losses = denoiser.loss(data.images.to(device), data.available.to(device), data.labels.to(device),
-                               LossConfig(p_condition=0.0, p_uncond=0.0, noise=spec.model.noise), generator, t)
-        band_losses.append(float(losses.mean()))
-        metrics[f"eval-loss-band{index}"] = band_losses[-1]
-    metrics["eval-loss"] = sum(band_losses) / len(band_losses)
-    return metrics
+    model.to(device)
+    losses = held_out_loss(Denoiser(model, make_schedule(spec.model.schedule)), data, spec.model.noise, seed, device)
+    return {"num-examples": len(data), "held-out": int(site.holdout is not None), **losses}

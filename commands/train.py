@@ -49,6 +49,11 @@ def add_parser(commands) -> None:
     p.add_argument("--healthy-class", action="append", dest="healthy_classes", metavar="NAME",
                    help="a class that counts as healthy (repeat for several, e.g. normal and benign); implies "
                         "--healthy-only")
+    p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
+                   help="stop when the held-out denoising loss has not improved for PATIENCE evaluations (--steps is "
+                        "then the cap) and keep the best model; default 0 = train all --steps")
+    p.add_argument("--eval-every", type=int, default=100, metavar="STEPS",
+                   help="with --early-stopping: evaluate the held-out loss every STEPS steps (default 100)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--devices", help="train on several devices as one (data-parallel), e.g. cuda:0,cuda:1 or all; "
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ..common.data.healthy import healthy_only
     from ..common.data.training_set import load_training_set
     from ..common.site_config import SiteConfig, load_site_config
+    from ..common.training.early_stopping import Plateau
     from ..common.training.on_devices import TrainerBuild
     from ..common.training.trainer import DEFAULT_STEPS, Trainer
 
@@ -145,15 +151,21 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         console.print(f"healthy only: {len(data)} of {len(training.tensors)} examples")
-    if args.data != "phantom":  # kept out for the memorisation audit of `meddiff generate` (the phantom has fresh draws)
-        data, holdout = holdout_split(data, HOLDOUT_FRACTION)
+    if args.data != "phantom" or args.early_stopping:  # kept out for the memorisation audit of `meddiff generate`
+        data, holdout = holdout_split(data, HOLDOUT_FRACTION)  # and early stopping (the phantom has fresh draws)
     devices = _devices(args, site.runtime)
+    if args.early_stopping < 0 or args.eval_every < 1:
+        raise ConfigError("--early-stopping must be >= 0 (0 = off) and --eval-every >= 1")
+    if args.early_stopping and len(devices) > 1:
+        raise ConfigError("--early-stopping runs on one device; drop --devices (or --early-stopping)")
     build = TrainerBuild(trainer.schema, trainer.spec, trainer.recipe, site.runtime, trainer.steps,
                          checkpoint if args.resume else None)
     if len(devices) > 1 and trainer.recipe.batch_size % len(devices):
         raise ConfigError(f"batch size {trainer.recipe.batch_size} does not divide among {len(devices)} devices: "
                           f"pass --batch-size {len(devices) * max(1, trainer.recipe.batch_size // len(devices))}")
-    return _train_and_report(trainer, training, data, holdout, checkpoint, console, devices, build)
+    plateau = Plateau(args.early_stopping) if args.early_stopping else None
+    return _train_and_report(trainer, training, data, holdout, checkpoint, console, devices, build,
+                             (plateau, args.eval_every))
 
 
 def _devices(args: argparse.Namespace, runtime) -> list[str]:
@@ -168,10 +180,12 @@ def _devices(args: argparse.Namespace, runtime) -> list[str]:
 
 
 def _train_and_report(trainer, training, data, holdout, checkpoint: Path, console, devices: list[str],
-                      build) -> int:
-    """devices: more than one trains data-parallel, each process making its trainer by ``build``."""
+                      build, stopping) -> int:
+    """devices: more than one trains data-parallel, each process making its trainer by ``build``; stopping:
+    (Plateau or None, evaluate every this many steps)."""
     from ..client.site_data import HOLDOUT_FRACTION
 
+    from ..common.training.early_stopping import train_until_plateau
     from ..common.training.on_devices import train_on_devices
 
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "
@@ -185,6 +199,16 @@ def _train_and_report(trainer, training, data, holdout, checkpoint: Path, consol
         console.print(f"data-parallel on {len(devices)} devices: {', '.join(devices)} (each takes "
                       f"{trainer.recipe.batch_size // len(devices)} of every batch of {trainer.recipe.batch_size})")
         result, total = train_on_devices(devices, build, data, checkpoint=checkpoint, meta=meta, progress=True)
+    elif stopping[0] is not None:
+        plateau, every = stopping
+        console.print(f"early stopping: held-out loss of the EMA model on {len(holdout)} examples every {every} "
+                      f"steps, patience {plateau.patience}, at most {trainer.steps} steps")
+        result = train_until_plateau(trainer, data, holdout, plateau, every, checkpoint, meta,
+                                     say=lambda line: console.print(line, highlight=False))
+        total, meta["early_stopping"] = trainer.step, plateau.record()
+        console.print(f"kept the model of step {plateau.best[0]} (held-out loss {plateau.best[1]:.5f})"
+                      + (f"; stopped after {plateau.patience} evaluations without improvement" if plateau.stopped
+                         else f"; reached the cap of {trainer.steps} steps"))
     else:
         result = trainer.train(data, progress=True, checkpoint_path=checkpoint, checkpoint_meta=meta)
         total = trainer.step

@@ -52,7 +52,7 @@ class LocalRunner:
         spec = RunSpec.from_config(config)
         site = self.site_provider(node_config, spec)
         metrics = evaluate_round(spec, state_dict_of(weights, spec.weight_layout()), site,
-                                 seed=int(config.get(SERVER_ROUND, 0)), device=node_config.get("device") or None)
+                                 seed=spec.recipe.seed, device=node_config.get("device") or None)
         if site.tracking_uri and run_id:
             log_site_round(site.tracking_uri, site.site_id, run_id, int(config.get(SERVER_ROUND, 0)), "evaluate",
                            metrics)

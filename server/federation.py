@@ -22,8 +22,10 @@ from flwr.serverapp.strategy import Strategy
 
 from ..common import messages
 from ..common.app_identity import app_identity
+from ..common.checkpoint import load_checkpoint
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
+from ..common.training.early_stopping import Plateau
 from ..common.wire import pack, unpack
 from . import central_dp
 from .delivery import deliver_model, delivery_metadata
@@ -135,6 +137,45 @@ def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strate
     return entry, round_metrics
 
 
+def _deliver(grid: Grid, participants: set[int], spec: RunSpec, weights, ema, settings: FederationSettings,
+             metadata: dict) -> None:
+    online = set(grid.get_node_ids())  # a site gone since it trained would only time out
+    deliver_model(grid, sorted(participants & online), spec, weights, ema, metadata, settings.timeout)
+
+
+def _plateau(store: RunStore, settings: FederationSettings) -> Plateau | None:
+    """Early stopping's state, rebuilt from the registry's held-out losses (so a resumed run keeps its count)."""
+    if not settings.early_stopping_patience:
+        return None
+    plateau = Plateau(settings.early_stopping_patience, settings.early_stopping_min_delta)
+    registry = store.registry()
+    for entry in registry:
+        if entry.get("eval_loss") is not None and "early_stopping" not in entry:
+            plateau.observe(entry["round"], entry["eval_loss"])
+    if registry and "early_stopping" in registry[-1]:
+        log.info("the run has finished under early stopping (its model is round %d's); nothing more to train",
+                 registry[-1]["round"])
+    return plateau
+
+
+def _finish_early(grid: Grid, store: RunStore, plateau: Plateau, participants: set[int], spec: RunSpec,
+                  settings: FederationSettings, metadata) -> None:
+    """The last round under early stopping (a plateau, or the rounds' cap): the best round's model becomes the
+    run's model (registered last) and is the one delivered."""
+    if plateau.best is None:
+        log.error("early stopping: no round had a finite held-out loss; the last round's model is kept")
+        return
+    best, last = plateau.best[0], plateau.history[-1][0]
+    why = (f"the held-out loss has not improved for {plateau.patience} evaluations" if plateau.stopped
+           else f"the cap of {settings.rounds} rounds is reached")
+    line = store.register_best(best, {**plateau.record(), "at_round": last})
+    progress_log.info(f"early stopping after round {last}: {why}; the run's model is round {best}'s "
+                      f"(held-out loss {plateau.best[1]:.4f})")
+    if settings.deliver_final:
+        state, _ = load_checkpoint(line["path"])
+        _deliver(grid, participants, spec, state["model"], state["ema"], settings, metadata(best, line))
+
+
 def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_dir: str | Path,
                    resume: bool = False, run_id: str = "") -> RunStore:
     """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``; the
@@ -148,7 +189,10 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
     site_privacy: dict[str, dict] = {}
-    for server_round in range(state.round + 1, settings.rounds + 1):
+    plateau = _plateau(store, settings)
+    stopped_early = any("early_stopping" in entry for entry in store.registry()[-1:])  # a finished run, resumed
+    first = settings.rounds + 1 if stopped_early else state.round + 1
+    for server_round in range(first, settings.rounds + 1):
         started = time.perf_counter()
         config = {**base_config, **settings.instruction(server_round).to_config()}
         try:
@@ -170,11 +214,18 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         participants |= {int(node) for node in entry["sites"]}
         site_privacy.update({node: {k: m[k] for k in ("epsilon", "delta", "dp-patient-level") if k in m}
                              for node, m in outcome[1].items() if "epsilon" in m})
-        if settings.delivers_after(server_round):
-            online = set(grid.get_node_ids())  # a site gone since it trained would only time out
-            deliver_model(grid, sorted(participants & online), spec, state.weights, state.ema,
-                          delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
-                                            entry, initial), settings.timeout)
+        if plateau is not None and entry["eval_loss"] is not None:
+            plateau.observe(server_round, entry["eval_loss"])
+        final = server_round == settings.rounds or (plateau is not None and plateau.stopped)
+        if settings.delivers_after(server_round) and not (final and plateau is not None):
+            _deliver(grid, participants, spec, state.weights, state.ema, settings,
+                     delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
+                                       entry, initial))
+        if final and plateau is not None:
+            _finish_early(grid, store, plateau, participants, spec, settings,
+                          lambda best, line: delivery_metadata(run_id, best, settings.rounds, participants, spec,
+                                                               site_privacy, line, initial))
+            break
     if tracker is not None:
         registry = store.registry()
         tracker.finish(Path(registry[-1]["path"]) if registry else None,

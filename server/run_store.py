@@ -72,6 +72,14 @@ class RunStore:
         append_json_line(self.dir / "registry.jsonl", {**entry, "round": state.round, "path": str(path)})
         return path
 
+    def register_best(self, best_round: int, stopping: dict) -> dict:
+        """Early stopping: register the best round's model again as the run's last, so that whatever reads the
+        registry's last line (generation, delivery, the tracker, a resume) gets the best model. Returns that line."""
+        entry = next(e for e in reversed(self.registry()) if e["round"] == best_round and "early_stopping" not in e)
+        line = {**entry, "early_stopping": stopping}
+        append_json_line(self.dir / "registry.jsonl", line)
+        return line
+
     def latest(self) -> RoundState | None:
         """The last round whose checkpoint and registry line were both written, or None."""
         for entry in reversed(self.registry()):

@@ -32,6 +32,10 @@ class FederationSettings:
     krum_malicious: int = 0
     evaluate: bool = True  # ask sites for their held-out denoising loss ...
     evaluate_every: int = 1  # ... every this many rounds and after the last (each ask is one more message a site)
+    # stop when the sites' mean held-out loss has not improved for this many evaluations (0 = run all rounds);
+    # the best round's model is then the run's model (registered last and delivered)
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0  # an improvement must lower the loss by more than this fraction
     seed: int = 0
     initial_model: str = ""  # a model file to start round 1 from (server/initial_model.py); "" = from scratch
     # Model delivery (server/delivery.py): every participating site receives the global model and its EMA
@@ -62,6 +66,12 @@ class FederationSettings:
             raise ConfigError("[federation] deliver_every must be >= 0 (0 = deliver only the final model)")
         if min(self.rounds, self.local_steps, self.min_sites, self.evaluate_every) < 1:
             raise ConfigError("[federation] rounds, local_steps, min_sites and evaluate_every must be >= 1")
+        if self.early_stopping_patience < 0 or not 0 <= self.early_stopping_min_delta < 1:
+            raise ConfigError("[federation] early_stopping_patience must be >= 0 (0 = run all rounds) and "
+                              "early_stopping_min_delta in [0, 1)")
+        if self.early_stopping_patience and not self.evaluate:
+            raise ConfigError("[federation] early_stopping_patience needs the sites' held-out loss: "
+                              "set evaluate = true")
         if not 0 < self.fraction_train <= 1:
             raise ConfigError(f"[federation] fraction_train must be in (0, 1], got {self.fraction_train}")
         if self.max_norm_ratio <= 1:

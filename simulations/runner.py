@@ -30,6 +30,13 @@ def _site_provider(scenario: Scenario, run_dir: Path):
     return provide
 
 
+def gpu_share(gpus: int, sites: int) -> float:
+    """The GPUs each virtual site asks Ray for: all sites train at once, sharing the machine's GPUs. Ray hides
+    every GPU from a site that asks for none (it empties CUDA_VISIBLE_DEVICES), so on a GPU machine each site
+    must ask for its fraction."""
+    return 0.0 if gpus == 0 else min(1.0, gpus / max(1, sites))
+
+
 def _write_sites(scenario: Scenario, run_dir: Path) -> None:
     """What each virtual hospital holds (for the report): sizes, labels, channels."""
     schema, sites = site_partitions(scenario)
@@ -65,9 +72,10 @@ def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verb
     cores = max(1, os.cpu_count() or 1)
     # every virtual site trains at once and the OS shares the cores: with 3 sites on 2 cores, no site waits for a
     # free core while the others finish (a round is as long as 1.5 sites' work, not 2)
-    backend = {"client_resources": {"num_cpus": threads, "num_gpus": 0.0},
-               "init_args": {"num_cpus": max(cores, threads * scenario.data.sites), "include_dashboard": False,
-                             "logging_level": logging.ERROR, "log_to_driver": verbose}}
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend = {"client_resources": {"num_cpus": threads, "num_gpus": gpu_share(gpus, scenario.data.sites)},
+               "init_args": {"num_cpus": max(cores, threads * scenario.data.sites), "num_gpus": gpus,
+                             "include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": verbose}}
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.data.sites,

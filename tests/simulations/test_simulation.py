@@ -154,3 +154,22 @@ def test_pneumonia_with_site_dp_at_epsilon_1_and_10_reports_epsilon_per_site_per
         assert all(m["dp-patient-level"] == 0.0 for e in rounds for m in e["train"].values())  # MedMNIST: no ids
         assert_tracked_like_metrics_jsonl(out)  # the same numbers in MLflow, the model registered with its hash
     assert noise[1.0] > noise[10.0]
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_the_run_on_a_plateau_and_registers_the_best_round(tmp_path):
+    """A learning rate so small that the model does not move: no round beats round 1 by 1 %, so with patience 2
+    the run stops after round 3 of 6 and round 1's model is the run's model; resuming the stopped run trains
+    nothing more."""
+    path = tmp_path / "plateau.toml"
+    path.write_text(TINY.replace("rounds = 3", "rounds = 6\nearly_stopping_patience = 2\n"
+                                 "early_stopping_min_delta = 0.01").replace('"fedadam"', '"fedavg"')
+                    .replace("[train]\n", "[train]\nlearning_rate = 1e-9\n"))
+    scenario = load_scenario(path)
+    store = simulate(scenario, tmp_path / "run")
+    registry = store.registry()
+    assert [e["round"] for e in registry] == [1, 2, 3, 1]
+    assert registry[-1]["early_stopping"]["stopped"] and registry[-1]["early_stopping"]["at_round"] == 3
+    assert registry[-1]["path"].endswith("round-0001.pt") and len(store.metrics()) == 3
+    again = simulate(scenario, tmp_path / "run", resume=True)
+    assert len(again.registry()) == 4 and len(again.metrics()) == 3

@@ -3,8 +3,8 @@
 # Everything lands in $OUT.
 set -o pipefail
 source benchmarks/gpu_env.sh
-timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider --import-mode=importlib \
+timeout "${TEST_SECONDS:-150}" "$PYTHON" -m pytest -q -p no:cacheprovider --import-mode=importlib \
     ${TESTS:-tests/common/diffusion/test_fast_paths.py tests/privacy/test_dp_sgd.py} 2>&1 \
     | tail -25 | tee "$OUT/tests.txt"
-timeout "${BENCH_SECONDS:-420}" python3 benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 \
+timeout "${BENCH_SECONDS:-420}" "$PYTHON" benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 \
     | grep -v -i "warn\|backward()" | tee "$OUT/bench.txt"

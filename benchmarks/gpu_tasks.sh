@@ -9,7 +9,7 @@ set -o pipefail
 source benchmarks/gpu_env.sh
 RUN=/tmp/tasks2
 common=(--data .gpu_data --seed 0 --limit "${LIMIT:-0}")
-timeout 240 python3 benchmarks/tasks2_pgbm.py "${common[@]}" --out "$RUN" --only none \
+timeout 240 "$PYTHON" benchmarks/tasks2_pgbm.py "${common[@]}" --out "$RUN" --only none \
     --train-steps "${STEPS:-3000}" --batch-size "${BATCH:-64}" --channels "${CHANNELS:-64,128,128}" 2>&1 \
     | grep -v -i warn | tail -30 | tee "$OUT/train.txt"
 cp "$RUN/model/train.json" "$OUT/train.json" || exit 1
@@ -17,7 +17,7 @@ seconds=$(python3 -c "import json; print(min(${CAP:-100}, max(1, round(json.load
 echo "each supervised UNet: $seconds s" | tee -a "$OUT/train.txt"
 declare -A tasks=([recon]="reconstruction" [segment]="segmentation" [t1pre_t2]="t1pre -> t2" [t2_flair]="t2 -> flair")
 for slug in "${!tasks[@]}"; do
-    timeout 330 python3 benchmarks/tasks2_pgbm.py "${common[@]}" --model "$RUN/model/model.pt" --out "$RUN/$slug" \
+    timeout 330 "$PYTHON" benchmarks/tasks2_pgbm.py "${common[@]}" --model "$RUN/model/model.pt" --out "$RUN/$slug" \
         --only "${tasks[$slug]}" --baseline-seconds "$seconds" --baseline-epochs 100000 > "$RUN/$slug.log" 2>&1 &
 done
 wait

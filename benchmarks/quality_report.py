@@ -8,6 +8,7 @@ not complete shows as missing, with the reason, instead of a number.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from meddiff.common.jsonl import read_json_lines  # noqa: E402
 
 MISSING = "missing"
+REPO = Path(__file__).resolve().parents[1]
 DRAW_ONLY = ("fid", "precision", "recall")  # the same for every CNN seed when the synthetic set is drawn once
+
+
+def shown(path: Path) -> str:
+    """A path as the page shows it: relative to the repository (never this machine's absolute path)."""
+    return os.path.relpath(Path(path).resolve(), REPO)
 
 
 def _load(path: Path) -> dict | None:
@@ -395,18 +402,19 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
                   pgbm_tasks: dict) -> Path:
     """Write ``page`` (and its figures beside it, in results/) from the run directory ``out``; ``pgbm_tasks``:
     {task: (command, output stem)} in the order the suite numbered their folders."""
-    figures = page.parent / "results"
+    figures = page.parent / page.stem.lower()  # RESULTS.md: results/, RESULTS-gpu.md: results-gpu/
     if figures.exists():
         shutil.rmtree(figures)  # figures of an earlier run must not sit next to this run's numbers
     failed = [r for r in records if not r["status"].startswith(("ok", "done"))]
     head = ["# Results: does training together beat training alone, and what does privacy cost?", "",
             f"Written by `{machine['command']}` (budget **{budget['name']}**) on {machine['date']}, machine "
-            f"`{machine['host']}` ({machine['cpus']} CPUs, no GPU used; {machine['platform']}, Python "
+            f"`{machine['host']}` ({machine['cpus']} CPUs, "
+            f"{machine.get('gpu') or 'no GPU'}; {machine['platform']}, Python "
             f"{machine['python']}); its steps took {sum(r.get('seconds', 0) for r in records) / 60:.1f} min in all "
-            f"(a step kept from an earlier run of the same directory counts with its own time). Data: `{data}`. "
-            f"Run directory: "
-            f"`{out}` (each step's command and log: `suite.json`, `logs/`; a copy of the logs and result files is in "
-            f"[results/run/](results/run/)). Every number below is read from a result "
+            f"(a step kept from an earlier run of the same directory counts with its own time). Data: "
+            f"`{shown(data)}`. Run directory: `{shown(out)}` (each step's command and log: `suite.json`, `logs/`; a "
+            f"copy of the logs and result files is in [{figures.name}/run/]({figures.name}/run/)). Every number "
+            "below is read from a result "
             f"file of that run; a step that did not complete shows as '{MISSING}'.", "",
             f"Budget `{budget['name']}` (benchmarks/quality_suite.py `BUDGETS`): "
             + ", ".join(f"{k} {v}" for k, v in budget.items() if k != "name") + ".", ""]
@@ -414,6 +422,14 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
         head += ["**This is the quick budget**: minutes of CPU training per model, far from converged. It shows "
                  "that the whole pipeline runs and how the methods rank at a tiny budget; the goals below are "
                  "read against the full budget (`make bench`).", ""]
+    if budget.get("early_stopping"):
+        head += [f"**Early stopping** (patience {budget['early_stopping']}): every model trained until its held-out "
+                 "denoising loss had not improved for that many evaluations (a federation: rounds; a pooled or "
+                 "single-site model: one evaluation per federated round's worth of steps), and the best model was "
+                 "kept; rounds and steps above are caps. Each row's training cost says what it used.", ""]
+    if budget["name"] == "smoke":
+        head += ["**This is the smoke budget**: toy sizes on a CPU, to prove the GPU script and this page. Its "
+                 "numbers mean nothing.", ""]
     if failed:
         head += [f"**{len(failed)} steps did not complete**: " + "; ".join(f"`{r['step']}` {r['status']}"
                                                                           for r in failed) + ".", ""]

@@ -83,6 +83,14 @@ class Budget:
     anomaly_limit: int = 128
     anomaly_seeds: int = 1
     anomaly_methods: tuple[str, ...] = ("anoddpm", "multi-depth")
+    # what a GPU budget changes: which experiments run, the PneumoniaMNIST size (0 = the archive's 28 px), the
+    # batch size (0 = the scenario's), and early stopping: with patience P > 0 every model trains until its
+    # held-out loss has not improved for P evaluations (a federation: P rounds; a pooled or single-site model:
+    # P evaluations, one per sites x local_steps steps, the steps of one federated round), rounds being the cap
+    experiments: tuple[str, ...] = ("pneumonia", "pgbm", "segmentation", "anomaly")
+    pneumonia_resolution: int = 0
+    batch_size: int = 0
+    early_stopping: int = 0
 
 
 BUDGETS = {
@@ -102,6 +110,28 @@ BUDGETS = {
                    hippocampus_test_cases=60, dp_noise_multiplicity=1,
                    anomaly_sets=("pneumonia", "breast", "pgbm"), anomaly_steps=1500, anomaly_limit=0, anomaly_seeds=3,
                    anomaly_methods=("anoddpm", "anoddpm-simplex", "multi-depth", "pddpm", "counterfactual")),
+    # One GPU call (benchmarks/gpu_evidence.sh, at most 8 minutes of an H200): PneumoniaMNIST at 64 px and PGBM at
+    # 64 px with the widths a GPU site would use, every model trained until its held-out loss stops improving
+    # (rounds and steps are caps). The sizes are estimates from the measured 64 px training speed (docs/gpu.md);
+    # the run's suite.json records what each step took.
+    "gpu": Budget("gpu", pneumonia_rounds=30, pneumonia_local_steps=100, pneumonia_channels=(64, 128, 128),
+                  n_synthetic=1000, sampling_steps=20, eval_seeds=(0, 1, 2), real_seeds=(0,), real_images=0,
+                  one_draw=True, epsilons=(1.0, 4.0, 10.0),
+                  pgbm_rounds=30, pgbm_local_steps=50, pgbm_resolution=64, pgbm_channels=(64, 128, 128),
+                  pgbm_test_slices=24, task_samples=4, unet_seconds=30, jsrt_resolution=64, jsrt_steps=600,
+                  jsrt_synthetic_pairs=128, hippocampus_steps=600, hippocampus_cases=200, hippocampus_test_cases=60,
+                  dp_noise_multiplicity=1, experiments=("pneumonia", "pgbm"), pneumonia_resolution=64,
+                  batch_size=64, early_stopping=3),
+    # The GPU budget's shape at toy sizes, for a CPU smoke run of benchmarks/gpu_evidence.sh (minutes on 2 cores):
+    # it proves the script, the early stopping and the page, not the figures.
+    "smoke": Budget("smoke", pneumonia_rounds=3, pneumonia_local_steps=5, pneumonia_channels=(8, 16, 16),
+                    n_synthetic=60, sampling_steps=5, eval_seeds=(0,), real_seeds=(0,), real_images=300,
+                    one_draw=True, epsilons=(10.0,),
+                    pgbm_rounds=2, pgbm_local_steps=4, pgbm_resolution=32, pgbm_channels=(8, 16, 16),
+                    pgbm_test_slices=4, task_samples=1, unet_seconds=3, jsrt_resolution=32, jsrt_steps=20,
+                    jsrt_synthetic_pairs=8, hippocampus_steps=10, hippocampus_cases=10, hippocampus_test_cases=4,
+                    public_steps=20, pgbm_dp_epsilon=0.0, dp_noise_multiplicity=1, experiments=("pneumonia", "pgbm"),
+                    pneumonia_resolution=32, batch_size=8, early_stopping=1),
 }
 
 
@@ -165,6 +195,24 @@ def model_section(channels: tuple[int, ...]) -> dict:
             "num_head_channels": min(32, channels[-1])}
 
 
+def train_section(budget: Budget) -> dict:
+    """[train] of the suite's scenarios: the seed, and the budget's batch size when it sets one."""
+    return {"seed": budget.seed, **({"batch_size": budget.batch_size} if budget.batch_size else {})}
+
+
+def stopping(budget: Budget) -> dict:
+    """[federation] early stopping: the rounds become a cap."""
+    return {"early_stopping_patience": budget.early_stopping} if budget.early_stopping else {}
+
+
+def comparator_stopping(budget: Budget, experiment: str) -> list[str]:
+    """quality_train.py's early stopping: one evaluation per federated round's worth of steps."""
+    if not budget.early_stopping:
+        return []
+    local = budget.pneumonia_local_steps if experiment == "pneumonia" else budget.pgbm_local_steps
+    return ["--early-stopping", str(budget.early_stopping), "--eval-every", str(budget.sites * local)]
+
+
 def global_model(run: Path) -> str:
     """The last registered global model of a `meddiff simulate` run directory."""
     return read_json_lines(run / "registry.jsonl")[-1]["path"]
@@ -176,10 +224,12 @@ def pneumonia_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     """Experiments 1 and 2: PneumoniaMNIST over 3 sites (Dirichlet alpha 0.5), judged by TSTR."""
     archive = data / PNEUMONIA
     root = out / "pneumonia"
-    base = {"scenario": {"data": str(archive), "sites": budget.sites, "seed": budget.seed},
+    base = {"scenario": {"data": str(archive), "sites": budget.sites, "seed": budget.seed,
+                         **({"resolution": budget.pneumonia_resolution} if budget.pneumonia_resolution else {})},
             "federation": {"rounds": budget.pneumonia_rounds, "local_steps": budget.pneumonia_local_steps,
-                           "min_sites": budget.sites, "server_learning_rate": budget.server_learning_rate},
-            "model": model_section(budget.pneumonia_channels), "train": {"seed": budget.seed}}
+                           "min_sites": budget.sites, "server_learning_rate": budget.server_learning_rate,
+                           **stopping(budget)},
+            "model": model_section(budget.pneumonia_channels), "train": train_section(budget)}
     scenarios = {s: write_scenario("pneumonia", root / "scenarios" / f"{s}.toml", f"pneumonia-{s}",
                                    {**base, "federation": {**base["federation"], "strategy": s}})
                  for s in ("fedavg", "fedadam")}
@@ -207,7 +257,8 @@ def pneumonia_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
         folder = root / name
         steps.append(Step(f"pneumonia/{name}/train", lambda: [*_script("quality_train.py"), str(scenarios["fedavg"]),
                                                                "--sites", sites, "--steps", str(total), "--out",
-                                                               str(folder / "model")],
+                                                               str(folder / "model"),
+                                                               *comparator_stopping(budget, "pneumonia")],
                           folder / "model" / "train.json", info=info))
         steps.append(Step(f"pneumonia/{name}/eval", lambda: [*_script("quality_tstr.py"), "--model",
                                                               str(folder / "model" / "model.pt"), *evaluate,
@@ -274,8 +325,8 @@ def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
         "scenario": {"data": str(train_npz), "sites": budget.sites, "resolution": budget.pgbm_resolution,
                      "seed": budget.seed},
         "federation": {"rounds": budget.pgbm_rounds, "local_steps": budget.pgbm_local_steps,
-                       "min_sites": budget.sites},
-        "model": model_section(budget.pgbm_channels), "train": {"seed": budget.seed}})
+                       "min_sites": budget.sites, **stopping(budget)},
+        "model": model_section(budget.pgbm_channels), "train": train_section(budget)})
     total = budget.sites * budget.pgbm_rounds * budget.pgbm_local_steps
     steps, models = [], {}
     run = root / "federated" / "run"
@@ -296,7 +347,7 @@ def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
         folder = root / name / "model"
         steps.append(Step(f"pgbm/{name}/train", lambda folder=folder, sites=sites: [
             *_script("quality_train.py"), str(scenario), "--sites", sites, "--steps", str(total), "--out",
-            str(folder)], folder / "train.json"))
+            str(folder), *comparator_stopping(budget, "pgbm")], folder / "train.json"))
         models[name] = (lambda folder=folder: str(folder / "model.pt"), folder / "train.json")
     samples = ["--samples", str(budget.task_samples)]
     unet = ["--baseline-train", str(train_npz), "--baseline-seconds", str(budget.unet_seconds)]
@@ -358,6 +409,16 @@ def missing_data(data: Path, experiments: list[str]) -> list[str]:
     return [str(data / need) for experiment in experiments for need in NEEDS[experiment] if not (data / need).exists()]
 
 
+def accelerator() -> str:
+    """The GPUs the suite's steps could use ('' for none), as nvidia-smi names them."""
+    if not shutil.which("nvidia-smi"):
+        return ""
+    found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                           text=True)
+    names = [line.strip() for line in found.stdout.splitlines() if line.strip()] if found.returncode == 0 else []
+    return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+
+
 # -- running ------------------------------------------------------------------------------------------------------
 
 def run_step(step: Step, out: Path, earlier: dict | None, save: Callable[[dict], None]) -> dict:
@@ -397,6 +458,8 @@ def run_step(step: Step, out: Path, earlier: dict | None, save: Callable[[dict],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick budget (under 20 min on 2 cores)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), help="quick, full (default), gpu (one GPU call: "
+                        "benchmarks/gpu_evidence.sh) or smoke (the gpu budget's shape at toy sizes, on CPU)")
     parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")),
                         help="the folder of the shared data sets (default ../shared/data)")
     parser.add_argument("--out", help="run directory (default bench_out/quality-<budget>)")
@@ -406,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the page again from the run directory's suite.json")
     args = parser.parse_args(argv)
-    budget = BUDGETS["quick" if args.quick else "full"]
+    if args.quick and args.budget not in (None, "quick"):
+        parser.error(f"--quick is --budget quick; it cannot go with --budget {args.budget}")
+    budget = BUDGETS[args.budget or ("quick" if args.quick else "full")]
     data = Path(args.data).resolve()
     out = Path(args.out or REPO / "bench_out" / f"quality-{budget.name}").resolve()
     if args.report_only:
@@ -433,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = re.compile(args.steps)
     except re.error as error:
         parser.error(f"--steps {args.steps!r} is not a regular expression ({error})")
-    chosen = [e.strip() for e in args.only.split(",") if e.strip()] or list(EXPERIMENTS)
+    chosen = [e.strip() for e in args.only.split(",") if e.strip()] or list(budget.experiments)
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"--only {unknown}: the experiments are {list(EXPERIMENTS)}")
@@ -460,10 +525,11 @@ def main(argv: list[str] | None = None) -> int:
         for step in (s for s in steps if wanted.search(s.name)):
             save(run_step(step, out, earlier.get(step.name), save))
     records = list(kept.values())
-    machine = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    machine = {"host": platform.node(), "cpus": os.cpu_count(), "gpu": accelerator(), "python": platform.python_version(),
                "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                "seconds": round(time.perf_counter() - started), "command": " ".join(
-                   ["meddiff bench --suite quality"] + (["--quick"] if args.quick else []) +
+                   ["meddiff bench --suite quality"] + (["--quick"] if budget.name == "quick" else
+                                                        [f"--budget {budget.name}"] if budget.name != "full" else []) +
                    ([f"--only {args.only}"] if args.only else []) +
                    ([f"--steps '{args.steps}'"] if args.steps else []))}
     write_json_atomically(suite, {"machine": machine, "records": records})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..common.config import ConfigError
 
+BUDGETS = ("quick", "full", "gpu", "smoke")  # benchmarks/quality_suite.py BUDGETS (not imported: it loads matplotlib)
 SUITES = {"quality": "quality_suite.py"}  # federated vs centralised vs single site, privacy-utility, every task
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -17,6 +18,9 @@ def add_parser(commands) -> None:
     p = commands.add_parser("bench", help="run a benchmark suite on the real data and write docs/RESULTS.md")
     p.add_argument("--suite", choices=sorted(SUITES), default="quality")
     p.add_argument("--quick", action="store_true", help="the quick budget (under 20 min on 2 cores)")
+    p.add_argument("--budget", choices=BUDGETS, help="quick, full (the default), gpu (one GPU call, see "
+                   "benchmarks/gpu_evidence.sh; every model trained until its held-out loss stops improving) or "
+                   "smoke (the gpu budget at toy sizes, on CPU)")
     p.add_argument("--data", help="folder of the shared data sets (default ../shared/data)")
     p.add_argument("--out", help="run directory (default bench_out/quality-<budget>; an existing one is continued)")
     p.add_argument("--only", help="comma-separated experiments: pneumonia, pgbm, segmentation, anomaly")
@@ -34,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
                           "installed package; run meddiff bench from a clone (pip install -e .)")
     argv = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + (
         ["--report-only"] if args.report_only else []) + [
-        flag for name in ("data", "out", "only", "steps", "results") if getattr(args, name)
+        flag for name in ("budget", "data", "out", "only", "steps", "results") if getattr(args, name)
         for flag in (f"--{name}", getattr(args, name))]
     return subprocess.run(argv).returncode

@@ -195,3 +195,47 @@ def test_the_anomaly_experiment_runs_the_benchmark_with_the_budgets_sizes(tmp_pa
     argv = step.argv()
     assert argv[1].endswith("anomaly_detection.py") and step.done == tmp_path / "anomaly" / "results.json"
     assert argv[argv.index("--sets") + 1] == "pneumonia,breast,pgbm" and argv[argv.index("--seeds") + 1] == "3"
+
+
+def test_the_gpu_budget_trains_every_model_until_its_held_out_loss_stops_improving(tmp_path):
+    """Issue 26: PneumoniaMNIST at 64 px; the federations stop on a plateau ([federation] early stopping, the
+    rounds a cap) and the pooled and single-site comparators evaluate once per federated round's worth of steps."""
+    budget = quality_suite.BUDGETS["gpu"]
+    steps = quality_suite.pneumonia_steps(budget, tmp_path / "data", tmp_path / "out")
+    fedavg = load_scenario(tmp_path / "out" / "pneumonia" / "scenarios" / "fedavg.toml")
+    assert fedavg.data.resolution == 64 and fedavg.recipe.batch_size == budget.batch_size
+    assert fedavg.federation.early_stopping_patience == budget.early_stopping > 0
+    central = next(s for s in steps if s.name == "pneumonia/central/train").argv()
+    every = budget.sites * budget.pneumonia_local_steps
+    assert central[central.index("--early-stopping") + 1] == str(budget.early_stopping)
+    assert central[central.index("--eval-every") + 1] == str(every)
+    quick = quality_suite.pneumonia_steps(quality_suite.BUDGETS["quick"], tmp_path / "data", tmp_path / "quick")
+    assert "--early-stopping" not in next(s for s in quick if s.name == "pneumonia/central/train").argv()
+    assert set(budget.experiments) == {"pneumonia", "pgbm"}
+
+
+def test_meddiff_bench_knows_every_budget_of_the_suite(tmp_path, capfd):
+    from meddiff.cli import main
+    from meddiff.commands.bench import BUDGETS
+
+    assert set(BUDGETS) == set(quality_suite.BUDGETS)
+    assert main(["bench", "--budget", "gpu", "--report-only", "--out", str(tmp_path / "run"), "--results",
+                 str(tmp_path / "RESULTS-gpu.md")]) == 2
+    assert "suite.json" in capfd.readouterr().err and not (tmp_path / "RESULTS-gpu.md").exists()
+
+
+def test_the_comparator_stops_early_on_its_sites_held_out_examples(tmp_path):
+    scenario = quality_suite.write_scenario("phantom", tmp_path / "phantom.toml", "phantom-small", {
+        "scenario": {"examples_per_site": 10, "resolution": 16}, "model": quality_suite.model_section((8, 16, 16))})
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality_train.py"), str(scenario), "--sites", "0",
+                    "--steps", "6", "--early-stopping", "5", "--eval-every", "2", "--out", str(tmp_path / "site")],
+                   check=True, cwd=REPO)
+    summary = json.loads((tmp_path / "site" / "train.json").read_text())
+    assert [at for at, _ in summary["early_stopping"]["history"]] == [2, 4, 6] and summary["total_steps"] == 6
+
+
+@pytest.mark.parametrize("name", sorted(quality_suite.BUDGETS))
+def test_every_budgets_scenarios_load(name, tmp_path):
+    quality_suite.pneumonia_steps(quality_suite.BUDGETS[name], tmp_path / "data", tmp_path / "out")
+    for scenario in (tmp_path / "out" / "pneumonia" / "scenarios").glob("*.toml"):
+        load_scenario(scenario)  # a budget whose network does not fit the scenario is refused by name here

@@ -19,3 +19,13 @@ def test_delivery_rounds(final, every, expected):
 def test_a_negative_delivery_interval_is_refused():
     with pytest.raises(ConfigError, match="deliver_every"):
         FederationSettings(deliver_every=-1)
+
+
+def test_early_stopping_needs_the_sites_held_out_loss():
+    from meddiff.common.config import ConfigError
+    from meddiff.server.settings import FederationSettings
+
+    with pytest.raises(ConfigError, match="set evaluate = true"):
+        FederationSettings(early_stopping_patience=2, evaluate=False)
+    with pytest.raises(ConfigError, match="early_stopping_patience must be >= 0"):
+        FederationSettings(early_stopping_patience=-1)

@@ -48,3 +48,9 @@ def test_pneumonia_dirichlet_split_is_label_skewed():
     fractions = [float(s.train.labels.float().mean()) for s in sites]
     assert max(fractions) - min(fractions) > 0.3
     assert sum(len(s.train) + len(s.holdout) for s in sites) == 4690  # the whole train split, once
+
+
+def test_simulated_sites_share_the_gpus_and_ask_for_none_without_one():
+    from meddiff.simulations.runner import gpu_share
+
+    assert gpu_share(0, 3) == 0.0 and gpu_share(1, 3) == pytest.approx(1 / 3) and gpu_share(4, 2) == 1.0

@@ -203,8 +203,11 @@ def _train_and_report(trainer, training, data, holdout, checkpoint: Path, consol
         plateau, every = stopping
         console.print(f"early stopping: held-out loss of the EMA model on {len(holdout)} examples every {every} "
                       f"steps, patience {plateau.patience}, at most {trainer.steps} steps")
-        result = train_until_plateau(trainer, data, holdout, plateau, every, checkpoint, meta,
-                                     say=lambda line: console.print(line, highlight=False))
+        try:
+            result = train_until_plateau(trainer, data, holdout, plateau, every, checkpoint, meta,
+                                         say=lambda line: console.print(line, highlight=False))
+        except ValueError as e:
+            raise ConfigError(f"{checkpoint}: {e}") from None
         total, meta["early_stopping"] = trainer.step, plateau.record()
         console.print(f"kept the model of step {plateau.best[0]} (held-out loss {plateau.best[1]:.5f})"
                       + (f"; stopped after {plateau.patience} evaluations without improvement" if plateau.stopped

@@ -76,6 +76,8 @@ def train_until_plateau(trainer: Trainer, data: TrainingTensors, holdout: Traini
     summed result of the steps taken."""
     if len(holdout) == 0:
         raise ValueError("early stopping needs held-out examples; the data has none to keep out")
+    if trainer.step >= trainer.steps:
+        raise ValueError(f"the model is at step {trainer.step} of {trainer.steps}: nothing to train (raise --steps)")
     results: list[TrainResult] = []
     while trainer.step < trainer.steps and not plateau.stopped:
         results.append(trainer.train(data, min(every, trainer.steps - trainer.step)))

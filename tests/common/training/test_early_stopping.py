@@ -63,3 +63,12 @@ def test_meddiff_train_refuses_a_bad_patience(tmp_path, capsys):
     assert main(["train", "--data", "phantom", "--out", str(tmp_path / "r"), "--early-stopping", "-1",
                  *TINY_FLAGS]) == 2
     assert "--early-stopping must be >= 0" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_early_stopped_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--phantom-n", "24", "--early-stopping", "2", "--eval-every", "2"]
+    assert main(["train", "--data", "phantom", "--out", str(out), "--steps", "2", *flags]) == 0
+    assert main(["train", "--data", "phantom", "--out", str(out), "--resume", "--steps", "2",
+                 "--early-stopping", "2", "--eval-every", "2"]) == 2
+    assert "nothing to train (raise --steps)" in capsys.readouterr().err

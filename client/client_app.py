@@ -18,7 +18,7 @@ from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..common.messages import SERVER_ROUND
-from ..common.wire import pack_vector, packed_vector
+from ..common.wire import pack_reply, packed_vector
 from .aggregation_mods import clip_update_when_asked, secure_aggregation_when_asked
 from .process_clock import process_started_at
 from .round_result import RoundRunner
@@ -64,14 +64,15 @@ def make_client_app(runner_provider: RunnerProvider, store_provider: StoreProvid
         config = dict(msg.content["config"])
         runner = runner_provider(context)  # the site worker's hello, or importing torch + MONAI here
         ready = time.time()
-        result = runner.train(config, packed_vector(msg.content["arrays"]), dict(context.node_config),
-                              str(context.run_id))
+        global_vector = packed_vector(msg.content["arrays"])
+        result = runner.train(config, global_vector, dict(context.node_config), str(context.run_id))
         if result.refusal:  # nothing trained, nothing sent
             log.error("%s", result.refusal)
             return Message(Error(code=BUDGET_EXCEEDED, reason=result.refusal), reply_to=msg)
         metrics = {**result.metrics, **_partition(context), **_arrival(msg, entered), "time-runner": ready - entered}
         log.info("round %s: %d steps, loss %.4f", config.get(SERVER_ROUND), metrics["steps"], metrics["train-loss"])
-        content = RecordDict({"arrays": pack_vector(result.weights), "metrics": metric_record(metrics)})
+        content = RecordDict({"arrays": pack_reply(result.weights, global_vector.size),
+                              "metrics": metric_record(metrics)})
         result.released()
         return Message(content=content, reply_to=msg)
 

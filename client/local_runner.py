@@ -11,8 +11,9 @@ import time
 from typing import Callable
 
 import numpy as np
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from ..common.messages import SERVER_ROUND, TrainInstruction
+from ..common.messages import SECURE_WEIGHT, SERVER_ROUND, TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.wire import state_dict_of, vector_of
 from ..privacy.ledger import BudgetExceeded, UnitMismatch
@@ -22,6 +23,12 @@ from .site_data import SiteData
 from .site_tracking import log_site_round
 
 SiteProvider = Callable[[dict, RunSpec], SiteData]  # (the SuperNode's node config, the run spec) -> the site's data
+
+
+def sends_trained_part(spec: RunSpec, config: dict) -> bool:
+    """Whether this round's reply carries only the trained part of the weights: when the run fine-tunes a part,
+    unless SecAgg+ or the site-side clipping of central DP is on (both work on the whole vector: Flower's mods)."""
+    return spec.recipe.trainable != "all" and SECURE_WEIGHT not in config and KEY_CLIPPING_NORM not in config
 
 
 class LocalRunner:
@@ -41,6 +48,8 @@ class LocalRunner:
             return TrainResult(None, {}, str(refusal))
         trained = time.perf_counter()
         vector = vector_of(outcome.weights, layout)
+        if sends_trained_part(spec, config):  # the frozen rest is the global model's own values
+            vector = vector[spec.trained_mask()]
         packed = time.perf_counter()
         timing = {"time-data": loaded - started, "time-setup": max(0.0, trained - loaded - outcome.metrics["seconds"]),
                   "time-pack": packed - trained}

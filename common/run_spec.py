@@ -15,7 +15,7 @@ from .diffusion.loading import model_meta
 from .diffusion.model import ConditionalDenoiser
 from .schema import ChannelSchema
 from .specs import ModelSpec, RecipeSpec, spec_from_dict
-from .wire import layout_of
+from .wire import layout_of, trained_mask
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,12 @@ class RunSpec:
     def weight_layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """Names and shapes of the model's weights, in state-dict order (see ``common.wire``)."""
         return layout_of(ConditionalDenoiser(self.schema, self.model).state_dict())
+
+    def trained_mask(self):
+        """Where in the packed vector a run that trains a part of the network ([train] trainable) changes
+        anything: what a site's reply carries (common/wire.py). None when every parameter trains."""
+        if self.recipe.trainable == "all":
+            return None
+        from .training.trainable import is_trained
+
+        return trained_mask(self.weight_layout(), lambda name: is_trained(name, self.recipe.trainable))

@@ -15,7 +15,7 @@ message handles packed vectors only and must not pay for importing torch (client
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
@@ -99,3 +99,37 @@ def state_dict_of(vector: np.ndarray, layout: Layout) -> dict[str, torch.Tensor]
 def unpack(record: ArrayRecord, layout: Layout) -> dict[str, torch.Tensor]:
     """The packed record as a torch state dict (own memory, safe to load into a model)."""
     return state_dict_of(packed_vector(record), layout)
+
+
+# -- a reply that holds only the trained part ---------------------------------------------------------------------
+# A run that fine-tunes a part of the network ([train] trainable) changes only that part: the rest of a site's reply
+# would be the global model's own values, sent back. Such a reply holds the trained values alone, in layout order,
+# under TRAINED_KEY; the coordinator puts them back into the global vector before anything else reads the reply.
+TRAINED_KEY = "trained-weights"
+
+
+def trained_mask(layout: Layout, trained: Callable[[str], bool]) -> np.ndarray:
+    """(N,) bool over the packed vector: True where the parameter ``trained(name)`` is."""
+    return np.concatenate([np.full(int(np.prod(shape)), trained(name), dtype=bool) for name, shape in layout]) \
+        if layout else np.zeros(0, dtype=bool)
+
+
+def pack_reply(vector: np.ndarray, global_size: int) -> ArrayRecord:
+    """A site's new weights: the whole vector as usual, or (shorter than the global one) only the trained part."""
+    if vector.size == global_size:
+        return pack_vector(vector)
+    return ArrayRecord({TRAINED_KEY: Array(np.ascontiguousarray(vector, dtype=np.float32))})
+
+
+def expand_trained(record: ArrayRecord, global_vector: np.ndarray, mask: np.ndarray) -> ArrayRecord:
+    """A reply as the whole packed vector: a trained-part reply is put back into ``global_vector`` (the frozen
+    values are the global model's, which is what the site holds); any other record is returned as it is."""
+    if list(record.keys()) != [TRAINED_KEY]:
+        return record
+    part = record[TRAINED_KEY].numpy()
+    if part.ndim != 1 or part.size != int(mask.sum()):
+        raise WireFormatError(f"a trained-part reply holds {part.size} values, the run trains {int(mask.sum())}: "
+                              "the site runs another [train] trainable or meddiff version")
+    whole = global_vector.astype(np.float32, copy=True)
+    whole[mask] = part
+    return pack_vector(whole)

@@ -26,7 +26,7 @@ from ..common.checkpoint import load_checkpoint
 from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
 from ..common.training.early_stopping import Plateau
-from ..common.wire import pack, unpack
+from ..common.wire import WireFormatError, expand_trained, pack, packed_vector, unpack
 from . import central_dp
 from .delivery import deliver_model, delivery_metadata
 from .initial_model import load_initial_model
@@ -51,21 +51,36 @@ def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
 
 
 def train_round(grid: Grid, strategy: Strategy, settings: FederationSettings, server_round: int,
-                arrays: ArrayRecord, config: dict) -> tuple[ArrayRecord | None, dict[str, dict], list[dict], dict]:
+                arrays: ArrayRecord, config: dict, trained: np.ndarray | None = None,
+                ) -> tuple[ArrayRecord | None, dict[str, dict], list[dict], dict]:
     """Send, collect, aggregate: (the new global model or None, per-site metrics, rejected or failed replies,
     where the coordinator's time went). Raises PrivacyBudgetExhausted before sending when central DP would pass
-    its limit."""
+    its limit. trained: where a fine-tuning run's replies carry values (RunSpec.trained_mask)."""
     started = time.time()
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid))
     if settings.secure_aggregation:
         return (*_secure_round(grid, strategy, messages, settings, server_round), {})
     collected = send_and_collect(grid, messages, settings.timeout)
+    if trained is not None:
+        _whole_replies(collected.replies, packed_vector(arrays), trained, server_round)
     last = max(collected.arrived_at.values(), default=collected.sent_at)
     aggregated, _ = strategy.aggregate_train(server_round, collected.replies)
     validating = find(strategy, Validating)
     timing = {"send": collected.sent_at - started, "reply-transfer": collected.transfer_seconds(),
               "aggregate": time.time() - last}
     return aggregated, validating.site_metrics, validating.rejected, timing
+
+
+def _whole_replies(replies: list, global_vector: np.ndarray, trained: np.ndarray, server_round: int) -> None:
+    """Put each trained-part reply back into the global vector, before any wrapper or strategy reads it; a reply
+    that does not fit is left as it is, and validation rejects it."""
+    for reply in replies:
+        if reply.has_error() or "arrays" not in reply.content.array_records:
+            continue
+        try:
+            reply.content["arrays"] = expand_trained(reply.content["arrays"], global_vector, trained)
+        except WireFormatError as error:
+            log.warning("round %d: node %s: %s", server_round, reply.metadata.src_node_id, error)
 
 
 def _secure_round(grid, strategy, messages, settings, server_round):
@@ -184,7 +199,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     strategy, state, initial = _start(store, spec, settings, resume)
     tracker = RunTracker(store.dir, settings.tracking_uri, {"spec": spec.to_config(), "settings": asdict(settings)},
                          run_id or Path(run_dir).name) if tracking_on(settings) else None
-    layout = spec.weight_layout()
+    layout, trained = spec.weight_layout(), spec.trained_mask()
     base_config = {**spec.to_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
@@ -196,7 +211,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         started = time.perf_counter()
         config = {**base_config, **settings.instruction(server_round).to_config()}
         try:
-            outcome = train_round(grid, strategy, settings, server_round, arrays, config)
+            outcome = train_round(grid, strategy, settings, server_round, arrays, config, trained)
         except central_dp.PrivacyBudgetExhausted as exhausted:
             log.error("round %d not started: %s (%s, dp_max_epsilon = %g); the run stops here", server_round,
                       exhausted, central_dp.KIND, settings.dp_max_epsilon)

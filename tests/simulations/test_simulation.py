@@ -173,3 +173,26 @@ def test_early_stopping_ends_the_run_on_a_plateau_and_registers_the_best_round(t
     assert registry[-1]["path"].endswith("round-0001.pt") and len(store.metrics()) == 3
     again = simulate(scenario, tmp_path / "run", resume=True)
     assert len(again.registry()) == 4 and len(again.metrics()) == 3
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_federation_sends_the_trained_part_and_keeps_the_frozen_rest(tmp_path):
+    """[train] trainable = "decoder": each reply carries only the decoder (and the schema's layers); the
+    coordinator puts it back into the global model, so the frozen encoder ends the run as it started (to the
+    float32 rounding of FedAvg's weighted mean of equal values, about 3e-8)."""
+    from meddiff.common.training.trainable import is_trained
+
+    path = tmp_path / "part.toml"
+    path.write_text(TINY.replace("rounds = 3", "rounds = 2").replace('"fedadam"', '"fedavg"')
+                    .replace("[train]\n", '[train]\ntrainable = "decoder"\n'))
+    scenario = load_scenario(path)
+    store = simulate(scenario, tmp_path / "run")
+    assert all(not m["rejected"] and len(m["train"]) == 3 for m in store.metrics())
+    start = initial_weights(run_spec(scenario))
+    final, _ = load_checkpoint(store.registry()[-1]["path"])
+    frozen = [k for k in start if not is_trained(k, "decoder")]
+    trained = [k for k in start if is_trained(k, "decoder")]
+    assert frozen
+    for k in frozen:
+        torch.testing.assert_close(final["model"][k], start[k], atol=1e-6, rtol=0)
+    assert max((final["model"][k] - start[k]).abs().max() for k in trained) > 1e-4

@@ -76,3 +76,30 @@ def test_meddiff_train_trains_the_part_it_is_asked_for(tmp_path, capsys):
                  "--trainable", "decoder"]) == 0
     assert "training decoder: " in " ".join(capsys.readouterr().out.split())
     assert open_model_checkpoint(tmp_path / "model.pt")[4].trainable == "decoder"
+
+
+def test_a_fine_tuning_sites_reply_carries_only_the_trained_part_and_the_coordinator_restores_the_rest(phantom):
+    """Issue 22: only what changed travels; put back into the global vector it is exactly the site's model."""
+    import numpy as np
+
+    from meddiff.client.local_runner import LocalRunner
+    from meddiff.common.messages import SECURE_WEIGHT
+    from meddiff.common.wire import TRAINED_KEY, WireFormatError, expand_trained, pack_reply, packed_vector, vector_of
+
+    spec = RunSpec(phantom.schema, 16, SMALL, RecipeSpec(batch_size=4, trainable="norms-attention"), "phantom")
+    runner = LocalRunner(lambda node_config, spec: SiteData("north", phantom))
+    layout, mask = spec.weight_layout(), spec.trained_mask()
+    start = vector_of(Trainer(phantom.schema, SMALL, spec.recipe, device="cpu", ema=False).weights(), layout)
+    config = {**spec.to_config(), **TrainInstruction(server_round=1, rounds=1, local_steps=2).to_config()}
+    part = runner.train(config, start, {}, "run").weights
+    assert 0 < part.size == int(mask.sum()) < start.size
+    record = pack_reply(part, start.size)
+    assert list(record.keys()) == [TRAINED_KEY]
+    whole = packed_vector(expand_trained(record, start, mask))
+    assert np.array_equal(whole[~mask], start[~mask]) and np.array_equal(whole[mask], part)
+    assert not np.array_equal(whole[mask], start[mask])  # the trained part did move
+    with pytest.raises(WireFormatError, match="trains"):
+        expand_trained(pack_reply(part[:-1], start.size), start, mask)
+    secure = runner.train({**config, SECURE_WEIGHT: "uniform"}, start, {}, "run").weights
+    assert secure.size == start.size  # SecAgg+ masks the whole vector: it is sent whole
+    assert RunSpec(phantom.schema, 16, SMALL, RecipeSpec(), "phantom").trained_mask() is None

@@ -94,7 +94,7 @@ def _privacy_section(run_dir: Path, rounds: list[dict], registry: list[dict], fi
                    f"It protects each {'patient' if units.startswith('patient') else 'training image'} of a site "
                    "against everyone who sees the weights; it is not site-level DP.</p>"
                    f"<img src='figures/{figure.name}'>")
-    site_level = [(e["round"], e["central_dp"]) for e in registry if "central_dp" in e]
+    site_level = [(e["round"], e["central_dp"]) for e in registry if "central_dp" in e and "early_stopping" not in e]
     if site_level:
         figure = _plot({"federation": [(r, d["epsilon"]) for r, d in site_level]},
                        "site-level DP epsilon at the server (total after the round)", "epsilon",
@@ -117,6 +117,17 @@ def _tables(run_dir: Path, rounds: list[dict]) -> tuple[str, str]:
         f"<td>{html.escape('; '.join(str(x['node']) + ': ' + x['reason'] for x in r['rejected'])) or '-'}</td></tr>"
         for r in rounds)
     return rows, round_rows
+
+
+def _stopping(registry: list[dict]) -> str:
+    """A sentence on early stopping, when the run used it: which round's model is the run's, and why."""
+    stopping = registry[-1].get("early_stopping") if registry else None
+    if not stopping:
+        return ""
+    why = (f"the held-out loss had not improved for {stopping['patience']} evaluations" if stopping["stopped"]
+           else "the cap of rounds was reached")
+    return (f" Early stopping after round {stopping['at_round']} ({why}): the run's model is round "
+            f"{stopping['best_at']}'s, held-out loss {stopping['best_loss']:.4f}.")
 
 
 def _sample_grids(registry: list[dict], sample_every: int, figures: Path) -> str:
@@ -167,7 +178,7 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>meddiff run {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
-<h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(registry)} rounds.</p>
+<h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(rounds)} rounds.{_stopping(registry)}</p>
 {_start_paragraph(run_dir, rounds)}
 <h2>Data split per site</h2><table><tr><th>site</th><th>train</th><th>held-out</th><th>labels</th><th>channels</th>
 <th>missing</th></tr>{rows}</table>

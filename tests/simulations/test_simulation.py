@@ -173,6 +173,11 @@ def test_early_stopping_ends_the_run_on_a_plateau_and_registers_the_best_round(t
     assert registry[-1]["path"].endswith("round-0001.pt") and len(store.metrics()) == 3
     again = simulate(scenario, tmp_path / "run", resume=True)
     assert len(again.registry()) == 4 and len(again.metrics()) == 3
+    from meddiff.simulations.report import write_report
+
+    page = write_report(tmp_path / "run").read_text()
+    assert "3 rounds. Early stopping after round 3 (the held-out loss had not improved for 2 evaluations)" in page
+    assert "the run's model is round 1's" in page
 
 
 @pytest.mark.slow

@@ -426,7 +426,11 @@ def write_results(out: Path, page: Path, *, budget: dict, machine: dict, records
         head += [f"**Early stopping** (patience {budget['early_stopping']}): every model trained until its held-out "
                  "denoising loss had not improved for that many evaluations (a federation: rounds; a pooled or "
                  "single-site model: one evaluation per federated round's worth of steps), and the best model was "
-                 "kept; rounds and steps above are caps. Each row's training cost says what it used.", ""]
+                 "kept; rounds and steps above are caps. Each row's training cost says what it used. Runs with DP "
+                 "at the sites are the exception: they train a fixed number of rounds "
+                 f"({budget.get('dp_rounds') or 'the experiment’s'}), because the sites' held-out loss is not "
+                 "covered by epsilon and choosing the round on it would use private data outside the guarantee.",
+                 ""]
     if budget["name"] == "smoke":
         head += ["**This is the smoke budget**: toy sizes on a CPU, to prove the GPU script and this page. Its "
                  "numbers mean nothing.", ""]

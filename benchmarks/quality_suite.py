@@ -91,6 +91,7 @@ class Budget:
     pneumonia_resolution: int = 0
     batch_size: int = 0
     early_stopping: int = 0
+    dp_rounds: int = 0  # rounds of the runs with DP at the sites, which never stop early (0 = the experiment's rounds)
 
 
 BUDGETS = {
@@ -121,7 +122,7 @@ BUDGETS = {
                   pgbm_test_slices=24, task_samples=4, unet_seconds=30, jsrt_resolution=64, jsrt_steps=600,
                   jsrt_synthetic_pairs=128, hippocampus_steps=600, hippocampus_cases=200, hippocampus_test_cases=60,
                   dp_noise_multiplicity=1, experiments=("pneumonia", "pgbm"), pneumonia_resolution=64,
-                  batch_size=64, early_stopping=3),
+                  batch_size=64, early_stopping=3, dp_rounds=8),
     # The GPU budget's shape at toy sizes, for a CPU smoke run of benchmarks/gpu_evidence.sh (minutes on 2 cores):
     # it proves the script, the early stopping and the page, not the figures.
     "smoke": Budget("smoke", pneumonia_rounds=3, pneumonia_local_steps=5, pneumonia_channels=(8, 16, 16),
@@ -205,6 +206,14 @@ def stopping(budget: Budget) -> dict:
     return {"early_stopping_patience": budget.early_stopping} if budget.early_stopping else {}
 
 
+def private_federation(federation: dict, budget: Budget, rounds: int) -> dict:
+    """[federation] of a run with DP at the sites: FedAvg, and a fixed number of rounds, never early stopping.
+    Stopping on the sites' held-out loss would choose the model on private examples that DP-SGD's epsilon does
+    not cover (the held-out split is not trained on, and its loss leaves the site without noise)."""
+    fixed = {k: v for k, v in federation.items() if not k.startswith("early_stopping")}
+    return {**fixed, "strategy": "fedavg", "rounds": budget.dp_rounds or rounds}
+
+
 def comparator_stopping(budget: Budget, experiment: str) -> list[str]:
     """quality_train.py's early stopping: one evaluation per federated round's worth of steps."""
     if not budget.early_stopping:
@@ -271,15 +280,16 @@ def pneumonia_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
     alone("central", "all", {"method": "centralised (3 sites pooled)", "kind": "centralised"})
     for site in range(budget.sites):
         alone(f"site-{site}", str(site), {"method": f"site-{site} alone", "kind": "single site"})
+    fixed = private_federation(base["federation"], budget, budget.pneumonia_rounds)
     private = write_scenario("pneumonia", root / "scenarios" / "fedavg-dp.toml", "pneumonia-fedavg-dp",
-                             {**base, "federation": {**base["federation"], "strategy": "fedavg"},
+                             {**base, "federation": fixed,
                               "privacy": {"noise_multiplicity": budget.dp_noise_multiplicity}})
     for epsilon in budget.epsilons:
         federated(f"eps-{epsilon:g}", private, ["--epsilon", f"{epsilon:g}"],
                   {"method": f"federated, FedAvg, example-level DP epsilon {epsilon:g}", "kind": "dp",
                    "epsilon": epsilon})
     part = write_scenario("pneumonia", root / "scenarios" / "fedavg-dp-part.toml", "pneumonia-fedavg-dp-part",
-                          {**base, "federation": {**base["federation"], "strategy": "fedavg"},
+                          {**base, "federation": fixed,
                            "privacy": {"noise_multiplicity": budget.dp_noise_multiplicity},
                            "train": {**base["train"], "trainable": quality_public.PART}})
     files = quality_public.pretrain_files(root, scenarios["fedavg"], _toml_value)
@@ -334,10 +344,10 @@ def pgbm_steps(budget: Budget, data: Path, out: Path) -> list[Step]:
                       run / "report.html", info={"method": "federated, FedAvg"}))
     models["federated"] = (lambda: global_model(run), run / "report.html")
     if budget.pgbm_dp_epsilon:  # patient-level DP (the archive's study ids name the patients)
-        private = write_scenario("pgbm", root / "scenarios" / "fedavg-dp.toml", "pgbm-fedavg-dp",
-                                 {**{k: v for k, v in tomllib.loads(scenario.read_text()).items()
-                                     if isinstance(v, dict)}, "privacy": {
-                                     "noise_multiplicity": budget.dp_noise_multiplicity, "unit": "patient"}})
+        tables = {k: v for k, v in tomllib.loads(scenario.read_text()).items() if isinstance(v, dict)}
+        private = write_scenario("pgbm", root / "scenarios" / "fedavg-dp.toml", "pgbm-fedavg-dp", {
+            **tables, "federation": private_federation(tables["federation"], budget, budget.pgbm_rounds),
+            "privacy": {"noise_multiplicity": budget.dp_noise_multiplicity, "unit": "patient"}})
         dp_run = root / "federated-dp" / "run"
         steps.append(Step("pgbm/federated-dp/train", lambda: _simulate(private, dp_run, [
             "--epsilon", f"{budget.pgbm_dp_epsilon:g}"]), dp_run / "report.html",
@@ -525,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         for step in (s for s in steps if wanted.search(s.name)):
             save(run_step(step, out, earlier.get(step.name), save))
     records = list(kept.values())
-    machine = {"host": platform.node(), "cpus": os.cpu_count(), "gpu": accelerator(), "python": platform.python_version(),
+    machine = {"host": platform.node(), "cpus": os.cpu_count(), "gpu": accelerator(),
+               "python": platform.python_version(),
                "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                "seconds": round(time.perf_counter() - started), "command": " ".join(
                    ["meddiff bench --suite quality"] + (["--quick"] if budget.name == "quick" else

@@ -239,3 +239,12 @@ def test_every_budgets_scenarios_load(name, tmp_path):
     quality_suite.pneumonia_steps(quality_suite.BUDGETS[name], tmp_path / "data", tmp_path / "out")
     for scenario in (tmp_path / "out" / "pneumonia" / "scenarios").glob("*.toml"):
         load_scenario(scenario)  # a budget whose network does not fit the scenario is refused by name here
+
+
+def test_runs_with_dp_at_the_sites_never_stop_on_the_sites_held_out_loss(tmp_path):
+    """Choosing the round on private held-out examples would step outside what epsilon covers."""
+    budget = quality_suite.BUDGETS["gpu"]
+    quality_suite.pneumonia_steps(budget, tmp_path / "data", tmp_path / "out")
+    for name in ("fedavg-dp", "fedavg-dp-part"):
+        private = load_scenario(tmp_path / "out" / "pneumonia" / "scenarios" / f"{name}.toml").federation
+        assert private.early_stopping_patience == 0 and private.rounds == budget.dp_rounds

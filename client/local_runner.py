@@ -49,7 +49,7 @@ class LocalRunner:
         trained = time.perf_counter()
         vector = vector_of(outcome.weights, layout)
         if sends_trained_part(spec, config):  # the frozen rest is the global model's own values
-            vector = vector[spec.trained_mask()]
+            vector = vector[spec.trained_mask(layout)]
         packed = time.perf_counter()
         timing = {"time-data": loaded - started, "time-setup": max(0.0, trained - loaded - outcome.metrics["seconds"]),
                   "time-pack": packed - trained}

@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from ..common.training.on_devices import TrainerBuild
     from ..common.training.trainer import DEFAULT_STEPS, Trainer
 
+    if args.early_stopping < 0 or args.eval_every < 1:  # refused before any data is read
+        raise ConfigError("--early-stopping must be >= 0 (0 = off) and --eval-every >= 1")
     out, console = Path(args.out), plain_console()
     checkpoint = out / CHECKPOINT
     site = load_site_config(args.config) if args.config else SiteConfig()
@@ -154,8 +156,6 @@ def run(args: argparse.Namespace) -> int:
     if args.data != "phantom" or args.early_stopping:  # kept out for the memorisation audit of `meddiff generate`
         data, holdout = holdout_split(data, HOLDOUT_FRACTION)  # and early stopping (the phantom has fresh draws)
     devices = _devices(args, site.runtime)
-    if args.early_stopping < 0 or args.eval_every < 1:
-        raise ConfigError("--early-stopping must be >= 0 (0 = off) and --eval-every >= 1")
     if args.early_stopping and len(devices) > 1:
         raise ConfigError("--early-stopping runs on one device; drop --devices (or --early-stopping)")
     build = TrainerBuild(trainer.schema, trainer.spec, trainer.recipe, site.runtime, trainer.steps,

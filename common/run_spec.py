@@ -49,11 +49,12 @@ class RunSpec:
         """Names and shapes of the model's weights, in state-dict order (see ``common.wire``)."""
         return layout_of(ConditionalDenoiser(self.schema, self.model).state_dict())
 
-    def trained_mask(self):
+    def trained_mask(self, layout: list[tuple[str, tuple[int, ...]]] | None = None):
         """Where in the packed vector a run that trains a part of the network ([train] trainable) changes
-        anything: what a site's reply carries (common/wire.py). None when every parameter trains."""
+        anything: what a site's reply carries (common/wire.py). None when every parameter trains. ``layout``:
+        the weight layout when the caller has it already (making it builds the network)."""
         if self.recipe.trainable == "all":
             return None
         from .training.trainable import is_trained
 
-        return trained_mask(self.weight_layout(), lambda name: is_trained(name, self.recipe.trainable))
+        return trained_mask(layout or self.weight_layout(), lambda name: is_trained(name, self.recipe.trainable))

@@ -199,7 +199,8 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     strategy, state, initial = _start(store, spec, settings, resume)
     tracker = RunTracker(store.dir, settings.tracking_uri, {"spec": spec.to_config(), "settings": asdict(settings)},
                          run_id or Path(run_dir).name) if tracking_on(settings) else None
-    layout, trained = spec.weight_layout(), spec.trained_mask()
+    layout = spec.weight_layout()
+    trained = spec.trained_mask(layout)
     base_config = {**spec.to_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}

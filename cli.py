@@ -23,7 +23,8 @@ log = logging.getLogger("meddiff")
 
 def build_parser() -> argparse.ArgumentParser:
     from .commands import (bench, budget, demo, denoise, deploy, detect_anomalies, generate, phantom, plan,
-                           reconstruct, segment, simulate, site_admin, site_check, site_pacs, super_resolve, train, translate)
+                           reconstruct, segment, simulate, site_admin, site_check, site_pacs, super_resolve, train,
+                           train_autoencoder, translate)
 
     parser = argparse.ArgumentParser(prog="meddiff", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"meddiff {__version__}")
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_parser(site)
     site_admin.add_parsers(site)
     site_pacs.add_parser(site)
-    for module in (plan, train, generate, detect_anomalies, denoise, super_resolve, reconstruct, segment, translate,
+    for module in (plan, train, train_autoencoder, generate, detect_anomalies, denoise, super_resolve, reconstruct, segment, translate,
                    simulate, bench):
         module.add_parser(commands)
     return parser

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.synthesis import synthesize
 
     formats = _export_formats(args)
-    loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device)
+    loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device, latent_ok=True)
     schema, size = loaded.schema, loaded.resolution
     if args.n_per_class is not None:
         if not schema.num_classes:
@@ -211,7 +211,9 @@ def _audit(args: argparse.Namespace, loaded, images: np.ndarray, console: Consol
                           f"images): {error}; give more data with --audit-data, or --no-audit to keep the samples "
                           "on this machine unaudited") from error
     members = train.subset(torch.arange(min(len(train), 4 * len(holdout))))
-    auroc = membership_auroc(denoising_losses(loaded.denoiser, members), denoising_losses(loaded.denoiser, holdout))
+    scored = (members, holdout) if loaded.codec is None else (  # a latent model denoises latents
+        loaded.codec.encode_tensors(members), loaded.codec.encode_tensors(holdout))
+    auroc = membership_auroc(*(denoising_losses(loaded.denoiser, part) for part in scored))
     summary = {**result.summary(), "membership_auroc": auroc, "members": len(members), "holdout": len(holdout),
                "data": source, "flagged": result.flagged.tolist()}
     console.print(f"memorisation audit against {source}: {int(result.flagged.sum())} of {len(images)} samples "

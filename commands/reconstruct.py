@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         loaded, data = open_task(args, "reconstruct", need=tuple(given_names))
     else:
-        loaded, data = load_model(args.model, use_ema=not args.raw_weights, device=args.device), None
+        loaded, data = load_model(args.model, use_ema=not args.raw_weights, device=args.device,
+                                  task="meddiff reconstruct"), None
     if loaded.spec.spatial_dims != 2:
         raise ConfigError("reconstruct: only 2D k-space is supported; this checkpoint is a 3D model")
     index = run_timed("reconstruct", lambda: image_channels(loaded.schema, args.channel, given_names))[0]

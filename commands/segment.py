@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.segment import mask_channel, segment_task
 
     settings = settings_from(SegmentSettings, args.samples, args.sampler, args.steps, args.batch_size)
-    loaded, data = open_task(args, "segment")
+    loaded, data = open_task(args, "segment", latent_ok=True)
     index = run_timed("segment", lambda: mask_channel(loaded.schema, args.mask_channel))[0]
     unets = run_timed("segment", lambda: _unets(args, loaded, index))[0]  # scored on the same images, same report
     result, _ = run_timed("segment", lambda: segment_task(loaded, data, index, settings, unets, args.seed))

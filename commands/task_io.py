@@ -30,15 +30,18 @@ def add_common_arguments(p: argparse.ArgumentParser, *, data_required: bool = Tr
     p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
 
 
-def open_task(args: argparse.Namespace, task: str, *, resolution_divisor: int = 1, need: tuple[str, ...] = ()):
-    """(loaded model, task data): the checkpoint and the site's data in its channel order, or a clear error."""
+def open_task(args: argparse.Namespace, task: str, *, resolution_divisor: int = 1, need: tuple[str, ...] = (),
+              latent_ok: bool = False):
+    """(loaded model, task data): the checkpoint and the site's data in its channel order, or a clear error.
+    latent_ok: the task runs on latent models too (else one is refused by name)."""
     import torch
     from ..common.diffusion.loading import load_model
     from ..tasks.task_data import load_task_data
 
     if args.limit < 0:
         raise ConfigError("--limit must be >= 0")
-    loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device)
+    loaded = load_model(args.model, use_ema=not args.raw_weights, device=args.device, task=f"meddiff {task}",
+                        latent_ok=latent_ok)
     config = site_data_config(args)
     data = load_task_data(args.data, loaded, config, task=task, need=need,
                           resolution=loaded.resolution // resolution_divisor)

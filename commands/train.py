@@ -54,6 +54,9 @@ def add_parser(commands) -> None:
                         "then the cap) and keep the best model; default 0 = train all --steps")
     p.add_argument("--eval-every", type=int, default=100, metavar="STEPS",
                    help="with --early-stopping: evaluate the held-out loss every STEPS steps (default 100)")
+    p.add_argument("--autoencoder", metavar="FILE",
+                   help="latent diffusion, stage 2: train on the latents of this autoencoder.pt (`meddiff "
+                        "train-autoencoder`); the model file carries it, and its SHA-256")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--devices", help="train on several devices as one (data-parallel), e.g. cuda:0,cuda:1 or all; "
@@ -100,7 +103,8 @@ def resumed_trainer(args: argparse.Namespace, checkpoint: Path, runtime):
     fixed = [flag for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--plan", args.plan),
                                       ("--schedule", args.schedule), ("--seed", args.seed), ("--noise", args.noise),
                                       ("--channels", args.channels), ("--healthy-only", args.healthy_only),
-                                      ("--healthy-class", args.healthy_classes)) if value is not None]
+                                      ("--healthy-class", args.healthy_classes), ("--autoencoder", args.autoencoder))
+             if value is not None]
     if fixed:
         raise ConfigError(f"--resume continues {checkpoint} as it was trained; only --steps may change, drop {fixed}")
     return Trainer.resume(checkpoint, args.device, steps=args.steps, runtime=runtime)
@@ -133,19 +137,23 @@ def run(args: argparse.Namespace) -> int:
     trainer = resumed_trainer(args, checkpoint, site.runtime) if args.resume else None
     if trainer is not None:
         console.print(f"resuming {checkpoint} at step {trainer.step} of {trainer.steps}")
-    planned_resolution = trainer.resolution if trainer else specs_from(args, 2)[2]
+    autoencoder = trainer.latent if trainer else _autoencoder(args)
+    planned_resolution = pixel_resolution(trainer) if trainer else specs_from(args, 2)[2]
+    if autoencoder is not None:
+        planned_resolution = _latent_resolution(args, autoencoder, planned_resolution)
     try:
         training = load_training_set(args.data, site.data, args.resolution or planned_resolution,
                                      phantom_n=args.phantom_n, seed=args.seed or 0)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    codec = _codec(autoencoder, training, args.device)
     if trainer is None:
         model, recipe, _ = specs_from(args, len(training.tensors.spatial))
-        trainer = Trainer(training.tensors.schema, model, recipe, site.runtime, args.device,
-                          steps=args.steps or DEFAULT_STEPS)
-    elif training.resolution != trainer.resolution:
-        raise ConfigError(f"{checkpoint} was trained at {trainer.resolution} px; the data is prepared at "
-                          f"{training.resolution} px (pass --resolution {trainer.resolution})")
+        trainer = Trainer(codec.latent_schema if codec else training.tensors.schema, model, recipe, site.runtime,
+                          args.device, steps=args.steps or DEFAULT_STEPS, latent=autoencoder)
+    elif training.resolution != pixel_resolution(trainer):
+        raise ConfigError(f"{checkpoint} was trained at {pixel_resolution(trainer)} px; the data is prepared at "
+                          f"{training.resolution} px (pass --resolution {pixel_resolution(trainer)})")
     data, holdout = training.tensors, None
     if trainer.recipe.healthy_only:  # before the split, so the held-out examples are healthy too (calibration)
         try:
@@ -155,7 +163,14 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"healthy only: {len(data)} of {len(training.tensors)} examples")
     if args.data != "phantom" or args.early_stopping:  # kept out for the memorisation audit of `meddiff generate`
         data, holdout = holdout_split(data, HOLDOUT_FRACTION)  # and early stopping (the phantom has fresh draws)
+    if codec is not None:  # encoded once: the autoencoder is frozen in stage 2
+        data, holdout = (None if part is None else codec.encode_tensors(part) for part in (data, holdout))
+        console.print(f"latent: {training.resolution} px x {len(codec.schema.channels)} channels -> "
+                      f"{data.spatial[-1]} px x {len(data.schema.channels)} latent channels (autoencoder "
+                      f"{codec.file.sha256[:16]}...)", highlight=False)
     devices = _devices(args, site.runtime)
+    if codec is not None and len(devices) > 1:
+        raise ConfigError("--autoencoder (latent diffusion) trains on one device so far; drop --devices")
     if args.early_stopping and len(devices) > 1:
         raise ConfigError("--early-stopping runs on one device; drop --devices (or --early-stopping)")
     build = TrainerBuild(trainer.schema, trainer.spec, trainer.recipe, site.runtime, trainer.steps,
@@ -166,6 +181,45 @@ def run(args: argparse.Namespace) -> int:
     plateau = Plateau(args.early_stopping) if args.early_stopping else None
     return _train_and_report(trainer, training, data, holdout, checkpoint, console, devices, build,
                              (plateau, args.eval_every))
+
+
+def pixel_resolution(trainer) -> int:
+    """The image size a trainer's data is prepared at (a latent model's trainer counts latent positions)."""
+    return trainer.latent.resolution if trainer.latent is not None else trainer.resolution
+
+
+def _autoencoder(args: argparse.Namespace):
+    if not args.autoencoder:
+        return None
+    from ..common.latent.autoencoder import load_autoencoder
+
+    return load_autoencoder(args.autoencoder)
+
+
+def _latent_resolution(args: argparse.Namespace, autoencoder, planned: int) -> int:
+    """A latent model's data is prepared at the size its autoencoder was trained at (its latent scale was
+    measured there); another size asked for is refused with both named."""
+    asked = args.resolution or planned
+    if asked and asked != autoencoder.resolution:
+        raise ConfigError(f"the autoencoder {args.autoencoder or ''} was trained at {autoencoder.resolution} px; "
+                          f"{asked} px was asked for (drop --resolution, or train an autoencoder at {asked} px)")
+    return autoencoder.resolution
+
+
+def _codec(autoencoder, training, device):
+    """The codec of a latent run, once the data's channels are known to be the autoencoder's."""
+    if autoencoder is None:
+        return None
+    import torch
+
+    from ..common.latent.codec import LatentCodec
+    from ..common.training.trainer import default_device
+
+    channels = list(training.tensors.schema.channels)
+    if channels != list(autoencoder.schema.channels):
+        raise ConfigError(f"the autoencoder was trained on channels {list(autoencoder.schema.channels)}; the data "
+                          f"{training.source} has {channels}: train an autoencoder on this data's channels")
+    return LatentCodec(autoencoder, torch.device(device) if device else default_device())
 
 
 def _devices(args: argparse.Namespace, runtime) -> list[str]:
@@ -189,7 +243,7 @@ def _train_and_report(trainer, training, data, holdout, checkpoint: Path, consol
     from ..common.training.on_devices import train_on_devices
 
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "
-                  f"{list(data.schema.channels)} at {training.resolution} px; model {trainer.trained.total / 1e6:.2f} "
+                  f"{list(data.schema.channels)} at {data.spatial[-1]} px; model {trainer.trained.total / 1e6:.2f} "
                   f"M parameters on {trainer.device} (training {trainer.trained.describe()}); schedule "
                   f"{trainer.spec.schedule}")
     meta = {"data": {"source": training.source, "examples": len(data), "studies": training.studies}}

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(TranslateSettings, args.samples, args.sampler, args.steps, args.batch_size)
     sources = [c for c in args.sources.split(",") if c]
-    loaded, data = open_task(args, "translate", need=tuple(sources))
+    loaded, data = open_task(args, "translate", need=tuple(sources), latent_ok=True)
     reference, unet = run_timed("translate", lambda: _baselines(args, loaded, sources))[0]
     result, _ = run_timed("translate", lambda: translate_task(loaded, data, sources, args.target, settings,
                                                               reference, unet, args.seed))

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..common.data.transforms import mask_values_to_labels
-from ..common.diffusion.generate import Conditioning, sample
 from ..common.diffusion.loading import LoadedModel
 from .draws import draw_channel
+from .synthesis import synthesize
 from .figures import first_image_channel, middle_slice
 from .metrics import to_unit
 from .result import TaskResult, Table
@@ -95,14 +95,10 @@ def synthetic_pairs(loaded: LoadedModel, count: int, mask_channel: int, *, steps
                     seed: int = 0) -> tuple[Tensor, Tensor]:
     """``count`` (images, mask) pairs drawn jointly from the model (nothing given): images (N, C, *spatial) in
     model units with the mask channel zeroed, masks (N, *spatial) bool (foreground = any label)."""
-    generator = torch.Generator(loaded.device).manual_seed(seed)
     shape = (loaded.schema.num_channels,) + (loaded.resolution,) * loaded.spec.spatial_dims
-    drawn = []
-    for first in range(0, count, batch_size):
-        n = min(batch_size, count - first)
-        conditioning = Conditioning.nothing((n, *shape), loaded.device)
-        drawn.append(sample(loaded.denoiser, conditioning, steps=steps, generator=generator).cpu())
-    images = torch.cat(drawn)
+    nothing = torch.zeros(loaded.schema.num_channels, dtype=torch.bool)
+    images, _ = synthesize(loaded, count, None, torch.zeros(shape), nothing, steps=steps, batch_size=batch_size,
+                           seed=seed, progress=False)
     masks = mask_values_to_labels(images[:, mask_channel], loaded.schema.mask_labels) > 0
     images[:, mask_channel] = 0.0
     return images, masks

@@ -12,8 +12,8 @@ import torch
 from meddiff.cli import build_parser, main
 from meddiff.common.checkpoint import save_checkpoint
 
-PARSER_SUBCOMMANDS = {"site", "phantom", "demo", "certs", "coordinator", "plan", "train", "generate", "detect-anomalies",
-                      "denoise", "super-resolve", "reconstruct", "segment", "translate", "simulate", "bench"}
+PARSER_SUBCOMMANDS = {"site", "phantom", "demo", "certs", "coordinator", "plan", "train", "train-autoencoder", "generate",
+                      "detect-anomalies", "denoise", "super-resolve", "reconstruct", "segment", "translate", "simulate", "bench"}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,10 @@ def cases(b, model) -> list[list[str]]:
         ["train", "--data", str(b / "nowhere"), "--out", out], ["train", "--data", str(b / "empty"), "--out", out],
         ["train", "--data", str(b / "random"), "--out", out], ["train", "--data", "phantom", "--out", out,
                                                                "--steps", "many"],
+        ["train", "--data", "phantom", "--out", out, "--autoencoder", str(model)],
+        ["train-autoencoder", "--data", str(b / "empty"), "--out", out],
+        ["train-autoencoder", "--data", "phantom", "--out", out, "--widths", "8,x"],
+        ["train-autoencoder", "--data", "phantom", "--out", out, "--widths", "16,32,64", "--resolution", "30"],
         ["generate", "--model", str(b / "nowhere.pt"), "--out", out],
         ["generate", "--model", str(b / "foreign.pt"), "--out", out],
         ["generate", "--model", str(b / "ledger.pt"), "--out", out],

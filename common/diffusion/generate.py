@@ -40,6 +40,7 @@ def sample(denoiser: Denoiser, conditioning: Conditioning, *, sampler: str = "dd
            **sampler_options) -> Tensor:
     """Samples of shape conditioning.condition.shape, in [-1, 1], with given channels equal to the condition.
 
+    clip_denoised: clip every estimate and the result to [-1, 1] (the pixel range; off for latents).
     x_start: the (partially) noised start at ``start_t``; by default a prior draw at t = 1.
     generator: on the model's device (the samplers draw their noise with it).
     precision: "auto" (bf16 autocast on CUDA), "fp32" or "bf16"; the sampler's own arithmetic stays fp32.
@@ -61,6 +62,6 @@ def sample(denoiser: Denoiser, conditioning: Conditioning, *, sampler: str = "dd
     # the autocast cast cache cannot live across a CUDA graph capture (torch.cuda.graph's documentation)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=not on_cuda_graphs):
         x = chosen.run(estimate, x_start, times, generator, callback, **sampler_options)
-    x = x.clamp(-1.0, 1.0)
+    x = x.clamp(-1.0, 1.0) if clip_denoised else x  # a latent model's latents are not in the pixel range
     g = conditioning.given.reshape(conditioning.given.shape + (1,) * (x.dim() - 2)).to(x.dtype)
     return x * (1 - g) + reference.to(x.dtype) * g

@@ -1,5 +1,8 @@
 """A trained model, ready for the tasks: the network (EMA weights by default), its schedule, schema and size.
 
+A latent model (common/latent/) carries its autoencoder in the same file: it loads with a codec, and its schema and
+resolution are the pixel ones the tasks read and write, while the denoiser works on latents.
+
 Every model file carries its ``ModelSpec`` (network and diffusion) and ``RecipeSpec`` in its metadata. Files
 written before the specs were split (``model_config`` + ``train_config``) are read as well: a site's store keeps
 models delivered by earlier versions.
@@ -15,6 +18,8 @@ import torch
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
 from ..schema import ChannelSchema
+from ..latent.autoencoder import AutoencoderFile, from_meta
+from ..latent.codec import LatentCodec
 from ..specs import ModelSpec, RecipeSpec, spec_from_dict
 from .fast_paths import apply_layout, switch_on
 from .denoiser import Denoiser
@@ -33,6 +38,7 @@ class LoadedModel:
     resolution: int
     meta: dict
     device: torch.device
+    codec: LatentCodec | None = None  # a latent model's autoencoder; schema and resolution are then the pixel ones
 
     @property
     def model(self) -> ConditionalDenoiser:
@@ -69,6 +75,23 @@ def specs_of(meta: dict, where: str) -> tuple[ModelSpec, RecipeSpec]:
         raise CheckpointError(f"{where}: the model description in the file cannot be read ({error})") from None
 
 
+def latent_record(autoencoder: AutoencoderFile) -> dict:
+    """The ``latent`` record of a latent model file: its autoencoder's description and the SHA-256 of the
+    stage-1 file it came from (the weights themselves are in the file's state, under ``autoencoder``)."""
+    record = autoencoder.meta()
+    record.pop("kind")
+    return {**record, "sha256": autoencoder.sha256}
+
+
+def latent_of(state: dict, meta: dict, where: str) -> AutoencoderFile | None:
+    """The autoencoder a latent model file carries; None for a pixel model."""
+    if "latent" not in meta:
+        return None
+    if "autoencoder" not in state:
+        raise CheckpointError(f"{where}: a latent model without its autoencoder's weights; the file is incomplete")
+    return from_meta(meta["latent"], state["autoencoder"], where)
+
+
 def open_model_checkpoint(path: str | Path) -> tuple[dict, dict, ChannelSchema, ModelSpec, RecipeSpec]:
     """(state, meta, schema, model spec, recipe) of a model file; refuses files that are not models."""
     state, meta = load_checkpoint(path)
@@ -77,10 +100,18 @@ def open_model_checkpoint(path: str | Path) -> tuple[dict, dict, ChannelSchema, 
     return (state, meta, ChannelSchema.from_dict(meta["schema"]), *specs_of(meta, str(path)))
 
 
-def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
-    """Load a checkpoint written by ``meddiff train`` (or a global model saved by the server)."""
+def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device | None = None,
+               latent_ok: bool = False, task: str = "this task") -> LoadedModel:
+    """Load a checkpoint written by ``meddiff train`` (or a global model saved by the server).
+
+    latent_ok: the caller handles latent models (through ``LoadedModel.codec``); for any other caller a latent
+    model is refused by name rather than fed pixels it was not trained on."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state, meta, schema, spec, _ = open_model_checkpoint(path)
+    autoencoder = latent_of(state, meta, str(path))
+    if autoencoder is not None and not latent_ok:
+        raise CheckpointError(f"{path} is a latent diffusion model; {task} runs on pixel models only so far "
+                              "(`meddiff generate` runs on both); pass a model trained without --autoencoder")
     model = ConditionalDenoiser(schema, spec)
     weights = state["ema"] if use_ema and "ema" in state else state["model"]
     try:
@@ -93,4 +124,8 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     resolution = int(meta.get("resolution", 0))
     if resolution <= 0:
         raise CheckpointError(f"{path}: the checkpoint does not record the image resolution it was trained at")
-    return LoadedModel(Denoiser(model, make_schedule(spec.schedule)), schema, resolution, meta, device)
+    denoiser = Denoiser(model, make_schedule(spec.schedule))
+    if autoencoder is None:
+        return LoadedModel(denoiser, schema, resolution, meta, device)
+    codec = LatentCodec(autoencoder, device)
+    return LoadedModel(denoiser, codec.schema, autoencoder.resolution, meta, device, codec)

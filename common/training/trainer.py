@@ -18,7 +18,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..checkpoint import save_checkpoint
 from ..diffusion.fast_paths import apply_layout, switch_on
-from ..diffusion.loading import model_meta, open_model_checkpoint
+from ..diffusion.loading import latent_of, latent_record, model_meta, open_model_checkpoint
+from ..latent.autoencoder import AutoencoderFile
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.loss import LossConfig
 from ..diffusion.model import ConditionalDenoiser
@@ -63,8 +64,10 @@ class Trainer:
 
     def __init__(self, schema: ChannelSchema, model: ModelSpec = ModelSpec(), recipe: RecipeSpec = RecipeSpec(),
                  runtime: RuntimeSpec = RuntimeSpec(), device: str | torch.device | None = None, *,
-                 steps: int = DEFAULT_STEPS, ema: bool = True, fused: bool = True) -> None:
+                 steps: int = DEFAULT_STEPS, ema: bool = True, fused: bool = True,
+                 latent: AutoencoderFile | None = None) -> None:
         self.schema, self.spec, self.recipe, self.runtime, self.steps = schema, model, recipe, runtime, steps
+        self.latent = latent  # a latent model: the stage-1 autoencoder its data was encoded with, saved with it
         self.device = torch.device(device) if device else default_device()
         with torch.random.fork_rng(devices=[]):  # the same seed gives the same initial model, no global state
             torch.manual_seed(recipe.seed)
@@ -132,6 +135,8 @@ class Trainer:
                  "generator": self.generator.get_state(), "step": self.step}
         meta = model_meta(self.schema, self.spec, self.recipe, self.resolution, step=self.step, steps=self.steps,
                           **(extra_meta or {}))
+        if self.latent is not None:  # the model file is whole: a site decodes its samples with what it carries
+            state["autoencoder"], meta["latent"] = self.latent.weights, latent_record(self.latent)
         return save_checkpoint(path, state, meta)
 
     @classmethod
@@ -140,7 +145,8 @@ class Trainer:
         """A trainer in exactly the state of checkpoint ``path``; ``steps`` may change the planned total."""
         state, meta, schema, spec, recipe = open_model_checkpoint(path)
         planned = meta.get("steps", meta.get("train_config", {}).get("steps", DEFAULT_STEPS))  # older files
-        trainer = cls(schema, spec, recipe, runtime, device, steps=steps or int(planned))
+        latent = latent_of(state, meta, str(path))
+        trainer = cls(schema, spec, recipe, runtime, device, steps=steps or int(planned), latent=latent)
         trainer.model.load_state_dict(state["model"])
         trainer.ema.module.load_state_dict(state["ema"])
         trainer.ema.n_averaged.copy_(state["ema_count"])

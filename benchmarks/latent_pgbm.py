@@ -1,0 +1,158 @@
+"""Latent diffusion on real brain MRI (PGBM) at 128 px: what the autoencoder keeps, and what a latent model costs.
+
+    .venv/bin/python benchmarks/latent_pgbm.py            # about 30 min on 2 cores
+    .venv/bin/python benchmarks/latent_pgbm.py --quick    # a few minutes: toy steps, the same table
+
+Stage 1 (`meddiff train-autoencoder`) and stage 2 (`meddiff train --autoencoder`) run as a site admin runs them,
+on every slice of the training patients PGBM-001 and PGBM-003 (contrasts and tumour mask, 128 px); the test
+patients PGBM-006 and PGBM-008 play no part in training (pgbm_split.py). The table reports:
+- the autoencoder's reconstruction PSNR / SSIM per channel on the test patients, beside the same image brought
+  down to the latent grid's size (32 px) and back up with bicubic interpolation: what a pixel model at 32 px
+  could at best show at 128 px;
+- seconds per generated 128 px image (DDIM, 50 steps, all channels): the latent model (sampling and decoding)
+  against a pixel model of the same UNet widths at 128 px and at 64 px. Speed does not depend on the weights, so
+  the pixel models are timed untrained;
+- a sample grid of the latent model (`meddiff generate`).
+Results go to --out (results.json, table.md, the grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pgbm_split import TEST_PATIENTS, TRAIN_PATIENTS, write_split, write_training_with_masks  # noqa: E402
+
+from bench_run import run_meddiff, training_record  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESOLUTION = 128
+
+
+def reconstruction_rows(autoencoder: Path, test_npz: Path) -> dict:
+    """Per channel on the test patients: the autoencoder's PSNR / SSIM and bicubic through the latent grid."""
+    import torch.nn.functional as F
+    from monai.metrics import SSIMMetric
+
+    from meddiff.common.data.training_set import load_training_set
+    from meddiff.common.latent.autoencoder import load_autoencoder
+    from meddiff.common.latent.codec import LatentCodec
+    from meddiff.common.latent.training import reconstruction_quality
+
+    codec = LatentCodec(load_autoencoder(autoencoder))
+    data = load_training_set(str(test_npz), resolution=RESOLUTION).tensors
+    ours = reconstruction_quality(codec, data)
+    small = codec.latent_size(RESOLUTION)
+    bicubic = F.interpolate(F.interpolate(data.images, size=(small, small), mode="area"), size=(RESOLUTION,) * 2,
+                            mode="bicubic", align_corners=False).clamp(-1, 1)
+    ssim = SSIMMetric(2, data_range=2.0)
+    rows = {}
+    for c, name in enumerate(data.schema.channels):
+        have = data.available[:, c]
+        truth, guess = data.images[have, c:c + 1], bicubic[have, c:c + 1]
+        mse = float(((truth - guess) ** 2).mean())
+        rows[name] = {"autoencoder": ours[name], "bicubic": {"psnr_db": 10 * math.log10(4 / max(mse, 1e-12)),
+                                                            "ssim": float(ssim(guess, truth).mean())}}
+    return {"test_slices": len(data), "latent_size": small, "channels": rows}
+
+
+def generation_seconds(latent_model: Path, n: int, steps: int) -> dict:
+    """Seconds per generated image: the latent model at 128 px against untrained pixel models of its widths."""
+    import torch
+
+    from meddiff.common.diffusion.loading import load_model
+    from meddiff.common.training.trainer import Trainer
+    from meddiff.tasks.synthesis import synthesize
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    loaded = load_model(latent_model, device="cpu", latent_ok=True)
+    schema = loaded.schema
+    condition, given = torch.zeros(schema.num_channels, RESOLUTION, RESOLUTION), torch.zeros(schema.num_channels,
+                                                                                              dtype=torch.bool)
+    timings = {}
+    _, seconds = synthesize(loaded, n, None, condition, given, steps=steps, batch_size=n, progress=False)
+    timings[f"latent {RESOLUTION} px (sample {loaded.codec.latent_size(RESOLUTION)} px + decode)"] = seconds / n
+    for size in (RESOLUTION, RESOLUTION // 2):
+        trainer = Trainer(schema, loaded.spec, device="cpu")
+        pixel = type(loaded)(trainer.denoiser, schema, size, {}, loaded.device)
+        _, seconds = synthesize(pixel, n, None, condition[:, :size, :size], given, steps=steps, batch_size=n,
+                                progress=False)
+        timings[f"pixel {size} px"] = seconds / n
+    return timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--out", default="bench_out/latent_pgbm")
+    parser.add_argument("--ae-steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=2500, help="stage-2 (latent diffusion) steps")
+    parser.add_argument("--quick", action="store_true", help="toy steps (40 and 40): the pipeline, not the figures")
+    parser.add_argument("--n", type=int, default=8, help="images per generation timing")
+    args = parser.parse_args()
+    if not (Path(args.data) / "pgbm").exists():
+        print(f"skipped: {Path(args.data) / 'pgbm'} is absent (give --data, the folder of the shared data sets)")
+        return 0
+    if args.quick:
+        args.ae_steps, args.steps = 40, 40
+    out = Path(args.out)
+    train_npz = write_training_with_masks(Path(args.data), out / "data")
+    test_npz = write_split(Path(args.data), out / "data")[1]
+    autoencoder, model = out / "autoencoder" / "autoencoder.pt", out / "latent" / "model.pt"
+    if not autoencoder.exists():
+        run_meddiff(["train-autoencoder", "--data", str(train_npz), "--resolution", str(RESOLUTION), "--steps",
+                     str(args.ae_steps), "--out", str(autoencoder.parent)])
+    if not model.exists():
+        run_meddiff(["train", "--data", str(train_npz), "--autoencoder", str(autoencoder), "--steps",
+                     str(args.steps), "--out", str(model.parent)])
+    run_meddiff(["generate", "--model", str(model), "--n", "16", "--audit-data", str(train_npz), "--out",
+                 str(out / "samples")])
+    stage1 = json.loads((autoencoder.parent / "autoencoder.json").read_text())
+    summary = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d"),
+               "train_patients": TRAIN_PATIENTS, "test_patients": TEST_PATIENTS, "resolution": RESOLUTION,
+               "stage1": {k: stage1[k] for k in ("steps", "seconds", "scale", "sha256")},
+               "stage2": {k: training_record(model).get(k) for k in ("total_steps", "seconds", "images_per_second")},
+               "reconstruction": reconstruction_rows(autoencoder, test_npz),
+               "seconds_per_image": generation_seconds(model, args.n, 50)}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    console = Console(width=160)
+    recon = Table(title=f"PGBM test patients {TEST_PATIENTS} at {RESOLUTION} px: autoencoder "
+                        f"({summary['stage1']['steps']} steps) vs bicubic through "
+                        f"{summary['reconstruction']['latent_size']} px")
+    for column in ("channel", "autoencoder PSNR (dB)", "autoencoder SSIM", "bicubic PSNR (dB)", "bicubic SSIM"):
+        recon.add_column(column, justify="left" if column == "channel" else "right")
+    lines = ["| channel | autoencoder PSNR (dB) | autoencoder SSIM | bicubic PSNR (dB) | bicubic SSIM |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, row in summary["reconstruction"]["channels"].items():
+        cells = [name, f"{row['autoencoder']['psnr_db']:.2f}", f"{row['autoencoder']['ssim']:.3f}",
+                 f"{row['bicubic']['psnr_db']:.2f}", f"{row['bicubic']['ssim']:.3f}"]
+        recon.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    speed = Table(title="seconds per generated image (DDIM 50 steps, all channels, CPU)")
+    for column in ("model", "s / image", "vs pixel 128 px"):
+        speed.add_column(column, justify="left" if column == "model" else "right")
+    lines += ["", "| model | s / image | speed-up vs pixel 128 px |", "| --- | --- | --- |"]
+    pixel128 = summary["seconds_per_image"][f"pixel {RESOLUTION} px"]
+    for name, seconds in summary["seconds_per_image"].items():
+        cells = [name, f"{seconds:.3f}", f"{pixel128 / seconds:.1f}x"]
+        speed.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    console.print(recon)
+    console.print(speed)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print(f"results -> {out / 'results.json'}, {out / 'table.md'}, {out / 'samples' / 'grid.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Stage 1 of latent diffusion: MONAI's AutoencoderKL, one network shared by every channel of the schema.
+
+Each schema channel (t1, flair, a mask ...) is encoded on its own as a one-channel image, by the same weights. A
+channel's latents then depend on that channel only, so a site without t2 encodes its t1 exactly as a site with
+t2 does, and the pixel channel-availability of an example becomes the availability of that channel's latent
+channels (codec.py). The file (``meddiff train-autoencoder``) is named by its SHA-256 in every model trained on
+its latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from monai.networks.nets import AutoencoderKL
+
+from ..checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from ..config import ConfigError
+from ..schema import ChannelSchema
+from ..specs import spec_from_dict
+
+KIND = "meddiff-autoencoder"
+
+
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    """The network: widths per level (each level after the first halves the size, so (16, 32, 64) maps 128 px to
+    32 px), latent channels per schema channel, residual blocks per level. No attention: at these widths it costs
+    more than it gives, and the KL term keeps the latents near a unit Gaussian that the scale factor then fits."""
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 3
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    spatial_dims: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if len(self.channels) < 2 or any(c % self.norm_num_groups for c in self.channels):
+            raise ConfigError(f"autoencoder widths {list(self.channels)}: give at least two levels, each a multiple "
+                              f"of {self.norm_num_groups}")
+        if self.latent_channels < 1:
+            raise ConfigError(f"autoencoder latent_channels must be >= 1, got {self.latent_channels}")
+
+    @property
+    def factor(self) -> int:
+        """How many pixels one latent position covers along each axis."""
+        return 2 ** (len(self.channels) - 1)
+
+
+def build_autoencoder(spec: AutoencoderSpec) -> AutoencoderKL:
+    return AutoencoderKL(spatial_dims=spec.spatial_dims, in_channels=1, out_channels=1, channels=spec.channels,
+                         attention_levels=(False,) * len(spec.channels), latent_channels=spec.latent_channels,
+                         num_res_blocks=spec.num_res_blocks, norm_num_groups=spec.norm_num_groups,
+                         with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+
+
+@dataclass(frozen=True)
+class AutoencoderFile:
+    """What a stage-1 file holds: the network, the schema and pixel size it was trained on, and the scale that
+    gives its latents the spread the diffusion model expects."""
+
+    spec: AutoencoderSpec
+    schema: ChannelSchema
+    resolution: int
+    scale: float
+    weights: dict
+    sha256: str = ""
+    record: dict | None = None  # how it was trained and how well it reconstructs (train-autoencoder's summary)
+
+    def meta(self) -> dict:
+        return {"kind": KIND, "autoencoder_spec": asdict(self.spec), "schema": self.schema.to_dict(),
+                "resolution": self.resolution, "scale": self.scale, "record": self.record or {}}
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, {"autoencoder": self.weights}, self.meta())
+
+    def network(self) -> AutoencoderKL:
+        network = build_autoencoder(self.spec)
+        network.load_state_dict(self.weights, strict=True)
+        return network.eval()
+
+
+def from_meta(meta: dict, weights: dict, where: str, sha256: str = "") -> AutoencoderFile:
+    """An autoencoder from its metadata (its own file's, or the ``latent`` record of a latent model file)."""
+    try:
+        return AutoencoderFile(spec_from_dict(AutoencoderSpec, meta["autoencoder_spec"], where),
+                               ChannelSchema.from_dict(meta["schema"]), int(meta["resolution"]), float(meta["scale"]),
+                               weights, sha256 or meta.get("sha256", ""), meta.get("record"))
+    except (KeyError, TypeError, ValueError, ConfigError) as error:
+        raise CheckpointError(f"{where}: the autoencoder description cannot be read ({error})") from None
+
+
+def load_autoencoder(path: str | Path) -> AutoencoderFile:
+    """A stage-1 file written by ``meddiff train-autoencoder``; anything else is refused by name."""
+    state, meta = load_checkpoint(path)
+    if meta.get("kind") != KIND:
+        raise CheckpointError(f"{path}: not an autoencoder (kind {meta.get('kind')!r}); pass the autoencoder.pt "
+                              "written by `meddiff train-autoencoder`")
+    loaded = from_meta(meta, state["autoencoder"], str(path), file_sha256(path))
+    try:
+        loaded.network()
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the autoencoder the file describes ({error})") from None
+    return loaded

@@ -1,0 +1,106 @@
+"""Training the autoencoder on a site's data: L1 + SSIM reconstruction and a small KL term, no learned
+perceptual loss (nothing is downloaded at run time), on single-channel images drawn from the channels each example
+really has; then the scale that gives the latents the pixel data's spread (sigma_data), and the reconstruction
+quality per channel on held-out examples."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from monai.losses import SSIMLoss
+from monai.metrics import SSIMMetric
+
+from ..data.tensors import TrainingTensors
+from ..progress import step_progress
+from .autoencoder import AutoencoderFile, AutoencoderSpec, build_autoencoder
+from .codec import LatentCodec
+
+SIGMA_DATA = 0.5  # the pixel data's spread the denoiser is preconditioned for (ModelSpec.sigma_data)
+
+
+@dataclass(frozen=True)
+class AutoencoderRecipe:
+    steps: int = 600
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    ssim_weight: float = 0.5
+    kl_weight: float = 1e-6
+    seed: int = 0
+
+
+def single_channel_images(data: TrainingTensors) -> torch.Tensor:
+    """(N', 1, *spatial): every (example, channel) pair the site really has."""
+    pairs = data.available.nonzero()
+    return data.images[pairs[:, 0], pairs[:, 1]].unsqueeze(1)
+
+
+def kl_divergence(mean: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, sigma^2) || N(0, 1)) summed over the latent, averaged over the batch."""
+    terms = mean.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2).clamp_min(1e-12)) - 1
+    return 0.5 * terms.flatten(1).sum(1).mean()
+
+
+def _window(size: int) -> int:
+    return min(11, size - 1 if size % 2 == 0 else size)  # an odd SSIM window no larger than the image
+
+
+def train_autoencoder(data: TrainingTensors, spec: AutoencoderSpec, recipe: AutoencoderRecipe, *,
+                      device: torch.device, progress: bool = False) -> tuple[AutoencoderFile, dict]:
+    """The trained stage-1 file (scale set from ``data``) and a summary: steps, seconds, last losses."""
+    images = single_channel_images(data)
+    if not len(images):
+        raise ValueError("no available channel to train the autoencoder on")
+    generator = torch.Generator().manual_seed(recipe.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        network = build_autoencoder(spec).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate)
+    ssim = SSIMLoss(spec.spatial_dims, data_range=2.0, win_size=_window(images.shape[-1]))
+    network.train()
+    start, losses = time.perf_counter(), []
+    with step_progress(recipe.steps, enabled=progress, description="autoencoder steps") as advance:
+        for step in range(recipe.steps):
+            batch = images[torch.randint(len(images), (recipe.batch_size,), generator=generator)].to(device)
+            for group in optimizer.param_groups:  # cosine decay: the last steps settle the details
+                group["lr"] = recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * step / max(1, recipe.steps)))
+            reconstruction, mean, sigma = network(batch)
+            loss = (reconstruction - batch).abs().mean() + recipe.ssim_weight * ssim(reconstruction, batch) \
+                + recipe.kl_weight * kl_divergence(mean, sigma)
+            if not torch.isfinite(loss):
+                raise ValueError(f"the autoencoder's loss is not finite at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            advance()
+    seconds = time.perf_counter() - start
+    weights = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    unscaled = AutoencoderFile(spec, data.schema, data.spatial[-1], 1.0, weights)
+    codec = LatentCodec(unscaled, device)
+    spread = float(codec.encode(data.images, data.available)[codec.latent_available(data.available)].std())
+    scale = SIGMA_DATA / max(spread, 1e-6)
+    tail = losses[-min(50, len(losses)):]
+    summary = {"steps": recipe.steps, "seconds": seconds, "images_per_second": recipe.steps * recipe.batch_size
+               / max(seconds, 1e-9), "loss_first": losses[0], "loss_last": sum(tail) / len(tail),
+               "latent_std_unscaled": spread, "scale": scale, "training_images": len(images)}
+    return AutoencoderFile(spec, data.schema, data.spatial[-1], scale, weights), summary
+
+
+def reconstruction_quality(codec: LatentCodec, data: TrainingTensors) -> dict[str, dict[str, float]]:
+    """PSNR (dB, data range [-1, 1]) and SSIM of encode-decode per channel over the examples that have it."""
+    rebuilt = codec.decode(codec.encode(data.images)).cpu()
+    ssim = SSIMMetric(data.images.dim() - 2, data_range=2.0, win_size=_window(data.spatial[-1]))
+    quality = {}
+    for c, name in enumerate(data.schema.channels):
+        have = data.available[:, c]
+        if not have.any():
+            continue
+        truth, guess = data.images[have, c:c + 1], rebuilt[have, c:c + 1]
+        mse = float(((truth - guess) ** 2).mean())
+        quality[name] = {"psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)), "ssim": float(ssim(guess, truth).mean()),
+                         "examples": int(have.sum())}
+    return quality

@@ -61,4 +61,6 @@ def run(args: argparse.Namespace) -> int:
                           f"{plan.class_names or '-'}, {plan.resolution} px {plan.ndim}D, network {list(plan.widths)}, "
                           f"batch {plan.batch_size} -> {out} (`meddiff coordinator start --config {out}`, "
                           f"`meddiff train --plan {out}`)")
+    if plan.latent_note:
+        plain_console().print(f"note: {plan.latent_note}", highlight=False)
     return 0

@@ -27,6 +27,30 @@ def suggested_resolution(min_side: float, gpu: bool) -> int:
     return fitting[-1] if gpu else min(fitting[-1], CPU_MAX_RESOLUTION)
 
 
+LATENT_FACTOR = 4  # the default autoencoder (16, 32, 64) shrinks each side by 4 (common/latent/)
+# the largest size a pixel model is planned at, by (dimension, GPU): 2D 64 px on a 2-core CPU (docs/RESULTS.md),
+# 3D 16^3 (benchmarks/hippocampus_3d.py)
+PIXEL_LIMIT = {(2, False): CPU_MAX_RESOLUTION, (3, False): 16, (2, True): SIZES[-1], (3, True): 32}
+
+
+def suggested_space(min_side: float, ndim: int, gpu: bool) -> tuple[str, int, str]:
+    """(space, resolution, why): pixel or latent diffusion for images of this (median) shorter side.
+
+    A latent model is suggested once the images are at least twice the largest pixel size the hardware trains
+    (``PIXEL_LIMIT``), at that size: its denoiser then works on a grid ``LATENT_FACTOR`` times smaller per side,
+    so a latent model at 128 px costs about a pixel model at 32 px."""
+    limit = PIXEL_LIMIT[(ndim, gpu)]
+    where = "a GPU" if gpu else "a 2-core CPU"
+    if min_side < 2 * limit:
+        size = min(suggested_resolution(min_side, gpu), limit)
+        return "pixel", size, (f"the images' shorter side ({min_side:g} px) is below {2 * limit} px: a pixel model "
+                               f"trains at {size} px on {where}")
+    size = 2 * limit
+    return "latent", size, (f"the images' shorter side is {min_side:g} px; on {where} a pixel model stops at "
+                            f"{limit} px, while a latent model at {size} px trains on a {size // LATENT_FACTOR} px "
+                            "grid (meddiff train-autoencoder, then meddiff train --autoencoder; docs/latent.md)")
+
+
 def channel_order(channels: set[str]) -> list[str]:
     """Image channels in the canonical order (then by name), masks last."""
     images = [c for c in CANONICAL_ORDER if c in channels]
@@ -44,11 +68,14 @@ class Plan:
     widths: tuple[int, ...]
     batch_size: int
     sites: list[str]
+    latent_note: str = ""  # when every site's images call for latent diffusion (suggested_space): what to know
+
 
     def federation_toml(self, run_dir: str = "runs/federation", local_steps: int = 100, rounds: int = 10) -> str:
         attention = ", ".join("true" if i == len(self.widths) - 1 else "false" for i in range(len(self.widths)))
         return "\n".join([
             f"# planned by `meddiff plan` from the fingerprints of {', '.join(self.sites)}",
+            *([f"# {self.latent_note}"] if self.latent_note else []),
             f"run_dir = {json.dumps(run_dir)}", "", "[schema]", f"channels = {json.dumps(self.channels)}",
             f"class_names = {json.dumps(self.class_names)}", f"mask_labels = {self.mask_labels}",
             f"resolution = {self.resolution}", "", "[model]", f"spatial_dims = {self.ndim}",
@@ -75,8 +102,12 @@ def plan_from_fingerprints(fingerprints: dict[str, dict], gpu: bool = False, vol
     if volumes and flat:
         raise ValueError(f"a 3D model needs volumes at every site; {flat} hold 2D images")
     widths, batch = NETWORKS[resolution]
+    latent = all(f.get("suggested_space") == "latent" for f in prints) and not gpu
+    note = ("every site's images call for latent diffusion (see `meddiff site check`); a federation trains pixel "
+            f"models only so far, so this plan trains at {resolution} px. One site can train a latent model now: "
+            "meddiff train-autoencoder, then meddiff train --autoencoder (docs/latent.md)") if latent else ""
     return Plan(channels, classes, max(labels, default=1), resolution, 3 if volumes else 2, widths, batch,
-                list(fingerprints))
+                list(fingerprints), note)
 
 
 def read_fingerprint(path: str | Path) -> dict:

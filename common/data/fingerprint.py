@@ -13,7 +13,7 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
-from ..plan import suggested_resolution
+from ..plan import suggested_resolution, suggested_space
 from .problems import DataProblem, LoadedData
 from ..console import plain_console
 from rich.console import Console
@@ -48,6 +48,8 @@ class Fingerprint:
     notes: list[str] = field(default_factory=list)
     suggested_resolution: int = 0
     suggested_resolution_gpu: int = 0
+    suggested_space: str = ""  # pixel or latent diffusion on a CPU (plan.suggested_space), and why
+    space_reason: str = ""
     colour: str = ""  # e.g. "colour (RGB: red, green, blue)"; empty for grey images
     patient_ids: str = ""  # where patient ids come from; "" = the data names no patients (DP per example)
 
@@ -90,6 +92,7 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
     ndim = 3 if any(e.is_3d for e in data.examples) else 2
     in_plane = [min(e.image.shape[-2:]) for e in data.examples]
     min_side = float(np.median(in_plane)) if in_plane else 0.0
+    space, _, reason = suggested_space(min_side, ndim, gpu=False)
     return Fingerprint(
         root=data.root, format=data.format, patient_ids=data.patient_ids,
         patients=len({e.patient for e in data.examples}), studies=len({e.study for e in data.examples}),
@@ -98,6 +101,7 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
         skipped=[str(p) for p in data.skipped], notes=[str(p) for p in data.notes],
         suggested_resolution=suggested_resolution(min_side, gpu=False),
         suggested_resolution_gpu=suggested_resolution(min_side, gpu=True),
+        suggested_space=space, space_reason=reason,
         colour=", ".join(f"colour (RGB: {', '.join(schema.channels[i] for i in group)})"
                          for group in schema.colour_groups))
 
@@ -117,6 +121,8 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     summary.add_row("dimensions", f"{fp.ndim}D")
     summary.add_row("classes", ", ".join(f"{k}: {v}" for k, v in fp.class_counts.items()) or "-")
     summary.add_row("suggested resolution", f"{fp.suggested_resolution} on CPU, {fp.suggested_resolution_gpu} on a GPU")
+    if fp.suggested_space:
+        summary.add_row("suggested model (CPU)", f"{fp.suggested_space} diffusion: {fp.space_reason}")
     summary.add_row("skipped files / notes", f"{len(fp.skipped)} / {len(fp.notes)}")
     console.print(summary)
     console.print(channel_table(fp))

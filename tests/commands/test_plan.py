@@ -40,3 +40,16 @@ def test_a_federation_config_that_sets_a_sites_runtime_or_a_moved_key_is_refused
     assert main(["coordinator", "start", "--config", str(tmp_path / "moved.toml"), "--insecure"]) == 2
     err = capsys.readouterr().err
     assert "[train] schedule, steps: now [model] schedule; meddiff train --steps, or [federation] local_steps" in err
+
+
+def test_the_plan_says_when_every_sites_images_call_for_latent_diffusion(tmp_path, capsys):
+    from meddiff.common.plan import suggested_space
+
+    assert suggested_space(256, 2, gpu=False)[:2] == ("latent", 128)
+    assert suggested_space(256, 2, gpu=True)[:2] == ("pixel", 256) and suggested_space(16, 3, False)[:2] == (
+        "pixel", 16)
+    assert main(["phantom", "--out", str(tmp_path / "a"), "--n", "2", "--size", "160"]) == 0
+    assert main(["plan", "--data", str(tmp_path / "a" / "phantom.npz"), "--out", str(tmp_path / "plan.toml")]) == 0
+    assert "every site's images call for latent diffusion" in capsys.readouterr().out
+    assert "# every site's images call for latent diffusion" in (tmp_path / "plan.toml").read_text()
+    assert load_federation_config(tmp_path / "plan.toml").spec.resolution == 64  # still a pixel plan

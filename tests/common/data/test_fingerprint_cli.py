@@ -57,6 +57,9 @@ def test_fingerprint_counts_and_suggestion():
     assert fp.examples == fp.patients == 10
     assert sum(fp.class_counts.values()) == 10 and set(fp.class_counts) <= {"healthy", "lesion"}
     assert fp.suggested_resolution == 64 and fp.suggested_resolution_gpu == 64
+    assert fp.suggested_space == "pixel" and "below 128 px" in fp.space_reason  # 96 px: a pixel model at 64
+    large = compute_fingerprint(phantom_dataset(2, size=160, seed=1))
+    assert large.suggested_space == "latent" and "latent model at 128 px trains on a 32 px grid" in large.space_reason
     assert [c.name for c in fp.channels] == ["t1", "t2", "flair", "ct", "mask"]
     ct = fp.channels[3]
     assert ct.percentiles[0] < -900 and ct.percentiles[2] > 900
@@ -68,6 +71,7 @@ def test_fingerprint_lists_every_skipped_file():
     fp = compute_fingerprint(data)
     assert len(fp.skipped) == 2 and len(fp.notes) == 1
     assert fp.ndim == 3 and fp.suggested_resolution == 32
+    assert fp.suggested_space == "latent"  # about 35 px volumes: a 3D pixel model stops at 16^3 on a CPU
 
 
 def test_phantom_command_writes_a_loadable_data_set(tmp_path):

@@ -42,7 +42,7 @@ def segment_with_baselines(model: Path, test: Path, train: Path, config: Path, o
     from meddiff.tasks.task_data import load_task_data
     from meddiff.tasks.unet_baseline import UNetRecipe
 
-    loaded, data_config = load_model(model), load_site_config(config).data
+    loaded, data_config = load_model(model, latent_ok=True), load_site_config(config).data  # segment: both
     data = load_task_data(str(test), loaded, data_config, task="segment")
     real = load_task_data(str(train), loaded, data_config, task="segment")
     index, settings = mask_channel(loaded.schema, None), SegmentSettings(samples=samples)

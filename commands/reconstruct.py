@@ -129,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(ReconstructSettings, args.sampler, args.steps, args.eta, args.samples, args.batch_size)
     given_names = [c for c in args.given.split(",") if c]
     if args.data:
-        loaded, data = open_task(args, "reconstruct", need=tuple(given_names))
+        loaded, data = open_task(args, "reconstruct", need=tuple(given_names), latent_ok=True)
     else:
         loaded, data = load_model(args.model, use_ema=not args.raw_weights, device=args.device,
-                                  task="meddiff reconstruct"), None
+                                  latent_ok=True), None
     if loaded.spec.spatial_dims != 2:
         raise ConfigError("reconstruct: only 2D k-space is supported; this checkpoint is a 3D model")
     index = run_timed("reconstruct", lambda: image_channels(loaded.schema, args.channel, given_names))[0]

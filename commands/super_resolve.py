@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(SuperResolveSettings, args.factor, args.sampler, args.steps, args.eta,
                              2 * args.noise_level, args.samples, args.start_t, args.batch_size)
-    loaded, data = open_task(args, "super-resolve", resolution_divisor=1 if args.simulate else args.factor)
+    loaded, data = open_task(args, "super-resolve", resolution_divisor=1 if args.simulate else args.factor,
+                             latent_ok=True)
     result, _ = run_timed("super-resolve", lambda: super_resolve_task(loaded, data, settings, args.simulate,
                                                                       args.noise_level, args.seed))
     result.report["model"] = str(args.model)

@@ -171,21 +171,45 @@ def reconstruct(loaded: LoadedModel, kspace: Tensor, mask: Tensor, channel: int,
         y, p = kspace[rows].to(device), phase[rows].to(device)
         m = (mask[rows] if mask.dim() == 3 else mask).to(device)
 
-        def consistent(x0: Tensor, t: Tensor) -> Tensor:
-            unit = (x0[:, channel] + 1) / 2
-            fixed = (data_consistent(unit, y, m, p) * p.conj()).real
-            x0 = x0.clone()
-            x0[:, channel] = 2 * fixed.to(x0.dtype) - 1
-            return x0
+        def fix(image: Tensor) -> Tensor:
+            """(B, H, W) model units with the measured k-space lines put back."""
+            unit = (image + 1) / 2
+            return 2 * (data_consistent(unit, y, m, p) * p.conj()).real.to(image.dtype) - 1
 
-        conditioning = Conditioning(condition[rows].to(device), given[rows].to(device))
-        draws = [sample(loaded.denoiser, conditioning, sampler=settings.sampler, steps=settings.steps,
-                        generator=generator, project=consistent,
-                        **({"eta": settings.eta} if settings.sampler == "ddim" else {}))[:, channel]
+        conditioning, consistent, channel_of = _consistency(loaded, condition[rows], given[rows], channel, fix)
+        draws = [channel_of(sample(loaded.denoiser, conditioning, sampler=settings.sampler, steps=settings.steps,
+                                   generator=generator, project=consistent, clip_denoised=loaded.codec is None,
+                                   **({"eta": settings.eta} if settings.sampler == "ddim" else {})))
                  for _ in range(settings.samples)]
         mean = (torch.stack(draws).mean(0) + 1) / 2  # the mean of consistent draws is consistent
         out.append(data_consistent(mean, y, m, p).cpu())
     return torch.cat(out)
+
+
+def _consistency(loaded: LoadedModel, condition: Tensor, given: Tensor, channel: int, fix):
+    """(conditioning, projection of every x0 estimate, the channel's image of a draw in model units).
+
+    A pixel model's estimate of ``channel`` is made consistent in place. A latent model's estimate is decoded, made
+    consistent in pixels and encoded again: the pixel-space variant of ReSample's hard data consistency (Song et
+    al., ICLR 2024), so the latent is pulled onto the measurements at every step. The decoded result is made
+    consistent once more by the caller, so the measured lines hold exactly."""
+    device, codec = loaded.device, loaded.codec
+    if codec is None:
+        def consistent(x0: Tensor, t: Tensor) -> Tensor:
+            x0 = x0.clone()
+            x0[:, channel] = fix(x0[:, channel])
+            return x0
+
+        return Conditioning(condition.to(device), given.to(device)), consistent, lambda x: x[:, channel]
+    part = codec.rows(channel)
+
+    def consistent_latent(z0: Tensor, t: Tensor) -> Tensor:
+        z0 = z0.clone()
+        z0[:, part] = codec.encode(fix(codec.decode(z0[:, part])[:, 0])[:, None]).to(z0.dtype)
+        return z0
+
+    conditioning = Conditioning(codec.encode(condition, given).to(device), codec.latent_available(given).to(device))
+    return conditioning, consistent_latent, lambda z: codec.decode(z[:, part])[:, 0]
 
 
 def nmse(pred: Tensor, target: Tensor) -> Tensor:

@@ -62,11 +62,13 @@ def check_input_size(low: Tensor, factor: int, resolution: int) -> None:
 
 
 def _start(loaded: LoadedModel, y: Tensor, settings: SuperResolveSettings, generator) -> Tensor | None:
-    """None (pure prior noise) at start_t = 1; else the bicubic image diffused to start_t."""
+    """None (pure prior noise) at start_t = 1; else the bicubic image (a latent model: its latents) diffused to
+    start_t."""
     if settings.start_t >= 1.0:
         return None
     t = torch.tensor(settings.start_t, dtype=torch.float64)
     guess = bicubic(y, settings.factor)
+    guess = guess if loaded.codec is None else loaded.codec.encode(guess).to(guess.device)
     noise = torch.randn(guess.shape, generator=generator, device=guess.device)
     return float(loaded.schedule.alpha(t)) * guess + float(loaded.schedule.sigma(t)) * noise
 
@@ -89,13 +91,19 @@ def super_resolve(loaded: LoadedModel, low: Tensor, settings: SuperResolveSettin
             return project(x0, y, factor, weight)
 
         shape = (y.shape[0], y.shape[1], *(n * factor for n in y.shape[2:]))
+        codec, decoded = loaded.codec, (lambda x: x)
+        if codec is not None:  # decode, move onto the measurements, encode again (as reconstruct.py does)
+            shape = (shape[0], shape[1] * codec.latent_channels, *(codec.latent_size(n) for n in shape[2:]))
+            consistent = (lambda z0, t, pixel=consistent: codec.encode(pixel(codec.decode(z0), t)).to(z0.dtype))
+            decoded = codec.decode
         nothing = torch.zeros(shape[:2], dtype=torch.bool, device=loaded.device)
-        draws = [sample(loaded.denoiser, Conditioning(torch.zeros(shape, device=loaded.device), nothing),
-                        sampler=settings.sampler, steps=settings.steps, generator=generator, project=consistent,
-                        x_start=_start(loaded, y, settings, generator), start_t=settings.start_t,
-                        **({"eta": settings.eta} if settings.sampler == "ddim" else {}))
+        draws = [decoded(sample(loaded.denoiser, Conditioning(torch.zeros(shape, device=loaded.device), nothing),
+                                sampler=settings.sampler, steps=settings.steps, generator=generator,
+                                project=consistent, x_start=_start(loaded, y, settings, generator),
+                                start_t=settings.start_t, clip_denoised=codec is None,
+                                **({"eta": settings.eta} if settings.sampler == "ddim" else {})))
                  for _ in range(settings.samples)]
-        x = torch.stack(draws).mean(0)  # each draw satisfies A x = y, so their mean does too
+        x = torch.stack(draws).mean(0)  # each draw satisfies A x = y, so their mean does too (pixel models)
         out.append((project(x, y, factor) if s2 == 0 else x).cpu())
     return torch.cat(out)
 

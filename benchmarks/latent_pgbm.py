@@ -91,6 +91,48 @@ def generation_seconds(latent_model: Path, n: int, steps: int) -> dict:
     return timings
 
 
+def task_scores(model: Path, test_npz: Path, limit: int, seed: int = 0) -> dict:
+    """Translation (t1pre, t1post, flair -> t2) and x4 reconstruction of t2 on the first ``limit`` test slices,
+    scored at 128 px in [0, 1] units. A model of a smaller size works on the slices at its size (k-space: the
+    central lines of its size); its result is brought to 128 px by bicubic interpolation before scoring."""
+    import torch
+    import torch.nn.functional as F
+
+    from meddiff.common.data.training_set import load_training_set
+    from meddiff.common.diffusion.loading import load_model
+    from meddiff.tasks import reconstruct as rec
+    from meddiff.tasks.metrics import image_quality, to_unit
+    from meddiff.tasks.settings import ReconstructSettings, TranslateSettings
+    from meddiff.tasks.translate import translate
+
+    loaded = load_model(model, device="cpu", latent_ok=True)
+    size, schema = loaded.resolution, loaded.schema
+    truth = load_training_set(str(test_npz), resolution=RESOLUTION).tensors
+    data = truth if size == RESOLUTION else load_training_set(str(test_npz), resolution=size).tensors
+    rows = torch.arange(min(limit, len(truth)))
+    truth, data = truth.subset(rows), data.subset(rows)
+    target = schema.index("t2")
+    given = torch.zeros(len(data), schema.num_channels, dtype=torch.bool)
+    given[:, [schema.index(c) for c in ("t1pre", "t1post", "flair")]] = True
+    up = (lambda x: x) if size == RESOLUTION else (
+        lambda x: F.interpolate(x[:, None], size=(RESOLUTION,) * 2, mode="bicubic", align_corners=False)[:, 0])
+    reference = to_unit(truth.images[:, target])[:, None]
+    start = time.perf_counter()
+    translated, _ = translate(loaded, data.images, given, target, TranslateSettings(samples=2, steps=20), seed)
+    seconds = time.perf_counter() - start
+    scores = {"translate t2": {**image_quality(to_unit(up(translated))[:, None], reference), "seconds": seconds}}
+    unit = to_unit(data.images[:, target])
+    mask = rec.expand_mask(rec.cartesian_mask(size, 4, seed=seed), (size, size))
+    kspace = rec.fft2c(unit.to(torch.complex64)) * mask
+    start = time.perf_counter()
+    rebuilt = rec.reconstruct(loaded, kspace, mask, target, settings=ReconstructSettings(steps=20), seed=seed).abs()
+    scores["reconstruct t2 x4"] = {**image_quality(up(rebuilt).clamp(0, 1)[:, None], reference),
+                                   "seconds": time.perf_counter() - start}
+    scores["reconstruct t2 x4, zero-filled"] = image_quality(
+        up(rec.zero_filled(kspace, mask).abs()).clamp(0, 1)[:, None], reference)
+    return {"resolution": size, "slices": len(data), "scores": scores}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")))
@@ -99,6 +141,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2500, help="stage-2 (latent diffusion) steps")
     parser.add_argument("--quick", action="store_true", help="toy steps (40 and 40): the pipeline, not the figures")
     parser.add_argument("--n", type=int, default=8, help="images per generation timing")
+    parser.add_argument("--task-slices", type=int, default=24, help="test slices for translation and reconstruction")
+    parser.add_argument("--pixel-model", help="a pixel model (e.g. 64 px, trained as long) to score beside it")
     args = parser.parse_args()
     if not (Path(args.data) / "pgbm").exists():
         print(f"skipped: {Path(args.data) / 'pgbm'} is absent (give --data, the folder of the shared data sets)")
@@ -123,7 +167,11 @@ def main() -> int:
                "stage1": {k: stage1[k] for k in ("steps", "seconds", "scale", "sha256")},
                "stage2": {k: training_record(model).get(k) for k in ("total_steps", "seconds", "images_per_second")},
                "reconstruction": reconstruction_rows(autoencoder, test_npz),
-               "seconds_per_image": generation_seconds(model, args.n, 50)}
+               "seconds_per_image": generation_seconds(model, args.n, 50),
+               "tasks": {"latent": task_scores(model, test_npz, args.task_slices)}}
+    if args.pixel_model:
+        summary["tasks"]["pixel"] = task_scores(Path(args.pixel_model), test_npz, args.task_slices)
+        summary["tasks"]["pixel"]["model"] = args.pixel_model
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     console = Console(width=160)
     recon = Table(title=f"PGBM test patients {TEST_PATIENTS} at {RESOLUTION} px: autoencoder "
@@ -147,8 +195,19 @@ def main() -> int:
         cells = [name, f"{seconds:.3f}", f"{pixel128 / seconds:.1f}x"]
         speed.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
+    tasks = Table(title=f"tasks on {args.task_slices} test slices, scored at {RESOLUTION} px ([0, 1] units)")
+    for column in ("task", "model", "PSNR (dB)", "SSIM", "seconds"):
+        tasks.add_column(column, justify="left" if column in ("task", "model") else "right")
+    lines += ["", "| task | model | PSNR (dB) | SSIM | seconds |", "| --- | --- | --- | --- | --- |"]
+    for kind, result in summary["tasks"].items():
+        for name, row in result["scores"].items():
+            cells = [name, f"{kind} {result['resolution']} px", f"{row['psnr']:.2f}", f"{row['ssim']:.3f}",
+                     f"{row['seconds']:.0f}" if "seconds" in row else "-"]
+            tasks.add_row(*cells)
+            lines.append("| " + " | ".join(cells) + " |")
     console.print(recon)
     console.print(speed)
+    console.print(tasks)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print(f"results -> {out / 'results.json'}, {out / 'table.md'}, {out / 'samples' / 'grid.png'}")
     return 0

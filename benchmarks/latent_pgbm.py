@@ -133,6 +133,23 @@ def task_scores(model: Path, test_npz: Path, limit: int, seed: int = 0) -> dict:
     return {"resolution": size, "slices": len(data), "scores": scores}
 
 
+def equal_time_pixel_model(train_npz: Path, folder: Path, size: int, autoencoder: Path, latent: Path) -> Path:
+    """A pixel model at ``size`` trained for the seconds both latent stages took: 30 steps measure its pace here,
+    then it resumes to the step count that fills the rest."""
+    model = folder / "model.pt"
+    if model.exists():
+        return model
+    budget = json.loads((autoencoder.parent / "autoencoder.json").read_text())["seconds"] + \
+        training_record(latent)["seconds"]
+    probe = 30
+    run_meddiff(["train", "--data", str(train_npz), "--resolution", str(size), "--steps", str(probe), "--out",
+                 str(folder)])
+    pace = training_record(model)["seconds"] / probe
+    run_meddiff(["train", "--data", str(train_npz), "--resume", "--steps", str(max(probe, int(budget / pace))),
+                 "--out", str(folder)])
+    return model
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("MEDDIFF_DATA", str(REPO.parent / "shared" / "data")))
@@ -143,6 +160,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=8, help="images per generation timing")
     parser.add_argument("--task-slices", type=int, default=24, help="test slices for translation and reconstruction")
     parser.add_argument("--pixel-model", help="a pixel model (e.g. 64 px, trained as long) to score beside it")
+    parser.add_argument("--train-pixel", type=int, default=0, metavar="PX",
+                        help="train a pixel model at PX for the latent model's CPU time (both stages) and score it")
     args = parser.parse_args()
     if not (Path(args.data) / "pgbm").exists():
         print(f"skipped: {Path(args.data) / 'pgbm'} is absent (give --data, the folder of the shared data sets)")
@@ -159,6 +178,9 @@ def main() -> int:
     if not model.exists():
         run_meddiff(["train", "--data", str(train_npz), "--autoencoder", str(autoencoder), "--steps",
                      str(args.steps), "--out", str(model.parent)])
+    if args.train_pixel and not args.pixel_model:
+        args.pixel_model = str(equal_time_pixel_model(train_npz, out / f"pixel{args.train_pixel}", args.train_pixel,
+                                                      autoencoder, model))
     run_meddiff(["generate", "--model", str(model), "--n", "16", "--audit-data", str(train_npz), "--out",
                  str(out / "samples")])
     stage1 = json.loads((autoencoder.parent / "autoencoder.json").read_text())

@@ -1,6 +1,6 @@
 """Latent diffusion on real brain MRI (PGBM) at 128 px: what the autoencoder keeps, and what a latent model costs.
 
-    .venv/bin/python benchmarks/latent_pgbm.py            # about 30 min on 2 cores
+    .venv/bin/python benchmarks/latent_pgbm.py --train-pixel 64   # about 50 min on 2 cores (measured 51)
     .venv/bin/python benchmarks/latent_pgbm.py --quick    # a few minutes: toy steps, the same table
 
 Stage 1 (`meddiff train-autoencoder`) and stage 2 (`meddiff train --autoencoder`) run as a site admin runs them,
@@ -12,6 +12,8 @@ patients PGBM-006 and PGBM-008 play no part in training (pgbm_split.py). The tab
 - seconds per generated 128 px image (DDIM, 50 steps, all channels): the latent model (sampling and decoding)
   against a pixel model of the same UNet widths at 128 px and at 64 px. Speed does not depend on the weights, so
   the pixel models are timed untrained;
+- translation (t1pre, t1post, flair -> t2) and x4 reconstruction of t2, scored at 128 px, beside a pixel model
+  (--train-pixel PX trains one at PX for the latent model's CPU time; --pixel-model reuses one);
 - a sample grid of the latent model (`meddiff generate`).
 Results go to --out (results.json, table.md, the grid).
 """

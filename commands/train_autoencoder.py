@@ -32,9 +32,10 @@ def add_parser(commands) -> None:
     p.add_argument("--widths", default="16,32,64", help="autoencoder widths per level; each level after the first "
                                                         "halves the size (default 16,32,64: 128 px -> 32 px)")
     p.add_argument("--latent-channels", type=int, default=3, help="latent channels per image channel (default 3)")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600: about 9 min at 128 px on "
+                                                          "2 cores)")
+    p.add_argument("--batch-size", type=int, default=16, help="single-channel images per step (default 16)")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate, cosine-decayed (default 5e-4)")
     p.add_argument("--phantom-n", type=int, default=256, help="phantom examples when --data phantom")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")

@@ -18,7 +18,8 @@ from . import messages
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # the code of a federated run: what the ClientApp and ServerApp import (not the CLI, the task commands or the
 # simulation tooling, which never run inside a round)
-SOURCE_FOLDERS = ("client", "common", "common/data", "common/diffusion", "common/training", "privacy", "server")
+SOURCE_FOLDERS = ("client", "common", "common/data", "common/diffusion", "common/latent", "common/training", "privacy",
+                  "server")
 
 
 def app_version() -> str:

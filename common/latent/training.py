@@ -15,10 +15,11 @@ from monai.metrics import SSIMMetric
 
 from ..data.tensors import TrainingTensors
 from ..progress import step_progress
+from ..specs import ModelSpec
 from .autoencoder import AutoencoderFile, AutoencoderSpec, build_autoencoder
 from .codec import LatentCodec
 
-SIGMA_DATA = 0.5  # the pixel data's spread the denoiser is preconditioned for (ModelSpec.sigma_data)
+SIGMA_DATA = ModelSpec.sigma_data  # the pixel data's spread the denoiser is preconditioned for (one source)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def store_delivered_model(message: Message, store: ModelStore | None) -> Path | 
     layout = spec.weight_layout()  # a model of another layout is refused here, with both lengths named
     weights, ema = unpack(message.content["arrays"], layout), unpack(message.content["ema"], layout)
     delivery = json.loads(str(config[messages.DELIVERY]))
-    path = store.save(weights, ema, spec.model_meta(), delivery)
+    path = store.save(weights, ema, spec.model_meta(), delivery, spec.model_state())
     log.info("stored the global model of run %s, round %s%s: %s", delivery.get("run"), delivery.get("round"),
              " (final)" if delivery.get("final") else "", path)
     return path

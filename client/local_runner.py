@@ -17,12 +17,14 @@ from ..common.messages import SECURE_WEIGHT, SERVER_ROUND, TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.wire import state_dict_of, vector_of
 from ..privacy.ledger import BudgetExceeded, UnitMismatch
+from .latent_site import latent_site
 from .round import evaluate_round, train_round
 from .round_result import TrainResult
 from .site_data import SiteData
 from .site_tracking import log_site_round
 
-SiteProvider = Callable[[dict, RunSpec], SiteData]  # (the SuperNode's node config, the run spec) -> the site's data
+# (the SuperNode's node config, the run spec) -> the site's data, at the run's data_resolution (pixels)
+SiteProvider = Callable[[dict, RunSpec], SiteData]
 
 
 def sends_trained_part(spec: RunSpec, config: dict) -> bool:
@@ -38,7 +40,7 @@ class LocalRunner:
     def train(self, config: dict, weights: np.ndarray, node_config: dict, run_id: str) -> TrainResult:
         started = time.perf_counter()
         spec, instruction = RunSpec.from_config(config), TrainInstruction.from_config(config)
-        site = self.site_provider(node_config, spec)
+        site = latent_site(self.site_provider(node_config, spec), spec, node_config.get("device") or None)
         loaded = time.perf_counter()
         layout = spec.weight_layout()
         try:
@@ -59,7 +61,7 @@ class LocalRunner:
 
     def evaluate(self, config: dict, weights: np.ndarray, node_config: dict, run_id: str = "") -> dict:
         spec = RunSpec.from_config(config)
-        site = self.site_provider(node_config, spec)
+        site = latent_site(self.site_provider(node_config, spec), spec, node_config.get("device") or None)
         metrics = evaluate_round(spec, state_dict_of(weights, spec.weight_layout()), site,
                                  seed=spec.recipe.seed, device=node_config.get("device") or None)
         if site.tracking_uri and run_id:

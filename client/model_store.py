@@ -30,10 +30,11 @@ class ModelStore:
         self.folder = Path(folder)
 
     def save(self, weights: dict[str, torch.Tensor], ema: dict[str, torch.Tensor], model_meta: dict,
-             delivery: dict) -> Path:
-        """Store one delivered model; ``delivery`` holds run, round, final, sites, privacy, metrics."""
+             delivery: dict, model_state: dict | None = None) -> Path:
+        """Store one delivered model; ``delivery`` holds run, round, final, sites, privacy, metrics;
+        ``model_state`` what the file holds beside the weights (a latent model's autoencoder)."""
         path = self.folder / f"{_safe(str(delivery['run']))}-round-{int(delivery['round']):04d}.pt"
-        save_checkpoint(path, {"model": weights, "ema": ema, "step": int(delivery["round"])},
+        save_checkpoint(path, {"model": weights, "ema": ema, "step": int(delivery["round"]), **(model_state or {})},
                         {**model_meta, "round": int(delivery["round"]), "delivery": delivery})
         line = {"file": path.name, "received": time.time(), "sha256": file_sha256(path),
                 **{k: delivery.get(k) for k in ("run", "round", "rounds", "final", "sites", "initial_model", "trained",

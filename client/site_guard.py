@@ -9,6 +9,7 @@ it, or refuse to send it. Nothing else derived from the site's images can leave 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -127,6 +128,22 @@ def initial_model_refusal(config, trust: TrustConfig) -> str:
             "from, and add its SHA-256 only if your data-protection officer approves")
 
 
+def autoencoder_refusal(config, trust: TrustConfig) -> str:
+    """Why a latent run's autoencoder is not one this site accepts ('' when it is, or nothing is pinned). The
+    run's record names it; the round itself checks that the file received hashes to that name."""
+    if not trust.autoencoders:
+        return ""
+    latent = config.get(messages.LATENT)
+    named = str(json.loads(latent).get("sha256", "")) if latent else "pixel"
+    if named in trust.autoencoders:
+        return ""
+    what = "is a pixel-space run" if named == "pixel" else f"encodes the site's images with autoencoder sha256 " \
+                                                            f"{named[:16]}..."
+    return (f"the run {what}, not one this site accepts in site.toml [trust] autoencoders "
+            f"({', '.join(h[:16] for h in trust.autoencoders)}): ask the coordinator for the autoencoder file, and add "
+            "its SHA-256 only if your data-protection officer approves")
+
+
 def trust_refusal(message: Message, trust: TrustConfig) -> str:
     """Why this site must not run this message ('' when it may). Only messages with a run config are checked."""
     ours = app_hash()
@@ -135,8 +152,9 @@ def trust_refusal(message: Message, trust: TrustConfig) -> str:
                 "approved in site.toml [trust] app_hash: reinstall the approved version, or approve this one")
     if not message.has_content() or "config" not in message.content:
         return ""
-    if refusal := initial_model_refusal(message.content["config"], trust):
-        return refusal
+    for check in (initial_model_refusal, autoencoder_refusal):
+        if refusal := check(message.content["config"], trust):
+            return refusal
     if not trust.same_app_as_coordinator:
         return ""
     theirs = str(message.content["config"].get(messages.APP_HASH, ""))

@@ -73,4 +73,4 @@ def site_from_node_config(node_config: dict, spec: RunSpec) -> SiteData:
     path = node_config.get("site-config")
     if not path:
         raise ValueError(NO_SITE_CONFIG)
-    return load_site(str(path), spec.resolution)
+    return load_site(str(path), spec.data_resolution)

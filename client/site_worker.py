@@ -62,11 +62,12 @@ class SiteCache:
         path = node_config.get("site-config")
         if not path:
             raise ValueError(NO_SITE_CONFIG)
-        key, fingerprint = (str(Path(path).resolve()), spec.resolution), self._fingerprint(str(path), spec.resolution)
+        resolution = spec.data_resolution
+        key, fingerprint = (str(Path(path).resolve()), resolution), self._fingerprint(str(path), resolution)
         cached = self.entries.get(key)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
-        site = load_site(str(path), spec.resolution)
+        site = load_site(str(path), resolution)
         self.entries[key] = (fingerprint, site)
         return site
 

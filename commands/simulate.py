@@ -23,6 +23,9 @@ def add_parser(commands) -> None:
                         "example) with this target epsilon per run (and budget)")
     p.add_argument("--initial-model", help="start round 1 from this model file (for example pretrained on public "
                    "data with `meddiff train`); channels are matched by name")
+    p.add_argument("--autoencoder", metavar="FILE",
+                   help="latent diffusion, stage 2: the sites train on the latents of this autoencoder.pt (`meddiff "
+                        "train-autoencoder`); the scenario's resolution must be the autoencoder's")
     p.add_argument("--sample-every", type=int, default=0, help="sample grids every K rounds (default: last only)")
     p.add_argument("--verbose-flower", action="store_true", help="show Flower's and Ray's own logs")
     p.set_defaults(func=run)
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     federation = replace(scenario.federation, **{k: v for k, v in
                                                  (("rounds", args.rounds), ("local_steps", args.local_steps),
-                                                  ("initial_model", args.initial_model)) if v is not None})
+                                                  ("initial_model", args.initial_model),
+                                                  ("autoencoder", args.autoencoder)) if v is not None})
     data = replace(scenario.data, data=args.data) if args.data else scenario.data
     privacy = scenario.privacy
     if args.epsilon is not None:

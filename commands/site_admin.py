@@ -77,6 +77,7 @@ enabled = false
 # After an upgrade the daemon refuses to train until you approve the new hash (`meddiff site status` shows it).
 app_hash = "{app_hash}"
 # initial_models = []          # SHA-256 of each starting model you accept ("scratch": untrained); empty = any
+# autoencoders = []            # SHA-256 of each autoencoder a latent run may encode your images with ("pixel": none)
 # Refuse a coordinator that runs other meddiff code than this site.
 same_app_as_coordinator = true
 '''

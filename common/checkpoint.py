@@ -9,6 +9,7 @@ checkpoint received from another site cannot run code on this machine.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -47,20 +48,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; pass the model.pt written by `meddiff train`")
+    return _read_payload(path, str(path), map_location)
+
+
+def load_checkpoint_bytes(raw: bytes, where: str) -> tuple[dict[str, Any], dict]:
+    """(state, meta) of a checkpoint file's bytes (one received in a message); ``where`` names it in errors."""
+    return _read_payload(io.BytesIO(raw), where, "cpu")
+
+
+def _read_payload(source, where: str, map_location) -> tuple[dict[str, Any], dict]:
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, which would run the file's code: never say that
-        raise CheckpointError(f"{path}: not a meddiff checkpoint, or it holds objects other than tensors; "
+        raise CheckpointError(f"{where}: not a meddiff checkpoint, or it holds objects other than tensors; "
                               "refused, because loading those could run code from the file") from None
     except (RuntimeError, EOFError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); "
+        raise CheckpointError(f"{where}: not a readable checkpoint ({reason}); "
                               "it may be truncated or not a meddiff checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a meddiff checkpoint (no '{FORMAT}' marker)")
+        raise CheckpointError(f"{where}: not a meddiff checkpoint (no '{FORMAT}' marker)")
     if payload.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this meddiff "
+        raise CheckpointError(f"{where}: checkpoint version {payload['version']} is newer than this meddiff "
                               f"reads ({VERSION}); upgrade meddiff")
     meta = json.loads(payload.pop("meta_json"))
     for key in ("format", "version"):

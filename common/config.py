@@ -188,11 +188,14 @@ class TrustConfig:
         = not pinned. same_app_as_coordinator: refuse a coordinator that announces other code than ours.
     initial_models: the SHA-256 of each starting model the site accepts a run from (``"scratch"``: a run that
         starts untrained); empty = not pinned.
+    autoencoders: the SHA-256 of each stage-1 autoencoder file the site accepts a latent run on (``"pixel"``: a
+        run in pixel space); empty = not pinned.
     """
 
     app_hash: str = ""
     same_app_as_coordinator: bool = True
     initial_models: tuple[str, ...] = ()
+    autoencoders: tuple[str, ...] = ()
 
 
 def build_section(cls: type, values: dict[str, Any], where: str, source: str) -> Any:

@@ -15,6 +15,8 @@ RESOLUTION = "resolution"
 MODEL_SPEC = "model-spec"
 RECIPE = "recipe"
 DATA_SOURCE = "data-source"
+LATENT = "latent"  # a latent run: its autoencoder's description and SHA-256 (JSON)
+AUTOENCODER = "autoencoder-file"  # a latent run: the stage-1 file's bytes, in every message (about 1 MB)
 # the round
 SERVER_ROUND = "server-round"  # Flower's strategies set it
 PROXIMAL_MU = "proximal-mu"  # Flower's FedProx sets it

@@ -3,19 +3,39 @@
 The coordinator sends it with every training message (JSON strings in the ConfigRecord, under the keys of
 common/messages.py), so a site never trains a model it was not asked for, and the checkpoint of every round
 records it. It carries no site's hardware switches (``RuntimeSpec``): each site keeps its own.
+
+A latent run (latent diffusion, stage 2) trains the denoiser on the latents of a stage-1 autoencoder: ``schema``
+and ``resolution`` are then the latents' (what the network is built for), ``latent`` is the autoencoder with the
+run's pixel schema and size (what a site prepares its images at, and encodes), and every message carries the
+autoencoder file's bytes, which a site accepts only if they hash to the SHA-256 the run names.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 from . import messages
-from .diffusion.loading import model_meta
+from .config import ConfigError
+from .errors import CheckpointError
+from .diffusion.loading import latent_record, model_meta
+from .latent.autoencoder import AutoencoderFile, autoencoder_from_bytes, load_autoencoder
+from .latent.codec import latent_schema_of
 from .diffusion.model import ConditionalDenoiser
 from .schema import ChannelSchema
 from .specs import ModelSpec, RecipeSpec, spec_from_dict
 from .wire import layout_of, trained_mask
+
+
+def latent_run(spec: "RunSpec", autoencoder: str, where: str) -> "RunSpec":
+    """``spec`` as a latent run on the autoencoder file ``autoencoder`` ("" = the pixel run as it is)."""
+    if not autoencoder:
+        return spec
+    try:
+        loaded = load_autoencoder(autoencoder)
+    except CheckpointError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return spec.with_autoencoder(loaded, where)
 
 
 @dataclass(frozen=True)
@@ -25,25 +45,75 @@ class RunSpec:
     model: ModelSpec = ModelSpec()
     recipe: RecipeSpec = RecipeSpec()
     data_source: str = "federated"
+    latent: AutoencoderFile | None = field(default=None, compare=False)  # a latent run's stage-1 autoencoder
+
+    @property
+    def data_schema(self) -> ChannelSchema:
+        """The channels a site's images are aligned to (for a latent run, before they are encoded)."""
+        return self.latent.schema if self.latent is not None else self.schema
+
+    @property
+    def data_resolution(self) -> int:
+        """The size a site prepares its images at (for a latent run, the autoencoder's)."""
+        return self.latent.resolution if self.latent is not None else self.resolution
+
+    def with_autoencoder(self, autoencoder: AutoencoderFile, where: str) -> "RunSpec":
+        """This pixel run as a latent run on ``autoencoder``'s latents; a schema, size or dimension the
+        autoencoder was not trained for is refused with both values named."""
+        if list(self.schema.channels) != list(autoencoder.schema.channels):
+            raise ConfigError(f"{where}: the autoencoder was trained on channels {list(autoencoder.schema.channels)}, "
+                              f"the run's [schema] channels are {list(self.schema.channels)}: give the run the "
+                              "autoencoder's channels, in its order, or train an autoencoder on the run's")
+        if self.resolution != autoencoder.resolution:
+            raise ConfigError(f"{where}: the autoencoder was trained at {autoencoder.resolution} px, the run's "
+                              f"[schema] resolution is {self.resolution}: set resolution = {autoencoder.resolution}")
+        if self.model.spatial_dims != autoencoder.spec.spatial_dims:
+            raise ConfigError(f"{where}: the autoencoder is {autoencoder.spec.spatial_dims}D, the run's [model] "
+                              f"spatial_dims is {self.model.spatial_dims}: make them agree")
+        pixel = replace(autoencoder, schema=self.schema)  # the run's class names and mask labels
+        return replace(self, schema=latent_schema_of(self.schema, autoencoder.spec.latent_channels),
+                       resolution=self.resolution // autoencoder.spec.factor, latent=pixel)
 
     def to_config(self) -> dict[str, str | int]:
-        """Flat str/int values, as a Flower ConfigRecord holds them."""
-        return {messages.SCHEMA: json.dumps(self.schema.to_dict()), messages.RESOLUTION: self.resolution,
-                messages.MODEL_SPEC: json.dumps(asdict(self.model)), messages.RECIPE: json.dumps(asdict(self.recipe)),
-                messages.DATA_SOURCE: self.data_source}
+        """Flat str/int values, as a Flower ConfigRecord holds them (a latent run's autoencoder by its record
+        only: see ``message_config``)."""
+        config = {messages.SCHEMA: json.dumps(self.schema.to_dict()), messages.RESOLUTION: self.resolution,
+                  messages.MODEL_SPEC: json.dumps(asdict(self.model)), messages.RECIPE: json.dumps(asdict(self.recipe)),
+                  messages.DATA_SOURCE: self.data_source}
+        if self.latent is not None:
+            config[messages.LATENT] = json.dumps(latent_record(self.latent))
+        return config
+
+    def message_config(self) -> dict[str, str | int | bytes]:
+        """What every message of the run carries: ``to_config`` and, for a latent run, the autoencoder file."""
+        return {**self.to_config(), **({messages.AUTOENCODER: self.latent.raw} if self.latent is not None else {})}
 
     @classmethod
     def from_config(cls, config) -> "RunSpec":
         """The spec of a message, strictly: a key of another version of meddiff is refused by name."""
         where = "the coordinator's run spec"
-        return cls(ChannelSchema.from_dict(json.loads(config[messages.SCHEMA])), int(config[messages.RESOLUTION]),
+        spec = cls(ChannelSchema.from_dict(json.loads(config[messages.SCHEMA])), int(config[messages.RESOLUTION]),
                    spec_from_dict(ModelSpec, json.loads(config[messages.MODEL_SPEC]), where),
                    spec_from_dict(RecipeSpec, json.loads(config[messages.RECIPE]), where),
                    str(config[messages.DATA_SOURCE]))
+        if messages.LATENT not in config:
+            return spec
+        record = json.loads(config[messages.LATENT])
+        if not config.get(messages.AUTOENCODER):
+            raise ValueError(f"{where}: a latent run's message without its autoencoder file")
+        received = autoencoder_from_bytes(bytes(config[messages.AUTOENCODER]), "the coordinator's autoencoder",
+                                          str(record.get("sha256", "")) or "missing")
+        return replace(spec, latent=replace(received, schema=ChannelSchema.from_dict(record["schema"])))
 
     def model_meta(self) -> dict:
         """Checkpoint metadata in the format ``load_model`` reads."""
-        return model_meta(self.schema, self.model, self.recipe, self.resolution, data={"source": self.data_source})
+        extra = {"latent": latent_record(self.latent)} if self.latent is not None else {}
+        return model_meta(self.schema, self.model, self.recipe, self.resolution, data={"source": self.data_source},
+                          **extra)
+
+    def model_state(self) -> dict:
+        """What a model file of this run holds beside its weights: a latent model carries its autoencoder."""
+        return {"autoencoder": self.latent.weights} if self.latent is not None else {}
 
     def weight_layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """Names and shapes of the model's weights, in state-dict order (see ``common.wire``)."""

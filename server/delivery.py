@@ -28,7 +28,7 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
     if not nodes:
         return []
     layout = spec.weight_layout()
-    config = {**spec.to_config(), **app_identity(), messages.SERVER_ROUND: int(metadata["round"]),
+    config = {**spec.message_config(), **app_identity(), messages.SERVER_ROUND: int(metadata["round"]),
               messages.DELIVERY: json.dumps(metadata, default=str),
               messages.INITIAL_MODEL: (metadata.get("initial_model") or {}).get("sha256", "")}
     outgoing = [Message(content=RecordDict({"arrays": pack(weights, layout), "ema": pack(ema, layout),

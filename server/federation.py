@@ -145,7 +145,7 @@ def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strate
                  entry["central_dp"]["epsilon"], entry["central_dp"]["delta"], entry["central_dp"]["accountant"],
                  entry["central_dp"]["releases"])
     meta = {**spec.model_meta(), **({"initial_model": initial} if initial else {})}
-    store.save_round(state, meta, entry, round_metrics)
+    store.save_round(state, meta, entry, round_metrics, spec.model_state())
     progress_log.info(round_summary(state.round, settings.rounds, round_metrics, entry))
     log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", state.round, seconds, len(train_metrics),
              len(rejected))
@@ -201,7 +201,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
                          run_id or Path(run_dir).name) if tracking_on(settings) else None
     layout = spec.weight_layout()
     trained = spec.trained_mask(layout)
-    base_config = {**spec.to_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
+    base_config = {**spec.message_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
     site_privacy: dict[str, dict] = {}

@@ -2,7 +2,7 @@
 
     run_dir = "runs/consortium-1"
     [schema]     channels = ["t1", "t2", "mask"], class_names = [], mask_labels = 1, resolution = 64
-    [federation] rounds, local_steps, strategy, min_sites, initial_model, ... (settings.py)
+    [federation] rounds, local_steps, strategy, min_sites, initial_model, autoencoder, ... (settings.py)
     [train]      batch_size, learning_rate, ... (common/specs.py RecipeSpec: what every site trains with)
     [model]      channels, attention_levels, schedule, ... (common/specs.py ModelSpec)
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..common.config import ConfigError, build_section, read_toml
 from ..common.plan import DEFAULT_RESOLUTION
-from ..common.run_spec import RunSpec
+from ..common.run_spec import RunSpec, latent_run
 from ..common.schema import ChannelSchema
 from ..common.specs import ModelSpec, recipe_from_table
 from .settings import FederationSettings
@@ -52,8 +52,10 @@ def load_federation_config(path: str | Path) -> FederationConfig:
                    build_section(ModelSpec, raw.get("model", {}), "model", source),
                    recipe_from_table(raw.get("train", {}), source))
     settings = build_section(FederationSettings, raw.get("federation", {}), "federation", source)
-    if settings.initial_model and not Path(settings.initial_model).is_absolute():  # relative to this file
-        settings = replace(settings, initial_model=str(path.parent / settings.initial_model))
+    for key in ("initial_model", "autoencoder"):  # relative to this file
+        if getattr(settings, key) and not Path(getattr(settings, key)).is_absolute():
+            settings = replace(settings, **{key: str(path.parent / getattr(settings, key))})
+    spec = latent_run(spec, settings.autoencoder, f"{path}: [federation] autoencoder")
     run_dir = Path(raw.get("run_dir", "runs/federation"))
     if not run_dir.is_absolute():
         run_dir = path.parent / run_dir

@@ -40,6 +40,10 @@ def load_initial_model(path: str | Path, spec: RunSpec, fresh: dict[str, torch.T
         state, meta, schema, model, _ = open_model_checkpoint(path)
     except CheckpointError as error:
         raise ConfigError(f"[federation] initial_model: {error}") from None
+    theirs, ours = (meta.get("latent") or {}).get("sha256"), spec.latent.sha256 if spec.latent is not None else None
+    if theirs != ours:
+        raise ConfigError(f"[federation] initial_model {path} is {_space(theirs)}, the run is {_space(ours)}: start "
+                          "from a model of the run's space and autoencoder, or from scratch")
     resolution = int(meta.get("resolution", 0))
     if resolution != spec.resolution:
         raise ConfigError(f"[federation] initial_model {path} was trained at {resolution} px, the run trains at "
@@ -54,3 +58,10 @@ def load_initial_model(path: str | Path, spec: RunSpec, fresh: dict[str, torch.T
     except ValueError as error:
         raise ConfigError(f"[federation] initial_model {path}: {error}") from None
     return InitialModel(str(path), file_sha256(path), transfer)
+
+
+def _space(autoencoder_sha256: str | None) -> str:
+    """Which space a model works in, for an error that names both."""
+    if autoencoder_sha256 is None:
+        return "a pixel-space model"
+    return f"a latent model on autoencoder sha256 {autoencoder_sha256[:16]}..."

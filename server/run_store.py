@@ -61,12 +61,14 @@ class RunStore:
     def metrics(self) -> list[dict]:
         return read_json_lines(self.dir / "metrics.jsonl")
 
-    def save_round(self, state: RoundState, model_meta: dict, entry: dict, round_metrics: dict) -> Path:
+    def save_round(self, state: RoundState, model_meta: dict, entry: dict, round_metrics: dict,
+                   model_state: dict | None = None) -> Path:
+        """model_state: what the model file holds beside its weights (a latent model's autoencoder)."""
         path = self.checkpoints / f"round-{state.round:04d}.pt"
         strategy = {name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
                     for name, arrays in state.strategy.items()}
         save_checkpoint(path, {"model": state.weights, "ema": state.ema, "strategy": strategy, "step": state.round,
-                                "privacy": state.privacy},
+                                "privacy": state.privacy, **(model_state or {})},
                         {**model_meta, "step": state.round, "round": state.round, "registry": entry})
         append_json_line(self.dir / "metrics.jsonl", {"round": state.round, **round_metrics})
         append_json_line(self.dir / "registry.jsonl", {**entry, "round": state.round, "path": str(path)})

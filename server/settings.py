@@ -38,6 +38,9 @@ class FederationSettings:
     early_stopping_min_delta: float = 0.0  # an improvement must lower the loss by more than this fraction
     seed: int = 0
     initial_model: str = ""  # a model file to start round 1 from (server/initial_model.py); "" = from scratch
+    # latent diffusion, stage 2: train on the latents of this autoencoder.pt (`meddiff train-autoencoder`); every
+    # message carries the file, and a site accepts it only by its SHA-256 ("" = a pixel-space run)
+    autoencoder: str = ""
     # Model delivery (server/delivery.py): every participating site receives the global model and its EMA
     deliver_final: bool = True  # after the last round
     deliver_every: int = 0  # and every this many rounds (0 = only the final model)

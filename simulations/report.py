@@ -18,7 +18,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ..common import messages  # noqa: E402
-from ..common.diffusion.generate import Conditioning, sample  # noqa: E402
 from ..common.diffusion.loading import load_model  # noqa: E402
 from ..common.grid import example_grid  # noqa: E402
 from ..common.schema import Example  # noqa: E402
@@ -26,6 +25,7 @@ from ..privacy.ledger import PrivacyLedger  # noqa: E402
 from ..server.central_dp import describe  # noqa: E402
 from ..server.progress import site_name  # noqa: E402
 from ..server.run_store import RunStore  # noqa: E402
+from ..tasks.synthesis import synthesize  # noqa: E402
 
 
 def _curves(rounds: list[dict], section: str, key: str) -> dict[str, list[tuple[int, float]]]:
@@ -53,12 +53,13 @@ def _plot(curves: dict, title: str, ylabel: str, path: Path) -> Path:
 
 
 def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
-    loaded = load_model(checkpoint, device="cpu")
+    """A grid of ``n`` samples (pixel or latent model: tasks/synthesis.py decodes a latent one)."""
+    loaded = load_model(checkpoint, device="cpu", latent_ok=True)
     size, c = loaded.resolution, loaded.schema.num_channels
     labels = torch.arange(n) % loaded.schema.num_classes if loaded.schema.num_classes else None
-    conditioning = Conditioning(torch.zeros(n, c, size, size), torch.zeros(n, c, dtype=torch.bool), labels)
-    images = sample(loaded.denoiser, conditioning, steps=steps,
-                    generator=torch.Generator().manual_seed(0)).numpy()
+    spatial = (size,) * loaded.spec.spatial_dims
+    images = synthesize(loaded, n, labels, torch.zeros(c, *spatial), torch.zeros(c, dtype=torch.bool), steps=steps,
+                        progress=False)[0].numpy()
     classes = labels.tolist() if labels is not None else [None] * n
     return example_grid([Example(image=x, available=np.ones(c, dtype=bool), label=k) for x, k in zip(images, classes)],
                         loaded.schema, path)

@@ -24,7 +24,7 @@ from ..common.data.phantom import SCHEMA as PHANTOM_SCHEMA, phantom_example, sit
 from ..common.data.tensors import stack_examples
 from ..common.data.transforms import prepare
 from ..common.plan import PHANTOM_RESOLUTION
-from ..common.run_spec import RunSpec
+from ..common.run_spec import RunSpec, latent_run
 from ..common.schema import ChannelSchema, Example
 from ..common.specs import ModelSpec, RecipeSpec, RuntimeSpec, recipe_from_table
 from ..server.settings import FederationSettings
@@ -74,6 +74,14 @@ class Scenario:
 SECTIONS = ("scenario", "federation", "train", "model", "runtime", "data", "privacy")
 
 
+def _relative_files(settings: FederationSettings, folder: Path) -> FederationSettings:
+    """The model files a scenario names, relative to the scenario file (as in federation.toml)."""
+    for key in ("initial_model", "autoencoder"):
+        if getattr(settings, key) and not Path(getattr(settings, key)).is_absolute():
+            settings = replace(settings, **{key: str(folder / getattr(settings, key))})
+    return settings
+
+
 def load_scenario(path: str | Path | None = None) -> Scenario:
     """A scenario file, or the built-in phantom scenario when ``path`` is None."""
     path = Path(path) if path else BUILTIN / "phantom.toml"
@@ -87,8 +95,9 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
             name=str(raw.get("name", path.stem)),
             data=build_section(ScenarioData, raw.get("scenario", {}), "scenario", source),
             # virtual hospitals keep no model store: the global model is in the run directory, not delivered
-            federation=build_section(FederationSettings, {"deliver_final": False, **raw.get("federation", {})},
-                                     "federation", source),
+            federation=_relative_files(build_section(FederationSettings, {"deliver_final": False,
+                                                                         **raw.get("federation", {})},
+                                                     "federation", source), path.parent),
             recipe=recipe_from_table(raw.get("train", {}), source),
             model=build_section(ModelSpec, raw.get("model", {}), "model", source),
             runtime=build_section(RuntimeSpec, raw.get("runtime", {}), "runtime", source),
@@ -151,4 +160,5 @@ def site_partitions(scenario: Scenario) -> tuple[ChannelSchema, tuple[SiteData, 
 def run_spec(scenario: Scenario) -> RunSpec:
     schema, _ = site_partitions(scenario)
     source = "phantom" if scenario.data.data == "phantom" else scenario.data.data
-    return RunSpec(schema, scenario.data.resolution, scenario.model, scenario.recipe, source)
+    spec = RunSpec(schema, scenario.data.resolution, scenario.model, scenario.recipe, source)
+    return latent_run(spec, scenario.federation.autoencoder, f"{scenario.source}: [federation] autoencoder")

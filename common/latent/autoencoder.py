@@ -9,12 +9,13 @@ its latents.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from monai.networks.nets import AutoencoderKL
 
-from ..checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint_bytes, save_checkpoint
 from ..config import ConfigError
 from ..schema import ChannelSchema
 from ..specs import spec_from_dict
@@ -67,6 +68,7 @@ class AutoencoderFile:
     weights: dict
     sha256: str = ""
     record: dict | None = None  # how it was trained and how well it reconstructs (train-autoencoder's summary)
+    raw: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes, as a federated run sends them
 
     def meta(self) -> dict:
         return {"kind": KIND, "autoencoder_spec": asdict(self.spec), "schema": self.schema.to_dict(),
@@ -93,13 +95,27 @@ def from_meta(meta: dict, weights: dict, where: str, sha256: str = "") -> Autoen
 
 def load_autoencoder(path: str | Path) -> AutoencoderFile:
     """A stage-1 file written by ``meddiff train-autoencoder``; anything else is refused by name."""
-    state, meta = load_checkpoint(path)
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: autoencoder not found; pass the autoencoder.pt written by "
+                              "`meddiff train-autoencoder`")
+    return autoencoder_from_bytes(path.read_bytes(), str(path))
+
+
+def autoencoder_from_bytes(raw: bytes, where: str, expected_sha256: str = "") -> AutoencoderFile:
+    """The autoencoder of a stage-1 file's bytes (read from disk, or received from the coordinator). With
+    ``expected_sha256`` the bytes must hash to it: a site trains only on the latents of the file the run names."""
+    sha256 = hashlib.sha256(raw).hexdigest()
+    if expected_sha256 and sha256 != expected_sha256:
+        raise CheckpointError(f"{where}: the autoencoder received has SHA-256 {sha256[:16]}..., the run names "
+                              f"{expected_sha256[:16]}...: it was altered on the way; the round is refused")
+    state, meta = load_checkpoint_bytes(raw, where)
     if meta.get("kind") != KIND:
-        raise CheckpointError(f"{path}: not an autoencoder (kind {meta.get('kind')!r}); pass the autoencoder.pt "
+        raise CheckpointError(f"{where}: not an autoencoder (kind {meta.get('kind')!r}); pass the autoencoder.pt "
                               "written by `meddiff train-autoencoder`")
-    loaded = from_meta(meta, state["autoencoder"], str(path), file_sha256(path))
+    loaded = replace(from_meta(meta, state["autoencoder"], where, sha256), raw=raw)
     try:
         loaded.network()
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the autoencoder the file describes ({error})") from None
+        raise CheckpointError(f"{where}: weights do not fit the autoencoder the file describes ({error})") from None
     return loaded

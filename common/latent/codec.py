@@ -25,6 +25,11 @@ def latent_channel_names(schema: ChannelSchema, latent_channels: int) -> tuple[s
     return tuple(f"z{k}.{channel}" for channel in schema.channels for k in range(latent_channels))
 
 
+def latent_schema_of(schema: ChannelSchema, latent_channels: int) -> ChannelSchema:
+    """The schema the denoiser is trained on (no channel of it is a mask: masks are encoded like images)."""
+    return ChannelSchema(latent_channel_names(schema, latent_channels), schema.class_names)
+
+
 @dataclass
 class LatentCodec:
     file: AutoencoderFile
@@ -46,8 +51,7 @@ class LatentCodec:
 
     @property
     def latent_schema(self) -> ChannelSchema:
-        """The schema the denoiser is trained on (no channel of it is a mask: masks are encoded like images)."""
-        return ChannelSchema(latent_channel_names(self.schema, self.latent_channels), self.schema.class_names)
+        return latent_schema_of(self.schema, self.latent_channels)
 
     def latent_size(self, resolution: int) -> int:
         if resolution % self.file.spec.factor:

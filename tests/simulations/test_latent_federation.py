@@ -1,0 +1,139 @@
+"""Latent diffusion, stage 2 federated (issue 23): the run names a stage-1 autoencoder; every message carries its
+file, a site accepts it only by its SHA-256 (and its [trust] pin), encodes its own images and trains the one
+denoiser on the latents; checkpoints and delivered models are whole latent models that the tasks read."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Message, Metadata, RecordDict
+
+from meddiff.cli import main
+from meddiff.client.delivery import store_delivered_model
+from meddiff.client.model_store import ModelStore
+from meddiff.client.site_guard import autoencoder_refusal
+from meddiff.common import messages
+from meddiff.common.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from meddiff.common.config import ConfigError, TrustConfig
+from meddiff.common.data.phantom import SCHEMA as PHANTOM_SCHEMA
+from meddiff.common.diffusion.loading import load_model
+from meddiff.common.latent.autoencoder import AutoencoderFile, build_autoencoder, load_autoencoder
+from meddiff.common.run_spec import RunSpec, latent_run
+from meddiff.common.specs import ModelSpec
+from meddiff.common.wire import pack
+from meddiff.server.federation import initial_weights
+from meddiff.server.initial_model import load_initial_model
+from tests.common.latent.test_latent import TINY_AE
+from tests.conftest import TINY_MODEL_TABLES
+
+TINY_NET = ModelSpec(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8)
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ae") / "autoencoder.pt"
+    AutoencoderFile(TINY_AE, PHANTOM_SCHEMA, 16, 0.7, build_autoencoder(TINY_AE).state_dict()).save(path)
+    return path
+
+
+def _latent_spec(autoencoder, resolution=16) -> RunSpec:
+    return latent_run(RunSpec(PHANTOM_SCHEMA, resolution, TINY_NET), str(autoencoder), "federation.toml")
+
+
+def test_a_latent_run_spec_travels_with_its_autoencoder_and_is_refused_if_altered(autoencoder):
+    spec = _latent_spec(autoencoder)
+    assert spec.resolution == 8 and spec.data_resolution == 16 and spec.schema.channels[:2] == ("z0.t1", "z1.t1")
+    assert spec.data_schema == PHANTOM_SCHEMA
+    config = spec.message_config()
+    assert json.loads(spec.to_config()[messages.LATENT])["sha256"] == file_sha256(autoencoder)
+    assert messages.AUTOENCODER not in spec.to_config()  # run.json and the tracker get the record, not the bytes
+    received = RunSpec.from_config(config)
+    assert received.latent.sha256 == file_sha256(autoencoder) and received.weight_layout() == spec.weight_layout()
+    assert all(torch.equal(received.latent.weights[k], v) for k, v in spec.latent.weights.items())
+    altered = bytearray(config[messages.AUTOENCODER])
+    altered[-100] ^= 0xFF
+    with pytest.raises(CheckpointError, match="altered on the way"):
+        RunSpec.from_config({**config, messages.AUTOENCODER: bytes(altered)})
+    with pytest.raises(ValueError, match="without its autoencoder"):
+        RunSpec.from_config({k: v for k, v in config.items() if k != messages.AUTOENCODER})
+
+
+def test_a_run_the_autoencoder_does_not_fit_is_refused_with_both_values(autoencoder, tmp_path):
+    with pytest.raises(ConfigError, match="trained at 16 px.*resolution is 32"):
+        _latent_spec(autoencoder, resolution=32)
+    other = RunSpec(replace(PHANTOM_SCHEMA, channels=("t1", "t2")), 16, TINY_NET)
+    with pytest.raises(ConfigError, match="channels"):
+        latent_run(other, str(autoencoder), "federation.toml")
+    with pytest.raises(ConfigError, match="not found"):
+        latent_run(RunSpec(PHANTOM_SCHEMA, 16, TINY_NET), str(tmp_path / "none.pt"), "federation.toml")
+    # a pixel model cannot start a latent run (nor the other way round)
+    pixel = RunSpec(PHANTOM_SCHEMA, 8, TINY_NET)
+    from meddiff.common.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "pixel.pt", {"model": initial_weights(pixel)}, pixel.model_meta())
+    spec = _latent_spec(autoencoder)
+    with pytest.raises(ConfigError, match="a pixel-space model, the run is a latent model on autoencoder"):
+        load_initial_model(tmp_path / "pixel.pt", spec, initial_weights(spec))
+
+
+def test_a_site_that_pins_autoencoders_refuses_any_other_and_pixel_runs(autoencoder):
+    spec = _latent_spec(autoencoder)
+    sha = file_sha256(autoencoder)
+    assert autoencoder_refusal(spec.to_config(), TrustConfig()) == ""
+    assert autoencoder_refusal(spec.to_config(), TrustConfig(autoencoders=(sha,))) == ""
+    refusal = autoencoder_refusal(spec.to_config(), TrustConfig(autoencoders=("a" * 64,)))
+    assert f"autoencoder sha256 {sha[:16]}" in refusal and "[trust] autoencoders" in refusal
+    pixel = RunSpec(PHANTOM_SCHEMA, 16, TINY_NET).to_config()
+    assert "pixel-space run" in autoencoder_refusal(pixel, TrustConfig(autoencoders=(sha,)))
+    assert autoencoder_refusal(pixel, TrustConfig(autoencoders=("pixel",))) == ""
+
+
+def test_a_delivered_latent_model_is_whole_and_the_tasks_read_it(autoencoder, tmp_path):
+    spec = _latent_spec(autoencoder)
+    weights = initial_weights(spec)
+    layout = spec.weight_layout()
+    delivery = {"run": "r1", "round": 2, "rounds": 2, "final": True, "sites": ["1"]}
+    metadata = Metadata(run_id=7, message_id="m1", src_node_id=0, dst_node_id=1, reply_to_message_id="",
+                        group_id="1", created_at=time.time(), ttl=600, message_type=messages.DELIVER_MESSAGE_TYPE)
+    message = Message(metadata=metadata, content=RecordDict({
+        "arrays": pack(weights, layout), "ema": pack(weights, layout),
+        "config": ConfigRecord({**spec.message_config(), messages.DELIVERY: json.dumps(delivery)})}))
+    path = store_delivered_model(message, ModelStore(tmp_path / "models"))
+    loaded = load_model(path, device="cpu", latent_ok=True)
+    assert loaded.codec is not None and loaded.resolution == 16 and loaded.schema == PHANTOM_SCHEMA
+    assert loaded.codec.file.sha256 == file_sha256(autoencoder)
+    with pytest.raises(CheckpointError, match="latent diffusion model"):
+        load_model(path, device="cpu")
+
+
+@pytest.mark.slow
+def test_a_simulated_federation_trains_a_latent_model_that_generates(autoencoder, tmp_path):
+    """Two virtual hospitals (one without t2) train on their latents; every round's checkpoint is a latent model."""
+    scenario = tmp_path / "latent.toml"
+    scenario.write_text('name = "latent"\n[scenario]\ndata = "phantom"\nsites = 2\nmissing_channels = [[], ["t2"]]\n'
+                        'resolution = 16\nexamples_per_site = 8\n[federation]\nrounds = 2\nlocal_steps = 3\n'
+                        + TINY_MODEL_TABLES)
+    run = tmp_path / "run"
+    assert main(["simulate", str(scenario), "--autoencoder", str(autoencoder), "--out", str(run)]) == 0
+    registry = [json.loads(line) for line in (run / "registry.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in registry] == [1, 2] and all(len(e["sites"]) == 2 for e in registry)
+    state, meta = load_checkpoint(run / "checkpoints" / "round-0002.pt")
+    assert meta["latent"]["sha256"] == file_sha256(autoencoder) and meta["resolution"] == 8
+    assert "autoencoder" in state and meta["schema"]["channels"][0] == "z0.t1"
+    spec = _latent_spec(autoencoder)
+    start = initial_weights(spec)
+    assert any(not torch.equal(start[k], state["model"][k]) for k in start)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < s["eval-loss"] < 5 for m in metrics for s in m["evaluate"].values())
+    out = tmp_path / "samples"
+    assert main(["generate", "--model", str(run / "checkpoints" / "round-0002.pt"), "--n", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    drawn = np.load(out / "samples.npz")
+    assert drawn["t1"].shape == (2, 16, 16)
+    assert load_autoencoder(autoencoder).sha256 == meta["latent"]["sha256"]

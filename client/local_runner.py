@@ -17,6 +17,7 @@ from ..common.messages import SECURE_WEIGHT, SERVER_ROUND, TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.wire import state_dict_of, vector_of
 from ..privacy.ledger import BudgetExceeded, UnitMismatch
+from .autoencoder_round import evaluate_autoencoder, train_autoencoder_round
 from .latent_site import latent_site
 from .round import evaluate_round, train_round
 from .round_result import TrainResult
@@ -44,8 +45,12 @@ class LocalRunner:
         loaded = time.perf_counter()
         layout = spec.weight_layout()
         try:
-            outcome = train_round(spec, state_dict_of(weights, layout), site, instruction, run_id, site.runtime,
-                                  node_config.get("device") or None)
+            if spec.autoencoder is not None:  # stage 1 of latent diffusion
+                outcome = train_autoencoder_round(spec, state_dict_of(weights, layout), site, instruction, run_id,
+                                                  node_config.get("device") or None)
+            else:
+                outcome = train_round(spec, state_dict_of(weights, layout), site, instruction, run_id, site.runtime,
+                                      node_config.get("device") or None)
         except (BudgetExceeded, UnitMismatch) as refusal:  # nothing trained, nothing sent
             return TrainResult(None, {}, str(refusal))
         trained = time.perf_counter()
@@ -62,8 +67,9 @@ class LocalRunner:
     def evaluate(self, config: dict, weights: np.ndarray, node_config: dict, run_id: str = "") -> dict:
         spec = RunSpec.from_config(config)
         site = latent_site(self.site_provider(node_config, spec), spec, node_config.get("device") or None)
-        metrics = evaluate_round(spec, state_dict_of(weights, spec.weight_layout()), site,
-                                 seed=spec.recipe.seed, device=node_config.get("device") or None)
+        evaluate = evaluate_autoencoder if spec.autoencoder is not None else evaluate_round
+        metrics = evaluate(spec, state_dict_of(weights, spec.weight_layout()), site, seed=spec.recipe.seed,
+                           device=node_config.get("device") or None)
         if site.tracking_uri and run_id:
             log_site_round(site.tracking_uri, site.site_id, run_id, int(config.get(SERVER_ROUND, 0)), "evaluate",
                            metrics)

@@ -111,38 +111,72 @@ def _private_round(trainer: Trainer, data, site: SiteData, instruction: TrainIns
                    devices: list[str], ranks: TrainerBuild | None, weights: Weights) -> RoundOutcome:
     """DP-SGD whose noise keeps the whole run (rounds x local steps) within the site's target epsilon; the ledger
     refuses (BudgetExceeded) a round that would take the site's total past its budget."""
-    privacy, steps = site.privacy, instruction.local_steps
-    if site.ledger_path is None:
-        raise ValueError(f"site {site.site_id}: privacy is enabled but no ledger path is set")
-    units = privacy_units(data, privacy, trainer.recipe.batch_size)
-    sample_rate, delta = units.sample_rate, privacy.delta_for(units.count)
-    noise = noise_for_run(privacy.target_epsilon, delta, sample_rate, instruction.rounds * steps, privacy.accountant)
-    ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
-    reservation = ledger.reserve(run, instruction.server_round, steps, sample_rate, noise, delta, privacy.budget,
-                                 unit=units.kind, trained=trainer.trained.describe())
+    units = privacy_units(data, site.privacy, trainer.recipe.batch_size)
+    target = site.privacy.target_epsilon * denoiser_share(site, run)
+    ledger, reservation, noise, delta = reserve_round(site, units, instruction, run, target,
+                                                      trainer.trained.describe())
+    steps = instruction.local_steps
     try:
         if devices:  # the ledger is written here, once; the devices' processes only train
-            result, trained = launch(devices, _private_rank, ranks, weights, data, privacy, noise,
+            result, trained = launch(devices, _private_rank, ranks, weights, data, site.privacy, noise,
                                      list(reservation.history_before), steps)[0]
         else:
-            result = DPStep(trainer, privacy, data, noise, list(reservation.history_before)).train(steps)
+            result = DPStep(trainer, site.privacy, data, noise, list(reservation.history_before)).train(steps)
             trained = trainer.weights()
     except BaseException as error:
         ledger.cancel(reservation, f"training failed before release: {error!r}")
         raise
+    metrics = private_metrics(site, instruction, result, reservation, units, noise, delta, len(data))
+    return RoundOutcome(trained, {**metrics, "trained-parameters": trainer.trained.trained},
+                        lambda: ledger.released(reservation))
+
+
+def denoiser_share(site: SiteData, run: str) -> float:
+    """The part of the site's target epsilon a denoiser run targets: all of it, or what stage 1 of the same run
+    (``[federation] stage = "both"``) left, when this site trained its autoencoder with DP."""
+    stage_one = stage_one_run(run)
+    spent = PrivacyLedger(site.ledger_path, site.privacy.accountant).entries() if site.ledger_path else []
+    if any(entry["run"] == stage_one for entry in spent):
+        return 1.0 - site.privacy.autoencoder_share
+    return 1.0
+
+
+def stage_one_run(run: str) -> str:
+    """The ledger's name for stage 1 of run ``run`` (so both stages of one run are shown apart)."""
+    return f"{run}/autoencoder"
+
+
+def reserve_round(site: SiteData, units, instruction: TrainInstruction, run: str, target_epsilon: float,
+                  trained: str):
+    """(ledger, reservation, noise multiplier, delta) of a DP round whose noise keeps the run's rounds x local steps
+    within ``target_epsilon``; BudgetExceeded (nothing trained) past the site's budget, over all its runs."""
+    privacy = site.privacy
+    if site.ledger_path is None:
+        raise ValueError(f"site {site.site_id}: privacy is enabled but no ledger path is set")
+    delta = privacy.delta_for(units.count)
+    noise = noise_for_run(target_epsilon, delta, units.sample_rate, instruction.rounds * instruction.local_steps,
+                          privacy.accountant)
+    ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
+    reservation = ledger.reserve(run, instruction.server_round, instruction.local_steps, units.sample_rate, noise,
+                                 delta, privacy.budget, unit=units.kind, trained=trained)
+    return ledger, reservation, noise, delta
+
+
+def private_metrics(site: SiteData, instruction: TrainInstruction, result, reservation, units, noise: float,
+                    delta: float, examples: int) -> dict:
+    """The scalar metrics of a DP round (the site's epsilon after it, who it protects), and its log line."""
+    privacy = site.privacy
     if not math.isclose(result.epsilon, reservation.epsilon_total, rel_tol=1e-9):
         log.warning("accountant epsilon %.6g differs from the reserved %.6g (the reserved, larger one is kept)",
                     result.epsilon, reservation.epsilon_total)
     log.info("site %s round %d: DP-SGD %d steps, noise %.3f, q %.4f; %s epsilon %.3f at delta %.2g (%s)",
-             site.site_id, instruction.server_round, result.steps, noise, sample_rate, units.describe(),
+             site.site_id, instruction.server_round, result.steps, noise, units.sample_rate, units.describe(),
              reservation.epsilon_total, delta, privacy.accountant.upper())
-    metrics = {"num-examples": len(data), "train-loss": result.loss, "steps": result.steps,
-               "seconds": result.seconds, "images-per-second": result.examples / max(result.seconds, 1e-9),
-               "skipped-nonfinite": 0, "epsilon": max(result.epsilon, reservation.epsilon_total), "delta": delta,
-               "noise-multiplier": noise, "dp-patient-level": float(units.kind == PATIENT),
-               "dp-units": units.count, "dp-accountant-prv": float(privacy.accountant == "prv"),
-               "trained-parameters": trainer.trained.trained}
-    return RoundOutcome(trained, metrics, lambda: ledger.released(reservation))
+    return {"num-examples": examples, "train-loss": result.loss, "steps": result.steps, "seconds": result.seconds,
+            "images-per-second": result.examples / max(result.seconds, 1e-9), "skipped-nonfinite": 0,
+            "epsilon": max(result.epsilon, reservation.epsilon_total), "delta": delta, "noise-multiplier": noise,
+            "dp-patient-level": float(units.kind == PATIENT), "dp-units": units.count,
+            "dp-accountant-prv": float(privacy.accountant == "prv")}
 
 
 @torch.no_grad()

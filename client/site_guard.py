@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 ALLOWED_METRICS = frozenset({
     "num-examples", "train-loss", "steps", "seconds", "images-per-second", "skipped-nonfinite",
     "trained-parameters",  # how many of the network's parameters the round trained (all, or a part)
+    "latent-values", "latent-mean", "latent-meansq",  # stage 1 of latent diffusion: the latent scale's moments
     "held-out", "eval-loss", "eval-loss-band1", "eval-loss-band2", "eval-loss-band3", "eval-loss-band4",
     "epsilon", "delta", "noise-multiplier",  # the site's DP guarantee after this round (no data)
     "dp-patient-level", "dp-units",  # who epsilon protects: 1 = each patient, 0 = each example; how many of them

@@ -26,6 +26,9 @@ def add_parser(commands) -> None:
     p.add_argument("--autoencoder", metavar="FILE",
                    help="latent diffusion, stage 2: the sites train on the latents of this autoencoder.pt (`meddiff "
                         "train-autoencoder`); the scenario's resolution must be the autoencoder's")
+    p.add_argument("--stage", choices=("denoiser", "autoencoder", "both"),
+                   help="latent diffusion: train the autoencoder (stage 1), or both stages in one run (the scenario's "
+                        "[autoencoder] table); default: the scenario's [federation] stage")
     p.add_argument("--sample-every", type=int, default=0, help="sample grids every K rounds (default: last only)")
     p.add_argument("--verbose-flower", action="store_true", help="show Flower's and Ray's own logs")
     p.set_defaults(func=run)
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     federation = replace(scenario.federation, **{k: v for k, v in
                                                  (("rounds", args.rounds), ("local_steps", args.local_steps),
                                                   ("initial_model", args.initial_model),
-                                                  ("autoencoder", args.autoencoder)) if v is not None})
+                                                  ("autoencoder", args.autoencoder),
+                                                  ("stage", args.stage)) if v is not None})
     data = replace(scenario.data, data=args.data) if args.data else scenario.data
     privacy = scenario.privacy
     if args.epsilon is not None:
@@ -59,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
                       f"patients), target epsilon {privacy.target_epsilon:g} per run "
                       f"(budget {privacy.budget:g}), delta {privacy.delta or '1/(10 N)'}, {privacy.accountant.upper()} "
                       f"accountant, clip {privacy.max_grad_norm:g}, noise multiplicity {privacy.noise_multiplicity}")
+        if federation.stage == "both":
+            console.print(f"privacy: both stages in one run: stage 1 (the autoencoder) targets "
+                          f"{privacy.autoencoder_share:g} of it, stage 2 the rest; each site's ledger composes them")
     if federation.central_dp != "off":
         console.print(f"privacy: {central_dp.describe_settings(federation)}")
     if federation.secure_aggregation:

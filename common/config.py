@@ -130,6 +130,10 @@ class PrivacyConfig:
     ``max_grad_norm``; up to ``slices_per_patient`` of them are drawn per step. Data that names no patients (a
     MedMNIST archive, a PNG folder) is protected per example, and says so. "example": each slice/image is the
     unit (a patient with many slices is then protected more weakly than epsilon suggests).
+
+    autoencoder_share: in a latent run that trains its autoencoder too (``[federation] stage = "both"``), stage 1
+    targets this fraction of target_epsilon and stage 2 the rest; the ledger composes both (RDP or PRV: the
+    total is at most their sum) and lists them apart.
     """
 
     enabled: bool = False
@@ -142,8 +146,11 @@ class PrivacyConfig:
     accountant: str = "rdp"
     unit: str = "patient"
     slices_per_patient: int = 4
+    autoencoder_share: float = 0.3
 
     def __post_init__(self) -> None:
+        if not 0 < self.autoencoder_share < 1:
+            raise ConfigError(f"[privacy] autoencoder_share must be in (0, 1), got {self.autoencoder_share}")
         if self.unit not in PRIVACY_UNITS:
             raise ConfigError(f"[privacy] unit must be one of {list(PRIVACY_UNITS)}, got {self.unit!r}")
         if self.slices_per_patient < 1:

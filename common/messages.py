@@ -16,6 +16,7 @@ MODEL_SPEC = "model-spec"
 RECIPE = "recipe"
 DATA_SOURCE = "data-source"
 LATENT = "latent"  # a latent run: its autoencoder's description and SHA-256 (JSON)
+STAGE_ONE = "autoencoder-stage"  # a stage-1 run: the autoencoder network and recipe the sites train (JSON)
 AUTOENCODER = "autoencoder-file"  # a latent run: the stage-1 file's bytes, in every message (about 1 MB)
 # the round
 SERVER_ROUND = "server-round"  # Flower's strategies set it

@@ -8,18 +8,26 @@ A latent run (latent diffusion, stage 2) trains the denoiser on the latents of a
 and ``resolution`` are then the latents' (what the network is built for), ``latent`` is the autoencoder with the
 run's pixel schema and size (what a site prepares its images at, and encodes), and every message carries the
 autoencoder file's bytes, which a site accepts only if they hash to the SHA-256 the run names.
+
+A stage-1 run (``autoencoder`` set) trains that autoencoder on the sites' pixels instead of a denoiser: its
+weights are what the messages carry, and ``schema`` and ``resolution`` are the pixel ones.
 """
 
 from __future__ import annotations
 
 import json
+
+import torch
 from dataclasses import asdict, dataclass, field, replace
 
 from . import messages
 from .config import ConfigError
 from .errors import CheckpointError
 from .diffusion.loading import latent_record, model_meta
-from .latent.autoencoder import AutoencoderFile, autoencoder_from_bytes, load_autoencoder
+from .latent.autoencoder import (AutoencoderFile, AutoencoderSpec, autoencoder_from_bytes, build_autoencoder,
+                                 load_autoencoder)
+from .latent.stage import AutoencoderStage
+from .latent.training import AutoencoderRecipe
 from .latent.codec import latent_schema_of
 from .diffusion.model import ConditionalDenoiser
 from .schema import ChannelSchema
@@ -46,6 +54,25 @@ class RunSpec:
     recipe: RecipeSpec = RecipeSpec()
     data_source: str = "federated"
     latent: AutoencoderFile | None = field(default=None, compare=False)  # a latent run's stage-1 autoencoder
+    autoencoder: AutoencoderSpec | None = None  # a stage-1 run: the autoencoder the sites train
+    autoencoder_recipe: AutoencoderRecipe | None = None
+
+    def stage_one(self, stage: AutoencoderStage) -> "RunSpec":
+        """The stage-1 run of this pixel run: the sites train ``stage``'s autoencoder on the run's channels."""
+        if self.latent is not None:
+            raise ConfigError("a latent run cannot train its own autoencoder: name no autoencoder file in stage 1")
+        return replace(self, autoencoder=stage.network(self.model.spatial_dims),
+                       autoencoder_recipe=stage.recipe(self.recipe.seed))
+
+    def network(self) -> torch.nn.Module:
+        """The network the run trains: the denoiser, or in stage 1 the autoencoder."""
+        if self.autoencoder is not None:
+            return build_autoencoder(self.autoencoder)
+        return ConditionalDenoiser(self.schema, self.model)
+
+    def autoencoder_file(self, weights: dict, scale: float, record: dict) -> AutoencoderFile:
+        """A stage-1 run's round as a stage-1 file (what `meddiff train-autoencoder` writes)."""
+        return AutoencoderFile(self.autoencoder, self.schema, self.resolution, scale, weights, record=record)
 
     @property
     def data_schema(self) -> ChannelSchema:
@@ -67,6 +94,9 @@ class RunSpec:
         if self.resolution != autoencoder.resolution:
             raise ConfigError(f"{where}: the autoencoder was trained at {autoencoder.resolution} px, the run's "
                               f"[schema] resolution is {self.resolution}: set resolution = {autoencoder.resolution}")
+        if not (autoencoder.record or {}).get("scale_measured", True):
+            raise ConfigError(f"{where}: this stage-1 round was not evaluated, so its latent scale is unknown: use a "
+                              "round the sites evaluated (the last one always is)")
         if self.model.spatial_dims != autoencoder.spec.spatial_dims:
             raise ConfigError(f"{where}: the autoencoder is {autoencoder.spec.spatial_dims}D, the run's [model] "
                               f"spatial_dims is {self.model.spatial_dims}: make them agree")
@@ -82,6 +112,9 @@ class RunSpec:
                   messages.DATA_SOURCE: self.data_source}
         if self.latent is not None:
             config[messages.LATENT] = json.dumps(latent_record(self.latent))
+        if self.autoencoder is not None:
+            config[messages.STAGE_ONE] = json.dumps({"network": asdict(self.autoencoder),
+                                                     "recipe": asdict(self.autoencoder_recipe)})
         return config
 
     def message_config(self) -> dict[str, str | int | bytes]:
@@ -96,6 +129,10 @@ class RunSpec:
                    spec_from_dict(ModelSpec, json.loads(config[messages.MODEL_SPEC]), where),
                    spec_from_dict(RecipeSpec, json.loads(config[messages.RECIPE]), where),
                    str(config[messages.DATA_SOURCE]))
+        if messages.STAGE_ONE in config:
+            stage = json.loads(config[messages.STAGE_ONE])
+            return replace(spec, autoencoder=spec_from_dict(AutoencoderSpec, stage["network"], where),
+                           autoencoder_recipe=spec_from_dict(AutoencoderRecipe, stage["recipe"], where))
         if messages.LATENT not in config:
             return spec
         record = json.loads(config[messages.LATENT])
@@ -117,7 +154,7 @@ class RunSpec:
 
     def weight_layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """Names and shapes of the model's weights, in state-dict order (see ``common.wire``)."""
-        return layout_of(ConditionalDenoiser(self.schema, self.model).state_dict())
+        return layout_of(self.network().state_dict())
 
     def trained_mask(self, layout: list[tuple[str, tuple[int, ...]]] | None = None):
         """Where in the packed vector a run that trains a part of the network ([train] trainable) changes

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from .federation import run_federation
+from .stages import run_stages
 from .federation_config import load_federation_config
 
 app = ServerApp()
@@ -20,5 +20,5 @@ def main(grid: Grid, context: Context) -> None:
     if not path:
         raise ValueError("no federation config: run with --run-config 'federation-config=\"/path/federation.toml\"'")
     config = load_federation_config(path)
-    run_federation(grid, config.spec, config.settings, config.run_dir, bool(context.run_config.get("resume", False)),
-                   run_id=str(context.run_id))
+    run_stages(grid, config.spec, config.settings, config.stage_one, config.run_dir,
+               bool(context.run_config.get("resume", False)), run_id=str(context.run_id))

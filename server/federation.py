@@ -23,7 +23,6 @@ from flwr.serverapp.strategy import Strategy
 from ..common import messages
 from ..common.app_identity import app_identity
 from ..common.checkpoint import load_checkpoint
-from ..common.diffusion.model import ConditionalDenoiser
 from ..common.run_spec import RunSpec
 from ..common.training.early_stopping import Plateau
 from ..common.wire import WireFormatError, expand_trained, pack, packed_vector, unpack
@@ -36,6 +35,7 @@ from .run_store import RoundState, RunStore
 from .tracking import RunTracker, tracking_on
 from .secure_round import as_replies, secure_train_round
 from .settings import FederationSettings
+from .stage_one_file import stage_one_checkpoint
 from .strategies import make_strategy, restore_strategy_state, strategy_state
 from .validation import metrics_of
 from .wrappers import CentralDP, ServerEMA, Validating, find
@@ -47,7 +47,7 @@ def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
     """The round-0 global model: the same for the same seed, wherever it is created."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.recipe.seed)
-        return {k: v.detach().clone() for k, v in ConditionalDenoiser(spec.schema, spec.model).state_dict().items()}
+        return {k: v.detach().clone() for k, v in spec.network().state_dict().items()}
 
 
 def train_round(grid: Grid, strategy: Strategy, settings: FederationSettings, server_round: int,
@@ -144,8 +144,12 @@ def _record(store: RunStore, spec: RunSpec, settings: FederationSettings, strate
         log.info("round %d: %s epsilon %.4f at delta %g (%s) after %d releases", state.round, central_dp.KIND,
                  entry["central_dp"]["epsilon"], entry["central_dp"]["delta"], entry["central_dp"]["accountant"],
                  entry["central_dp"]["releases"])
-    meta = {**spec.model_meta(), **({"initial_model": initial} if initial else {})}
-    store.save_round(state, meta, entry, round_metrics, spec.model_state())
+    if spec.autoencoder is not None:  # stage 1 of latent diffusion: each round's file is a stage-1 file
+        meta, model_state = stage_one_checkpoint(spec, state.weights, evaluation, state.round)
+    else:
+        meta = {**spec.model_meta(), **({"initial_model": initial} if initial else {})}
+        model_state = spec.model_state()
+    store.save_round(state, meta, entry, round_metrics, model_state)
     progress_log.info(round_summary(state.round, settings.rounds, round_metrics, entry))
     log.info("round %d done in %.1f s: %d sites aggregated, %d rejected", state.round, seconds, len(train_metrics),
              len(rejected))
@@ -233,7 +237,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         if plateau is not None and entry["eval_loss"] is not None:
             plateau.observe(server_round, entry["eval_loss"])
         final = server_round == settings.rounds or (plateau is not None and plateau.stopped)
-        if settings.delivers_after(server_round) and not (final and plateau is not None):
+        if settings.delivers_after(server_round) and not (final and plateau is not None) and spec.autoencoder is None:
             _deliver(grid, participants, spec, state.weights, state.ema, settings,
                      delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
                                        entry, initial))

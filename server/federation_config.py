@@ -5,6 +5,7 @@
     [federation] rounds, local_steps, strategy, min_sites, initial_model, autoencoder, ... (settings.py)
     [train]      batch_size, learning_rate, ... (common/specs.py RecipeSpec: what every site trains with)
     [model]      channels, attention_levels, schedule, ... (common/specs.py ModelSpec)
+    [autoencoder] widths, latent_channels, rounds, local_steps, ... (stage 1 of a latent run: common/latent/stage.py)
 
 A site's hardware switches ([runtime]) are the site's own: a federation.toml that sets them is refused.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..common.config import ConfigError, build_section, read_toml
+from ..common.latent.stage import AutoencoderStage
 from ..common.plan import DEFAULT_RESOLUTION
 from ..common.run_spec import RunSpec, latent_run
 from ..common.schema import ChannelSchema
@@ -35,11 +37,12 @@ class FederationConfig:
     spec: RunSpec
     settings: FederationSettings
     run_dir: Path
+    stage_one: AutoencoderStage = AutoencoderStage()  # [autoencoder]: stage 1 of a latent run (server/stages.py)
 
 
 def load_federation_config(path: str | Path) -> FederationConfig:
     path = Path(path)
-    raw = read_toml(path, {"run_dir", "schema", "federation", "train", "model", "runtime"},
+    raw = read_toml(path, {"run_dir", "schema", "federation", "train", "model", "runtime", "autoencoder"},
                     "federation config not found; pass the path of your federation.toml")
     source = str(path)
     if "runtime" in raw:
@@ -59,4 +62,5 @@ def load_federation_config(path: str | Path) -> FederationConfig:
     run_dir = Path(raw.get("run_dir", "runs/federation"))
     if not run_dir.is_absolute():
         run_dir = path.parent / run_dir
-    return FederationConfig(spec, settings, run_dir)
+    return FederationConfig(spec, settings, run_dir,
+                            build_section(AutoencoderStage, raw.get("autoencoder", {}), "autoencoder", source))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.config import ConfigError
+from ..common.latent.stage import STAGES
 from ..common.messages import TrainInstruction
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
@@ -41,6 +42,9 @@ class FederationSettings:
     # latent diffusion, stage 2: train on the latents of this autoencoder.pt (`meddiff train-autoencoder`); every
     # message carries the file, and a site accepts it only by its SHA-256 ("" = a pixel-space run)
     autoencoder: str = ""
+    # "denoiser" (the one model; on latents when `autoencoder` names a file), "autoencoder" (stage 1 only, the
+    # [autoencoder] table) or "both" (stage 1, then the denoiser on its latents: server/stages.py)
+    stage: str = "denoiser"
     # Model delivery (server/delivery.py): every participating site receives the global model and its EMA
     deliver_final: bool = True  # after the last round
     deliver_every: int = 0  # and every this many rounds (0 = only the final model)
@@ -83,6 +87,11 @@ class FederationSettings:
             raise ConfigError(f"[federation] server_ema_decay must be in [0, 1), got {self.server_ema_decay}")
         if self.tracking not in ("mlflow", "off"):
             raise ConfigError(f"[federation] tracking = {self.tracking!r} is not one of ['mlflow', 'off']")
+        if self.stage not in STAGES:
+            raise ConfigError(f"[federation] stage = {self.stage!r} is not one of {list(STAGES)}")
+        if self.stage != "denoiser" and (self.autoencoder or self.initial_model):
+            raise ConfigError(f"[federation] stage = {self.stage!r} trains the autoencoder: name no autoencoder or "
+                              "initial_model file (or set stage = \"denoiser\" to train on a stored autoencoder)")
         if self.central_dp not in CENTRAL_DP:
             raise ConfigError(f"[federation] central_dp = {self.central_dp!r} is not one of {list(CENTRAL_DP)}")
         if self.central_dp != "off":

@@ -161,6 +161,20 @@ def _start_paragraph(run_dir: Path, rounds: list[dict]) -> str:
     return f"<p>{html.escape(start)}</p>"
 
 
+def _latent_paragraph(run: dict) -> str:
+    """For a latent run: which autoencoder its sites encoded their images with."""
+    latent = run.get("spec", {}).get(messages.LATENT)
+    if not latent:
+        return ""
+    record = json.loads(latent)
+    trained = record.get("record", {})
+    where = (f"trained federated in stage 1, {trained.get('round')} rounds"
+             if trained.get("federated") else "a stored stage-1 file")
+    line = (f"Latent diffusion: the sites trained the denoiser on the latents of autoencoder sha256 "
+            f"{str(record.get('sha256', ''))[:16]}... ({where}); latent scale {float(record.get('scale', 1.0)):.4g}.")
+    return f"<p>{html.escape(line)}</p>"
+
+
 def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) -> Path:
     """Write RUN_DIR/report.html (+ figures/); samples from the EMA model every ``sample_every`` rounds
     (0 = only the last round)."""
@@ -171,16 +185,20 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
     train = _plot(_curves(rounds, "train", "train-loss"), "local training loss", "loss", figures / "train_loss.png")
-    held_out = _plot(_curves(rounds, "evaluate", "eval-loss"), "held-out denoising loss", "loss",
+    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    stage_one = messages.STAGE_ONE in run.get("spec", {})
+    held_out = _plot(_curves(rounds, "evaluate", "eval-loss"),
+                     "held-out reconstruction loss" if stage_one else "held-out denoising loss", "loss",
                      figures / "eval_loss.png")
     privacy = _privacy_section(run_dir, rounds, registry, figures)
     rows, round_rows = _tables(run_dir, rounds)
-    images = _sample_grids(registry, sample_every, figures)
+    images = ("<p>Stage 1 of latent diffusion: the run trained the autoencoder, which generates nothing on its "
+              "own.</p>" if stage_one else _sample_grids(registry, sample_every, figures))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>meddiff run {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
 <h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(rounds)} rounds.{_stopping(registry)}</p>
-{_start_paragraph(run_dir, rounds)}
+{_start_paragraph(run_dir, rounds)}{_latent_paragraph(run)}
 <h2>Data split per site</h2><table><tr><th>site</th><th>train</th><th>held-out</th><th>labels</th><th>channels</th>
 <th>missing</th></tr>{rows}</table>
 <h2>Losses per round</h2><img src="figures/{train.name}"> <img src="figures/{held_out.name}">

@@ -65,7 +65,7 @@ def simulate(scenario: Scenario, run_dir: str | Path, resume: bool = False, verb
     spec = run_spec(scenario)
     if not resume:
         _write_sites(scenario, run_dir)
-    server_app = make_server_app(spec, scenario.federation, run_dir, resume)
+    server_app = make_server_app(spec, scenario.federation, run_dir, resume, scenario.autoencoder)
     runner = LocalRunner(_site_provider(scenario, run_dir))
     client_app = make_client_app(lambda context: runner)
     threads = scenario.data.threads_per_site

@@ -23,6 +23,7 @@ from ..common.data.loader import load_dataset
 from ..common.data.phantom import SCHEMA as PHANTOM_SCHEMA, phantom_example, site_scanner
 from ..common.data.tensors import stack_examples
 from ..common.data.transforms import prepare
+from ..common.latent.stage import AutoencoderStage
 from ..common.plan import PHANTOM_RESOLUTION
 from ..common.run_spec import RunSpec, latent_run
 from ..common.schema import ChannelSchema, Example
@@ -69,9 +70,10 @@ class Scenario:
     data_config: DataConfig = field(default_factory=DataConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # every virtual site's [privacy] choice
     source: str = ""
+    autoencoder: AutoencoderStage = field(default_factory=AutoencoderStage)  # stage 1 of a latent run
 
 
-SECTIONS = ("scenario", "federation", "train", "model", "runtime", "data", "privacy")
+SECTIONS = ("scenario", "federation", "train", "model", "runtime", "data", "privacy", "autoencoder")
 
 
 def _relative_files(settings: FederationSettings, folder: Path) -> FederationSettings:
@@ -102,7 +104,8 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
             model=build_section(ModelSpec, raw.get("model", {}), "model", source),
             runtime=build_section(RuntimeSpec, raw.get("runtime", {}), "runtime", source),
             data_config=data_config_from_dict(raw.get("data", {}), source),
-            privacy=build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", source), source=source)
+            privacy=build_section(PrivacyConfig, raw.get("privacy", {}), "privacy", source), source=source,
+            autoencoder=build_section(AutoencoderStage, raw.get("autoencoder", {}), "autoencoder", source))
     except ConfigError:
         raise
     except ValueError as e:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from monai.losses import SSIMLoss
@@ -48,6 +48,72 @@ def _window(size: int) -> int:
     return min(11, size - 1 if size % 2 == 0 else size)  # an odd SSIM window no larger than the image
 
 
+def make_ssim(images: torch.Tensor) -> SSIMLoss:
+    """The SSIM loss for batches of ``images`` (N, 1, *spatial)."""
+    return SSIMLoss(images.dim() - 2, data_range=2.0, win_size=_window(images.shape[-1]))
+
+
+def autoencoder_loss(network: torch.nn.Module, batch: torch.Tensor, ssim: SSIMLoss, recipe: AutoencoderRecipe,
+                     reduction: str = "mean") -> torch.Tensor:
+    """L1 + SSIM reconstruction + KL, the mean over the batch, or (B,) per image (``reduction="none"``: DP-SGD's
+    per-example losses)."""
+    reconstruction, mean, sigma = network(batch)
+    if reduction == "none":
+        l1 = (reconstruction - batch).abs().flatten(1).mean(1)
+        structure = torch.stack([ssim(reconstruction[i:i + 1], batch[i:i + 1]) for i in range(len(batch))])
+        terms = mean.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2).clamp_min(1e-12)) - 1
+        return l1 + recipe.ssim_weight * structure + recipe.kl_weight * 0.5 * terms.flatten(1).sum(1)
+    return (reconstruction - batch).abs().mean() + recipe.ssim_weight * ssim(reconstruction, batch) \
+        + recipe.kl_weight * kl_divergence(mean, sigma)
+
+
+def cosine_rate(recipe: AutoencoderRecipe, step: int, total: int) -> float:
+    """Cosine decay over the whole training (all rounds of a federated run): the last steps settle the details."""
+    return recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def train_steps(network: torch.nn.Module, images: torch.Tensor, recipe: AutoencoderRecipe, steps: int, *,
+                first_step: int, total_steps: int, generator: torch.Generator, device: torch.device,
+                progress: bool = False) -> list[float]:
+    """``steps`` AdamW steps on random batches of ``images`` (N, 1, *spatial), the learning rate at global step
+    ``first_step + k`` of ``total_steps``; returns the losses."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate)
+    ssim = make_ssim(images)
+    network.train()
+    losses = []
+    with step_progress(steps, enabled=progress, description="autoencoder steps") as advance:
+        for k in range(steps):
+            batch = images[torch.randint(len(images), (recipe.batch_size,), generator=generator)].to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_rate(recipe, first_step + k, total_steps)
+            loss = autoencoder_loss(network, batch, ssim, recipe)
+            if not torch.isfinite(loss):
+                raise ValueError(f"the autoencoder's loss is not finite at step {first_step + k}; lower the "
+                                 "learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            advance()
+    return losses
+
+
+@torch.no_grad()
+def latent_moments(file: AutoencoderFile, data: TrainingTensors, device: torch.device) -> tuple[int, float, float]:
+    """(values, mean, mean square) of the unscaled latents of ``data``'s available channels: what the scale is
+    computed from, at one site or summed over sites."""
+    codec = LatentCodec(replace(file, scale=1.0), device)
+    values = codec.encode(data.images, data.available)[codec.latent_available(data.available)].double()
+    return values.numel(), float(values.mean()), float(values.pow(2).mean())
+
+
+def scale_for(values: int, mean: float, mean_square: float) -> float:
+    """The scale that gives latents of these moments the spread the denoiser expects (sigma_data)."""
+    spread = math.sqrt(max(mean_square - mean * mean, 0.0)) if values else 0.0
+    return SIGMA_DATA / max(spread, 1e-6)
+
+
 def train_autoencoder(data: TrainingTensors, spec: AutoencoderSpec, recipe: AutoencoderRecipe, *,
                       device: torch.device, progress: bool = False) -> tuple[AutoencoderFile, dict]:
     """The trained stage-1 file (scale set from ``data``) and a summary: steps, seconds, last losses."""
@@ -58,37 +124,19 @@ def train_autoencoder(data: TrainingTensors, spec: AutoencoderSpec, recipe: Auto
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         network = build_autoencoder(spec).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate)
-    ssim = SSIMLoss(spec.spatial_dims, data_range=2.0, win_size=_window(images.shape[-1]))
-    network.train()
-    start, losses = time.perf_counter(), []
-    with step_progress(recipe.steps, enabled=progress, description="autoencoder steps") as advance:
-        for step in range(recipe.steps):
-            batch = images[torch.randint(len(images), (recipe.batch_size,), generator=generator)].to(device)
-            for group in optimizer.param_groups:  # cosine decay: the last steps settle the details
-                group["lr"] = recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * step / max(1, recipe.steps)))
-            reconstruction, mean, sigma = network(batch)
-            loss = (reconstruction - batch).abs().mean() + recipe.ssim_weight * ssim(reconstruction, batch) \
-                + recipe.kl_weight * kl_divergence(mean, sigma)
-            if not torch.isfinite(loss):
-                raise ValueError(f"the autoencoder's loss is not finite at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            advance()
+    start = time.perf_counter()
+    losses = train_steps(network, images, recipe, recipe.steps, first_step=0, total_steps=recipe.steps,
+                         generator=generator, device=device, progress=progress)
     seconds = time.perf_counter() - start
     weights = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     unscaled = AutoencoderFile(spec, data.schema, data.spatial[-1], 1.0, weights)
-    codec = LatentCodec(unscaled, device)
-    spread = float(codec.encode(data.images, data.available)[codec.latent_available(data.available)].std())
-    scale = SIGMA_DATA / max(spread, 1e-6)
+    moments = latent_moments(unscaled, data, device)
+    scale = scale_for(*moments)
     tail = losses[-min(50, len(losses)):]
     summary = {"steps": recipe.steps, "seconds": seconds, "images_per_second": recipe.steps * recipe.batch_size
                / max(seconds, 1e-9), "loss_first": losses[0], "loss_last": sum(tail) / len(tail),
-               "latent_std_unscaled": spread, "scale": scale, "training_images": len(images)}
-    return AutoencoderFile(spec, data.schema, data.spatial[-1], scale, weights), summary
+               "latent_std_unscaled": SIGMA_DATA / scale, "scale": scale, "training_images": len(images)}
+    return replace(unscaled, scale=scale), summary
 
 
 def reconstruction_quality(codec: LatentCodec, data: TrainingTensors) -> dict[str, dict[str, float]]:

@@ -112,28 +112,89 @@ def test_a_delivered_latent_model_is_whole_and_the_tasks_read_it(autoencoder, tm
         load_model(path, device="cpu")
 
 
+SCENARIO = """name = "latent"
+[scenario]
+data = "phantom"
+sites = 2
+missing_channels = [[], ["t2"]]
+resolution = 16
+examples_per_site = 12
+[federation]
+rounds = 2
+local_steps = 3
+[autoencoder]
+widths = [8, 16]
+latent_channels = 2
+norm_num_groups = 8
+rounds = 2
+local_steps = 3
+batch_size = 8
+[privacy]
+enabled = true
+target_epsilon = 8.0
+noise_multiplicity = 1
+""" + TINY_MODEL_TABLES
+
+
+@pytest.fixture(scope="module")
+def both_stages(tmp_path_factory):
+    """One run, both stages, DP-SGD at both virtual hospitals (one of them without t2) in both stages."""
+    folder = tmp_path_factory.mktemp("latent")
+    (folder / "latent.toml").write_text(SCENARIO)
+    assert main(["simulate", str(folder / "latent.toml"), "--stage", "both", "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_a_simulated_federation_trains_a_latent_model_that_generates(autoencoder, tmp_path):
-    """Two virtual hospitals (one without t2) train on their latents; every round's checkpoint is a latent model."""
+def test_one_run_trains_the_autoencoder_then_the_denoiser_on_its_latents(both_stages):
+    stage_one = _lines(both_stages / "autoencoder" / "registry.jsonl")
+    assert [e["round"] for e in stage_one] == [1, 2] and all(len(e["sites"]) == 2 for e in stage_one)
+    autoencoder = load_autoencoder(stage_one[-1]["path"])  # each stage-1 round is a stage-1 file
+    assert autoencoder.record["federated"] and autoencoder.record["scale_sites"] == 2
+    assert autoencoder.scale > 0 and autoencoder.scale != 1.0 and autoencoder.resolution == 16
+    first = load_autoencoder(stage_one[0]["path"])
+    assert any(not torch.equal(first.weights[k], v) for k, v in autoencoder.weights.items())
+    state, meta = load_checkpoint(both_stages / "checkpoints" / "round-0002.pt")
+    assert meta["latent"]["sha256"] == autoencoder.sha256 and meta["resolution"] == 8 and "autoencoder" in state
+    assert [e["round"] for e in _lines(both_stages / "registry.jsonl")] == [1, 2]
+    assert "Latent diffusion" in (both_stages / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_the_ledger_composes_both_stages_within_the_target_and_lists_them_apart(both_stages):
+    from meddiff.privacy.ledger import PrivacyLedger
+
+    for site in (0, 1):
+        ledger = PrivacyLedger(both_stages / "privacy" / f"site-{site}.sqlite")
+        entries = [e for e in ledger.entries() if e["status"] == "released"]
+        stage_one = [e for e in entries if e["run"].endswith("/autoencoder")]
+        stage_two = [e for e in entries if not e["run"].endswith("/autoencoder")]
+        assert len(stage_one) == 2 and len(stage_two) == 2
+        assert all("autoencoder" in e["trained"] for e in stage_one)
+        after_one, total = stage_one[-1]["epsilon_total"], stage_two[-1]["epsilon_total"]
+        assert 0.3 * 8.0 * 0.9 < after_one <= 0.3 * 8.0 + 0.05  # stage 1 spends its share of the target
+        assert after_one < total <= 8.0 + 0.05  # composed with stage 2, within the site's one target
+
+
+@pytest.mark.slow
+def test_a_stored_autoencoder_starts_stage_two_and_the_global_model_generates(both_stages, tmp_path):
+    stored = _lines(both_stages / "autoencoder" / "registry.jsonl")[-1]["path"]
     scenario = tmp_path / "latent.toml"
-    scenario.write_text('name = "latent"\n[scenario]\ndata = "phantom"\nsites = 2\nmissing_channels = [[], ["t2"]]\n'
-                        'resolution = 16\nexamples_per_site = 8\n[federation]\nrounds = 2\nlocal_steps = 3\n'
-                        + TINY_MODEL_TABLES)
+    scenario.write_text(SCENARIO.replace("enabled = true", "enabled = false"))
     run = tmp_path / "run"
-    assert main(["simulate", str(scenario), "--autoencoder", str(autoencoder), "--out", str(run)]) == 0
-    registry = [json.loads(line) for line in (run / "registry.jsonl").read_text().splitlines()]
-    assert [e["round"] for e in registry] == [1, 2] and all(len(e["sites"]) == 2 for e in registry)
-    state, meta = load_checkpoint(run / "checkpoints" / "round-0002.pt")
-    assert meta["latent"]["sha256"] == file_sha256(autoencoder) and meta["resolution"] == 8
-    assert "autoencoder" in state and meta["schema"]["channels"][0] == "z0.t1"
-    spec = _latent_spec(autoencoder)
+    assert main(["simulate", str(scenario), "--autoencoder", stored, "--rounds", "1", "--local-steps", "2",
+                 "--out", str(run)]) == 0
+    state, meta = load_checkpoint(run / "checkpoints" / "round-0001.pt")
+    assert meta["latent"]["sha256"] == file_sha256(stored) and meta["schema"]["channels"][0] == "z0.t1"
+    spec = latent_run(RunSpec(PHANTOM_SCHEMA, 16, TINY_NET), stored, "test")
     start = initial_weights(spec)
     assert any(not torch.equal(start[k], state["model"][k]) for k in start)
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert all(0 < s["eval-loss"] < 5 for m in metrics for s in m["evaluate"].values())
+    assert all(0 < s["eval-loss"] < 5 for m in _lines(run / "metrics.jsonl") for s in m["evaluate"].values())
     out = tmp_path / "samples"
-    assert main(["generate", "--model", str(run / "checkpoints" / "round-0002.pt"), "--n", "2", "--steps", "2",
+    assert main(["generate", "--model", str(run / "checkpoints" / "round-0001.pt"), "--n", "2", "--steps", "2",
                  "--out", str(out)]) == 0
-    drawn = np.load(out / "samples.npz")
-    assert drawn["t1"].shape == (2, 16, 16)
-    assert load_autoencoder(autoencoder).sha256 == meta["latent"]["sha256"]
+    assert np.load(out / "samples.npz")["t1"].shape == (2, 16, 16)

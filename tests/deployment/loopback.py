@@ -73,9 +73,10 @@ class Federation:
     def log(self, name: str) -> Path:
         return self.tmp / "logs" / f"{name}.log"
 
-    def config(self, name: str, rounds: int, steps: int, evaluate: bool = False, extra: str = "") -> Path:
-        """federation.toml for a run; ``extra``: more lines of its [federation] table."""
+    def config(self, name: str, rounds: int, steps: int, evaluate: bool = False, extra: str = "",
+               tables: str = "") -> Path:
+        """federation.toml for a run; ``extra``: more lines of its [federation] table; ``tables``: more tables."""
         path = self.tmp / f"{name}.toml"
         path.write_text(FEDERATION.format(run_dir=self.tmp / name, rounds=rounds, steps=steps,
-                                          evaluate=str(evaluate).lower(), extra=extra))
+                                          evaluate=str(evaluate).lower(), extra=extra) + tables)
         return path

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.denoise import denoise_task
 
     settings = settings_from(DenoiseSettings, args.noise_model, args.level, args.sampler, args.steps, args.samples)
-    loaded, data = open_task(args, "denoise")
+    loaded, data = open_task(args, "denoise", latent_ok=True)
     result, _ = run_timed("denoise", lambda: denoise_task(loaded, data, settings, args.simulate,
                                                           not args.no_baselines, args.seed))
     result.report["model"] = str(args.model)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(AnomalySettings, args.method, args.depth, _depths(args.depths), args.steps,
                              args.guidance, args.healthy_class, args.repeats, args.patches, smoothing=args.smoothing,
                              median=args.median, foreground_level=args.foreground_level, batch_size=args.batch_size)
-    loaded, data = open_task(args, "detect-anomalies")
+    loaded, data = open_task(args, "detect-anomalies", latent_ok=True)
     if args.calibrate_fpr is not None:
         if not 0.0 < args.calibrate_fpr < 1.0:
             raise ConfigError(f"--calibrate-fpr must be in (0, 1), e.g. 0.05; got {args.calibrate_fpr}")

@@ -20,6 +20,11 @@ The error is the per-pixel absolute difference in [0, 1] units, averaged over th
 has and over the reconstructions; tasks/anomaly_maps.py turns it into a map (foreground only, median and mean
 filtered) and an image score (the mean of the map's top 1 % of pixels). Thresholds chosen on healthy validation
 data at a stated false-positive rate: tasks/anomaly_thresholds.py.
+
+A latent model (common/latent/) runs every route on the image's latents and decodes the healthy latents, as the
+latent DDPM of Pinaya et al. (MICCAI 2022) does. The autoencoder's own reconstruction error (the detail it blurs)
+is added back to the decoded healthy image, so the error map shows what the denoiser healed, not what the
+autoencoder cannot represent.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def _partial_diffusion(loaded: LoadedModel, images: Tensor, labels: Tensor | Non
 
     return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddpm", steps=steps, generator=generator,
                   x_start=alpha * images + sigma * fresh(images), start_t=depth, noise_fn=fresh, callback=callback,
-                  guidance_scale=guidance if labels is not None else 1.0)
+                  guidance_scale=guidance if labels is not None else 1.0, clip_denoised=loaded.codec is None)
 
 
 def _patched(loaded: LoadedModel, images: Tensor, labels: Tensor | None, settings: AnomalySettings,
@@ -112,8 +117,19 @@ def _patched(loaded: LoadedModel, images: Tensor, labels: Tensor | None, setting
 
 def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, settings: AnomalySettings, depth: float,
                  generator: torch.Generator) -> Tensor:
+    """The healthy version of ``images`` (model units); a latent model heals the latents (module docstring)."""
+    images = images.to(loaded.device)
+    codec = loaded.codec
+    if codec is None:
+        return _heal(loaded, images, label, settings, depth, generator)
+    latents = codec.encode(images)
+    blurred = codec.decode(latents)
+    return codec.decode(_heal(loaded, latents, label, settings, depth, generator)) + (images - blurred)
+
+
+def _heal(loaded: LoadedModel, images: Tensor, label: int | None, settings: AnomalySettings, depth: float,
+          generator: torch.Generator) -> Tensor:
     denoiser, device = loaded.denoiser, loaded.device
-    images = images.to(device)
     labels = None if label is None else torch.full((images.shape[0],), label, dtype=torch.long, device=device)
     if settings.method in ("anoddpm", "multi-depth"):
         return _partial_diffusion(loaded, images, labels, depth, settings.steps, generator, guidance=settings.guidance)
@@ -124,7 +140,7 @@ def _reconstruct(loaded: LoadedModel, images: Tensor, label: int | None, setting
         encoder = bind(denoiser, Conditioning(images, nothing, None))
         latent = ddim_invert(encoder, images, denoiser.schedule.sampling_times(settings.steps, depth))
     return sample(denoiser, Conditioning(images, nothing, labels), sampler="ddim", steps=settings.steps,
-                  guidance_scale=settings.guidance, x_start=latent, start_t=depth)
+                  guidance_scale=settings.guidance, x_start=latent, start_t=depth, clip_denoised=loaded.codec is None)
 
 
 def detect_anomalies(loaded: LoadedModel, data: TaskData, settings: AnomalySettings = AnomalySettings(),

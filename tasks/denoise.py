@@ -6,6 +6,11 @@ from t to 0 (Kawar et al. 2022; the "denoising" row of DESIGN.md). The noise lev
 (wavelet median absolute deviation, scikit-image) unless given. Rician and Poisson noise are treated as
 Gaussian of the estimated level; Rician magnitudes are first bias-corrected (sqrt(max(y^2 - 2 s^2, 0))).
 DDIM is deterministic; the ancestral sampler can average K samples (the posterior mean, smoother, higher PSNR).
+
+A latent model (common/latent/) denoises the image's latents the same way, entering at the time whose noise
+matches the noise the encoder passes on: the std of E(y + n') - E(y) for a fresh draw n' of the image's level
+(the encoder is near-linear at this scale), then decodes: SDEdit-style latent denoising (Meng et al., ICLR 2022)
+with the entry time measured instead of guessed.
 """
 
 from __future__ import annotations
@@ -57,16 +62,31 @@ def denoise(loaded: LoadedModel, noisy_unit: Tensor, available: Tensor, settings
     generator = torch.Generator(loaded.device).manual_seed(seed)
     out, times = [], []
     for i in range(noisy_unit.shape[0]):  # each image enters at its own time
-        t = loaded.schedule.time_for_noise_ratio(2.0 * float(level[i]))  # x2: [0, 1] units -> model units
+        x = y[i:i + 1].to(loaded.device)
+        ratio = 2.0 * float(level[i])  # x2: [0, 1] units -> model units
+        if loaded.codec is not None:
+            x, ratio = latent_noise(loaded.codec, x, ratio, seed + i)
+        t = loaded.schedule.time_for_noise_ratio(ratio)
         times.append(t)
         alpha = float(loaded.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
-        x = y[i:i + 1].to(loaded.device)
         nothing = torch.zeros(x.shape[:2], dtype=torch.bool, device=loaded.device)
         runs = [sample(loaded.denoiser, Conditioning(x, nothing), sampler=settings.sampler,
-                       steps=settings.steps, generator=generator, x_start=alpha * x, start_t=t).cpu()
+                       steps=settings.steps, generator=generator, x_start=alpha * x, start_t=t,
+                       clip_denoised=loaded.codec is None)
                 for _ in range(settings.samples if settings.sampler == "ddpm" else 1)]
+        if loaded.codec is not None:
+            runs = [loaded.codec.decode(z) for z in runs]
+        runs = [r.cpu() for r in runs]
         out.append(to_unit(torch.stack(runs).mean(0)))
     return {"denoised": torch.cat(out), "level": level, "start_t": torch.tensor(times)}
+
+
+def latent_noise(codec, noisy: Tensor, ratio: float, seed: int) -> tuple[Tensor, float]:
+    """(the latents of ``noisy``, the noise-to-signal ratio they carry): the spread of E(y + n') - E(y) for a
+    fresh draw n' of the image's noise std ``ratio`` (model units)."""
+    latents = codec.encode(noisy)
+    draw = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(seed)).to(noisy) * ratio
+    return latents, float((codec.encode(noisy + draw) - latents).std())
 
 
 def classical_baselines(noisy_unit: Tensor, available: Tensor, level: Tensor) -> dict[str, Tensor]:

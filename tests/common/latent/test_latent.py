@@ -105,14 +105,20 @@ def test_stage_one_and_two_and_generation_through_the_commands(tmp_path, capsys)
                  "2", "--limit", "2", "--steps", "2", "--out", str(tmp_path / "sr")]) == 0
     report = json.loads((tmp_path / "sr" / "super_resolve.json").read_text())
     assert report["data_consistency_max_abs_error"] < 1e-4  # the downsampled result is the input
-    # resuming keeps the autoencoder; tasks that do not handle latents yet refuse by name; sizes are checked
+    # denoising and anomaly detection work on the latents and score in pixels
+    assert main(["denoise", "--model", str(model / "model.pt"), "--data", "phantom", "--limit", "2", "--steps", "2",
+                 "--simulate", "0.1", "--no-baselines", "--out", str(tmp_path / "denoise")]) == 0
+    denoised = json.loads((tmp_path / "denoise" / "denoise.json").read_text())
+    assert 0 < denoised["entry_time_mean"] < 1  # entered at the noise level the latents carry
+    assert main(["detect-anomalies", "--model", str(model / "model.pt"), "--data", "phantom", "--limit", "2",
+                 "--steps", "2", "--method", "anoddpm", "--out", str(tmp_path / "anomalies")]) == 0
+    maps = np.load(tmp_path / "anomalies" / "anomalies.npz")
+    assert maps["map"].shape[-2:] == (16, 16) and np.isfinite(maps["map"]).all()
+    # resuming keeps the autoencoder; sizes are checked
     assert main(["train", "--data", "phantom", "--out", str(model), "--steps", "6", "--resume",
                  "--phantom-n", "16"]) == 0
     assert load_checkpoint(model / "model.pt")[1]["latent"]["sha256"] == record["sha256"]
     capsys.readouterr()
-    assert main(["denoise", "--model", str(model / "model.pt"), "--data", "phantom", "--out",
-                 str(tmp_path / "d")]) == 2
-    assert "latent diffusion model; meddiff denoise runs on pixel models only" in capsys.readouterr().err
     assert main(["train", "--data", "phantom", "--out", str(tmp_path / "m2"), "--autoencoder",
                  str(ae / "autoencoder.pt"), "--resolution", "32", *TINY_MODEL]) == 2
     assert "trained at 16 px; 32 px was asked for" in capsys.readouterr().err

@@ -13,8 +13,7 @@ from ..common.latent.training import autoencoder_loss, latent_moments, make_ssim
 from ..common.messages import TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.training.trainer import default_device
-from ..privacy.autoencoder_dp import AutoencoderDPStep
-from ..privacy.units import privacy_units
+from ..privacy.autoencoder_dp import AutoencoderDPStep, autoencoder_units
 from .round import RoundOutcome, Weights, private_metrics, reserve_round, round_seed, stage_one_run
 from .site_data import SiteData, align_to_schema
 
@@ -62,7 +61,7 @@ def _private(spec, network, data, site, instruction, run, seed, device, first, t
     """DP-SGD on the autoencoder; the ledger counts it under ``<run>/autoencoder``, at autoencoder_share of the
     site's target epsilon."""
     recipe, privacy = spec.autoencoder_recipe, site.privacy
-    units = privacy_units(data, privacy, recipe.batch_size)
+    units = autoencoder_units(data, privacy, recipe.batch_size)
     ledger, reservation, noise, delta = reserve_round(site, units, instruction, stage_one_run(run),
                                                       privacy.target_epsilon * privacy.autoencoder_share, TRAINED)
     try:

@@ -28,7 +28,7 @@ def add_parser(commands) -> None:
     p.add_argument("--config", help="site.toml saying how to read --data ([data])")
     p.add_argument("--resolution", type=int, default=0,
                    help="image size, a multiple of the autoencoder's factor (default: config, 32 for the phantom, "
-                        "else the suggested one)")
+                        "else the size `meddiff site check` suggests for latent diffusion)")
     p.add_argument("--widths", default="16,32,64", help="autoencoder widths per level; each level after the first "
                                                         "halves the size (default 16,32,64: 128 px -> 32 px)")
     p.add_argument("--latent-channels", type=int, default=3, help="latent channels per image channel (default 3)")
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out / FILE} exists; choose another --out (nothing was overwritten)")
     site = load_site_config(args.config) if args.config else SiteConfig()
     try:
-        training = load_training_set(args.data, site.data, args.resolution, phantom_n=args.phantom_n, seed=args.seed)
+        training = load_training_set(args.data, site.data, args.resolution, phantom_n=args.phantom_n, seed=args.seed,
+                                     latent=True)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     spec = _spec(args, len(training.tensors.spatial))

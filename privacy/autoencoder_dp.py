@@ -14,6 +14,7 @@ scalars per site (their mean and mean square) that the evaluation sends without 
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -25,7 +26,15 @@ from ..common.data.tensors import TrainingTensors
 from ..common.latent.training import AutoencoderRecipe, autoencoder_loss, cosine_rate, make_ssim
 from .accounting import Release
 from .dp_sgd import PrivateRoundResult
-from .units import PATIENT, gather_patients, per_patient, privacy_units
+from .units import PATIENT, PrivacyUnits, gather_patients, per_patient, privacy_units
+
+
+def autoencoder_units(data: TrainingTensors, privacy: PrivacyConfig, batch_size: int) -> PrivacyUnits:
+    """The privacy units of the autoencoder's DP-SGD. ``batch_size`` counts single-channel images, as in plain
+    training, so the units per step are chosen to give about that many images: an example brings one image per
+    channel it has."""
+    per_example = float(data.available.sum(1).float().mean()) if len(data) else 1.0
+    return privacy_units(data, privacy, max(1, round(batch_size / max(per_example, 1.0))))
 
 
 class AutoencoderDPStep:
@@ -39,7 +48,7 @@ class AutoencoderDPStep:
                              "which only \"hooks\" supports; set grad_sample_mode = \"hooks\"")
         self.network, self.recipe, self.privacy, self.device = network.to(device), recipe, privacy, device
         self.data, self.seed = data, seed
-        self.units = privacy_units(data, privacy, recipe.batch_size)
+        self.units = autoencoder_units(data, privacy, recipe.batch_size)
         self.delta = privacy.delta_for(self.units.count)
         self.generator = torch.Generator().manual_seed(seed)
         loader = DataLoader(TensorDataset(torch.arange(self.units.count)), batch_size=self.units.per_step)
@@ -50,6 +59,8 @@ class AutoencoderDPStep:
             module=network, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
             max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, grad_sample_mode="hooks")
         self.sample_rate = float(self.loader.sample_rate)
+        if not math.isclose(self.sample_rate, self.units.sample_rate):  # the noise was calibrated for the units' rate
+            raise RuntimeError(f"Opacus samples at {self.sample_rate}, the noise was set for {self.units.sample_rate}")
 
     def _images(self, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (P, 1, *spatial), owner of each image 0 .. len(sampled)-1) of the sampled units."""

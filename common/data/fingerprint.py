@@ -50,6 +50,7 @@ class Fingerprint:
     suggested_resolution_gpu: int = 0
     suggested_space: str = ""  # pixel or latent diffusion on a CPU (plan.suggested_space), and why
     space_reason: str = ""
+    latent_resolution: int = 0  # the size a latent model is planned at (the pixel size where none is suggested)
     colour: str = ""  # e.g. "colour (RGB: red, green, blue)"; empty for grey images
     patient_ids: str = ""  # where patient ids come from; "" = the data names no patients (DP per example)
 
@@ -92,7 +93,7 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
     ndim = 3 if any(e.is_3d for e in data.examples) else 2
     in_plane = [min(e.image.shape[-2:]) for e in data.examples]
     min_side = float(np.median(in_plane)) if in_plane else 0.0
-    space, _, reason = suggested_space(min_side, ndim, gpu=False)
+    space, space_size, reason = suggested_space(min_side, ndim, gpu=False)
     return Fingerprint(
         root=data.root, format=data.format, patient_ids=data.patient_ids,
         patients=len({e.patient for e in data.examples}), studies=len({e.study for e in data.examples}),
@@ -102,6 +103,7 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
         suggested_resolution=suggested_resolution(min_side, gpu=False),
         suggested_resolution_gpu=suggested_resolution(min_side, gpu=True),
         suggested_space=space, space_reason=reason,
+        latent_resolution=space_size if space == "latent" else suggested_resolution(min_side, gpu=False),
         colour=", ".join(f"colour (RGB: {', '.join(schema.channels[i] for i in group)})"
                          for group in schema.colour_groups))
 

@@ -36,12 +36,15 @@ def load_raw(source: str, config: DataConfig, *, phantom_n: int = 256, site: int
 
 
 def load_training_set(source: str, config: DataConfig = DataConfig(), resolution: int = 0, *,
-                      phantom_n: int = 256, site: int = 0, seed: int = 0) -> TrainingSet:
-    """Load, normalise, slice and resize. resolution 0: the config's, else the phantom's or the suggested one."""
+                      phantom_n: int = 256, site: int = 0, seed: int = 0, latent: bool = False) -> TrainingSet:
+    """Load, normalise, slice and resize. resolution 0: the config's, else the phantom's or the suggested one
+    (``latent``: the size a latent model is suggested at, for an autoencoder)."""
     data = load_raw(source, config, phantom_n=phantom_n, site=site, seed=seed)
+    if not resolution and not config.resolution and source != PHANTOM:
+        fingerprint = compute_fingerprint(data)
+        resolution = fingerprint.latent_resolution if latent else fingerprint.suggested_resolution
     if not resolution:
-        resolution = config.resolution or (
-            PHANTOM_RESOLUTION if source == PHANTOM else compute_fingerprint(data).suggested_resolution)
+        resolution = config.resolution or PHANTOM_RESOLUTION
     ready = prepare(data.examples, data.schema, resolution, slices=config.slices,
                     lower=config.lower_percentile, upper=config.upper_percentile)
     log.info("training set %s: %d studies -> %d examples at %d px", source, len(data.examples), len(ready), resolution)

@@ -60,6 +60,7 @@ def test_fingerprint_counts_and_suggestion():
     assert fp.suggested_space == "pixel" and "below 128 px" in fp.space_reason  # 96 px: a pixel model at 64
     large = compute_fingerprint(phantom_dataset(2, size=160, seed=1))
     assert large.suggested_space == "latent" and "latent model at 128 px trains on a 32 px grid" in large.space_reason
+    assert (fp.latent_resolution, large.latent_resolution) == (64, 128)  # what train-autoencoder prepares at
     assert [c.name for c in fp.channels] == ["t1", "t2", "flair", "ct", "mask"]
     ct = fp.channels[3]
     assert ct.percentiles[0] < -900 and ct.percentiles[2] > 900

@@ -1,7 +1,7 @@
 """Latent diffusion trained federated on real brain MRI (PGBM, 128 px): both stages in one run, with and without
 DP-SGD at the sites, against the same autoencoder trained centrally for the same steps.
 
-    .venv/bin/python benchmarks/latent_federated.py            # about 25 min on 2 cores
+    .venv/bin/python benchmarks/latent_federated.py            # about 20 min on 2 cores (measured 19.7)
     .venv/bin/python benchmarks/latent_federated.py --quick    # a few minutes: toy steps, the same table
 
 Three simulated hospitals hold the training patients' studies (pgbm_split.py: PGBM-001 and PGBM-003, one study
@@ -12,7 +12,9 @@ its latents (stage 2), as a coordinator would run it. The table reports, per run
 - the latent scale, the seconds of each stage, and each site's epsilon after each stage (from its ledger);
 - a translation score of the stage-2 model (t1pre, t1post, flair -> t2 on the test patients, 128 px).
 The centralised row trains `meddiff train-autoencoder` on all training slices for the same number of steps as
-one site trains in stage 1 (so it sees as many images as the federation's average site).
+one site trains in stage 1 (so it sees as many images as the federation's average site). The DP run protects each
+example (a slice's contrasts and mask together): with one or two studies a site, a per-patient unit would leave a
+site one or two units.
 """
 
 from __future__ import annotations

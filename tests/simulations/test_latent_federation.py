@@ -8,7 +8,6 @@ import json
 import time
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ConfigRecord, Message, Metadata, RecordDict
@@ -181,20 +180,22 @@ def test_the_ledger_composes_both_stages_within_the_target_and_lists_them_apart(
 
 
 @pytest.mark.slow
-def test_a_stored_autoencoder_starts_stage_two_and_the_global_model_generates(both_stages, tmp_path):
+def test_a_stored_autoencoder_starts_stage_two_and_the_tasks_read_its_model(both_stages, tmp_path, capsys):
+    """`simulate --autoencoder FILE` through the parser: a stage-1 file of another size is refused by name before
+    anything starts; the stage-2 run of `--stage both` is the run on a stored file, and the tasks read its model
+    (tests/common/latent/test_latent.py runs them on a latent model)."""
     stored = _lines(both_stages / "autoencoder" / "registry.jsonl")[-1]["path"]
     scenario = tmp_path / "latent.toml"
-    scenario.write_text(SCENARIO.replace("enabled = true", "enabled = false"))
-    run = tmp_path / "run"
-    assert main(["simulate", str(scenario), "--autoencoder", stored, "--rounds", "1", "--local-steps", "2",
-                 "--out", str(run)]) == 0
-    state, meta = load_checkpoint(run / "checkpoints" / "round-0001.pt")
-    assert meta["latent"]["sha256"] == file_sha256(stored) and meta["schema"]["channels"][0] == "z0.t1"
+    scenario.write_text(SCENARIO.replace("resolution = 16", "resolution = 32"))
+    capsys.readouterr()
+    assert main(["simulate", str(scenario), "--autoencoder", stored, "--out", str(tmp_path / "run")]) == 2
+    assert "trained at 16 px, the run's [schema] resolution is 32: set resolution = 16" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
     spec = latent_run(RunSpec(PHANTOM_SCHEMA, 16, TINY_NET), stored, "test")
+    state, meta = load_checkpoint(both_stages / "checkpoints" / "round-0002.pt")
+    assert meta["latent"]["sha256"] == file_sha256(stored) and meta["schema"]["channels"][0] == "z0.t1"
     start = initial_weights(spec)
     assert any(not torch.equal(start[k], state["model"][k]) for k in start)
-    assert all(0 < s["eval-loss"] < 5 for m in _lines(run / "metrics.jsonl") for s in m["evaluate"].values())
-    out = tmp_path / "samples"
-    assert main(["generate", "--model", str(run / "checkpoints" / "round-0001.pt"), "--n", "2", "--steps", "2",
-                 "--out", str(out)]) == 0
-    assert np.load(out / "samples.npz")["t1"].shape == (2, 16, 16)
+    assert all(0 < s["eval-loss"] < 5 for m in _lines(both_stages / "metrics.jsonl") for s in m["evaluate"].values())
+    loaded = load_model(both_stages / "checkpoints" / "round-0002.pt", device="cpu", latent_ok=True)
+    assert loaded.codec.file.sha256 == file_sha256(stored) and loaded.resolution == 16  # what the tasks read

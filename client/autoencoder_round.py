@@ -41,7 +41,8 @@ def train_autoencoder_round(spec: RunSpec, weights: Weights, site: SiteData, ins
                                                        site.site_id)
     network = build_autoencoder(spec.autoencoder)
     network.load_state_dict(weights, strict=True)
-    first, total = (instruction.server_round - 1) * instruction.local_steps, instruction.rounds * instruction.local_steps
+    first = (instruction.server_round - 1) * instruction.local_steps  # global steps, for the stage's cosine
+    total = instruction.rounds * instruction.local_steps
     if site.privacy.enabled:
         return _private(spec, network, data, site, instruction, run, seed, device, first, total)
     network.to(device)
@@ -93,5 +94,6 @@ def evaluate_autoencoder(spec: RunSpec, weights: Weights, site: SiteData, seed: 
         losses = [float(autoencoder_loss(network, images[i:i + 64].to(device), ssim, spec.autoencoder_recipe))
                   * len(images[i:i + 64]) for i in range(0, len(images), 64)]
     values, mean, mean_square = latent_moments(file, data, device)
-    return {"num-examples": len(data), "held-out": int(site.holdout is not None), "eval-loss": sum(losses) / len(images),
+    return {"num-examples": len(data), "held-out": int(site.holdout is not None),
+            "eval-loss": sum(losses) / len(images),
             "latent-values": values, "latent-mean": mean, "latent-meansq": mean_square}

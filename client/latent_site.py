@@ -19,7 +19,8 @@ from ..common.training.trainer import default_device
 from .site_data import SiteData, align_to_schema
 
 CACHED = 4  # encoded data sets kept per process (one per virtual site of a simulation, typically)
-_encoded: dict[tuple[str, str], tuple[TrainingTensors, TrainingTensors | None, TrainingTensors, TrainingTensors | None]] = {}
+Encoded = tuple[TrainingTensors, TrainingTensors | None, TrainingTensors, TrainingTensors | None]  # pixels -> latents
+_encoded: dict[tuple[str, str], Encoded] = {}  # by (site, autoencoder SHA-256)
 
 
 def latent_site(site: SiteData, spec: RunSpec, device: str | None = None) -> SiteData:

@@ -53,16 +53,11 @@ def make_ssim(images: torch.Tensor) -> SSIMLoss:
     return SSIMLoss(images.dim() - 2, data_range=2.0, win_size=_window(images.shape[-1]))
 
 
-def autoencoder_loss(network: torch.nn.Module, batch: torch.Tensor, ssim: SSIMLoss, recipe: AutoencoderRecipe,
-                     reduction: str = "mean") -> torch.Tensor:
-    """L1 + SSIM reconstruction + KL, the mean over the batch, or (B,) per image (``reduction="none"``: DP-SGD's
-    per-example losses)."""
+def autoencoder_loss(network: torch.nn.Module, batch: torch.Tensor, ssim: SSIMLoss,
+                     recipe: AutoencoderRecipe) -> torch.Tensor:
+    """L1 + SSIM reconstruction + KL, each a mean over the batch's images (so Opacus' hooks, which assume a mean
+    of per-image losses, give each image's own gradient)."""
     reconstruction, mean, sigma = network(batch)
-    if reduction == "none":
-        l1 = (reconstruction - batch).abs().flatten(1).mean(1)
-        structure = torch.stack([ssim(reconstruction[i:i + 1], batch[i:i + 1]) for i in range(len(batch))])
-        terms = mean.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2).clamp_min(1e-12)) - 1
-        return l1 + recipe.ssim_weight * structure + recipe.kl_weight * 0.5 * terms.flatten(1).sum(1)
     return (reconstruction - batch).abs().mean() + recipe.ssim_weight * ssim(reconstruction, batch) \
         + recipe.kl_weight * kl_divergence(mean, sigma)
 

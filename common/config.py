@@ -92,6 +92,7 @@ class DataConfig:
     dicom_rules: tuple[ChannelRule, ...] = DEFAULT_DICOM_RULES
     check_intensities: bool = True  # drop a DICOM channel whose values are implausible for its name
     colour: str = "rgb"  # colour images: rgb keeps three channels (red, green, blue); grey turns them into luminance
+    case_folders: bool = False  # PNG: the folder holding an image names its patient (the one above it, the class)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

@@ -12,31 +12,14 @@ from ..config import DataConfig
 from ..schema import ChannelSchema, Example
 from .files import require_path, walk_files
 from .masks import to_labels
+from .pairing import IMAGE_FOLDERS, LABEL_FOLDERS, find_folder, pair_labels, stem
 from .problems import DataError, DataProblem, LoadedData
 
 log = logging.getLogger(__name__)
 
-LABEL_FOLDERS = ("labels", "labelsTr", "masks", "segmentations")
-IMAGE_FOLDERS = ("images", "imagesTr")
-
 
 def is_nifti(path: Path) -> bool:
     return path.name.endswith(".nii") or path.name.endswith(".nii.gz")
-
-
-def stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def find_folder(root: Path, names: tuple[str, ...]) -> Path | None:
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    return None
 
 
 def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -113,23 +96,18 @@ def _example(path: Path, volume: np.ndarray, spacing, schema: ChannelSchema, lab
                    spacing=spacing)
 
 
-def _pairs(root: Path, problems: list[DataProblem]) -> tuple[Path, Path | None, list[Path], dict[str, Path]]:
-    """(image folder, label folder, images, labels by name); labels without an image are reported."""
+def _pairs(root: Path, problems: list[DataProblem]) -> tuple[Path, Path | None, list[Path], dict[Path, Path]]:
+    """(image folder, label folder, images, {image: label}); labels without an image are reported."""
     image_dir = find_folder(root, IMAGE_FOLDERS) or root
     label_dir = find_folder(root, LABEL_FOLDERS)
     images = [p for p in walk_files(image_dir, problems) if is_nifti(p)]
     if image_dir == root and label_dir is not None:
         images = [p for p in images if label_dir not in p.parents]
-    labels = {stem(p): p for p in walk_files(label_dir, problems) if is_nifti(p)} if label_dir else {}
     if not images:
         raise DataError(image_dir, "no NIfTI image (.nii or .nii.gz) found",
                         "point meddiff at a folder with images/ (and labels/) holding .nii.gz files")
-    image_stems = {stem(p) for p in images}
-    for name, path in sorted(labels.items()):
-        if name not in image_stems:
-            problems.append(DataProblem(str(path), "label without a matching image (same file name in images/)",
-                                        "add the image or remove the label"))
-    return image_dir, label_dir, images, labels
+    labels = [p for p in walk_files(label_dir, problems) if is_nifti(p)] if label_dir else []
+    return image_dir, label_dir, images, pair_labels(images, image_dir, labels, label_dir, problems)
 
 
 def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
@@ -149,9 +127,9 @@ def load_nifti(root: str | Path, config: DataConfig) -> LoadedData:
             problems.append(DataProblem(str(path), f"{volume.shape[0]} modalities, the data set has "
                                         f"{len(schema.image_indices)}", "give every image the same modalities"))
             continue
-        if stem(path) not in labels and label_dir is not None:
+        if path not in labels and label_dir is not None:
             problems.append(DataProblem(str(path), "image has no label file; loaded without mask", skipped=False))
-        example = _example(path, volume, spacing, schema, labels.get(stem(path)), config, problems)
+        example = _example(path, volume, spacing, schema, labels.get(path), config, problems)
         if path.parent != image_dir:  # per-case folders: images/<case>/<file>.nii.gz
             example.patient = str(path.parent.relative_to(image_dir))
         examples.append(example)

@@ -1,8 +1,10 @@
 """Folders of PNG/JPEG images (+ a masks/ folder, + optional class sub-folders) -> (C, H, W) examples.
 
-Layouts: ``ROOT/images/*.png`` with ``ROOT/masks/*.png`` matched by file name, or ``ROOT/images/<class>/*.png``
-(one sub-folder per class), or images directly in ROOT. Colour photographs (fundus, dermoscopy, histology) stay
-colour: three channels red, green, blue.
+Layouts: ``ROOT/images/*.png`` with ``ROOT/masks/*.png`` (matched by sub-folder and file name, common/data/pairing.py),
+or ``ROOT/images/<class>/*.png`` (the folder holding an image names its class), or images directly in ROOT. With
+``[data] case_folders = true`` the folder holding an image names its case (patient) instead, and the folder above
+it, if any, the class: ``images/<case>/*.png`` or ``images/<class>/<case>/*.png``. Colour photographs (fundus,
+dermoscopy, histology) stay colour: three channels red, green, blue.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ..config import DataConfig
 from ..schema import ChannelSchema, Example, colour_channel_names
 from .files import require_path, walk_files
 from .masks import to_labels
-from .nifti import IMAGE_FOLDERS, LABEL_FOLDERS, find_folder, stem
+from .pairing import IMAGE_FOLDERS, LABEL_FOLDERS, find_folder, pair_labels, stem
 from .problems import DataError, DataProblem, LoadedData
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -84,18 +86,15 @@ def load_png(root: str | Path, config: DataConfig) -> LoadedData:
     if not images:
         raise DataError(image_dir, "no PNG/JPEG image found",
                         "point meddiff at a folder with images/ (and masks/) holding .png or .jpg files")
-    class_dirs = sorted({p.parent.name for p in images if p.parent != image_dir})
-    class_names = config.class_names or tuple(class_dirs)
-    masks = {stem(p): p for p in walk_files(mask_dir, problems) if p.suffix.lower() in SUFFIXES} if mask_dir else {}
+    folders = {p: _class_and_case(p.relative_to(image_dir).parts[:-1], config.case_folders) for p in images}
+    class_names = config.class_names or tuple(sorted({c for c, _ in folders.values() if c is not None}))
+    masks = [p for p in walk_files(mask_dir, problems) if p.suffix.lower() in SUFFIXES] if mask_dir else []
     read = _read_all(images, config.colour == "rgb", problems)
     colour = any(pixels.ndim == 3 for pixels in read.values())
     image_channels = colour_channel_names() if colour else ("image",)
     channels = config.channels or (image_channels + (("mask",) if mask_dir else ()))
     schema = ChannelSchema(tuple(channels), tuple(class_names), max(1, len(config.mask_values)))
-    image_stems = {stem(p) for p in images}
-    for name, path in sorted(masks.items()):
-        if name not in image_stems:
-            problems.append(DataProblem(str(path), "mask without a matching image", "add the image or remove the mask"))
+    mask_of = pair_labels(images, image_dir, masks, mask_dir, problems, what="mask")
     examples = []
     in_colour = all(c in schema.channels for c in colour_channel_names())
     targets = [schema.index(c) for c in colour_channel_names()] if in_colour else [schema.image_indices[0]]
@@ -107,15 +106,24 @@ def load_png(root: str | Path, config: DataConfig) -> LoadedData:
         planes = np.moveaxis(pixels, -1, 0) if pixels.ndim == 3 else [pixels] * len(targets)
         for index, plane in zip(targets, planes):
             image[index], available[index] = plane, True
-        mask_path = masks.get(stem(path))
+        mask_path = mask_of.get(path)
         if mask_path is not None and schema.mask_indices:
             labels = _read_mask(mask_path, pixels.shape[:2], config, problems)
             if labels is not None:
                 image[schema.mask_indices[0]], available[schema.mask_indices[0]] = labels, True
-        label = class_names.index(path.parent.name) if path.parent != image_dir and path.parent.name in class_names \
-            else None
-        examples.append(Example(image=image, available=available, label=label, patient=stem(path),
-                                study=stem(path), source=str(path)))
+        folder, case = folders[path]
+        label = class_names.index(folder) if folder in class_names else None
+        examples.append(Example(image=image, available=available, label=label, patient=case or stem(path),
+                                study=case or stem(path), source=str(path)))
     if not examples:
         raise DataError(image_dir, f"none of the {len(images)} image(s) could be read", "see the problems listed")
-    return LoadedData(schema, examples, problems, str(root), "png")
+    return LoadedData(schema, examples, problems, str(root), "png", patient_ids=(
+        "one patient per case folder ([data] case_folders: the folder holding each image; an image directly in "
+        f"{image_dir.name}/ is its own patient)") if config.case_folders else "")
+
+
+def _class_and_case(folders: tuple[str, ...], case_folders: bool) -> tuple[str | None, str | None]:
+    """(class folder, case folder) of an image from the folders between images/ and the file."""
+    if not case_folders:
+        return (folders[-1] if folders else None), None
+    return (folders[-2] if len(folders) >= 2 else None), (folders[-1] if folders else None)

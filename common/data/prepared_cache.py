@@ -25,7 +25,7 @@ from .training_set import PHANTOM, TrainingSet, load_training_set
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when preparation changes what the same files and config produce
+CACHE_VERSION = 3  # bump when preparation changes what the same files and config produce
 
 
 def _file_listing(source: str) -> list[tuple[str, int, int]]:

@@ -50,3 +50,50 @@ def test_nifti_case_folders_are_patients(tmp_path):
         nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), folder / f"{name}.nii.gz")
     training = load_training_set(str(tmp_path), DataConfig(resolution=16))
     assert training.tensors.patients is not None and len(set(training.tensors.patients.tolist())) == 2
+
+
+def _nifti(path, value: float) -> None:
+    import nibabel
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(nibabel.Nifti1Image(np.full((8, 8, 2), value, dtype=np.float32), np.eye(4)), path)
+
+
+def test_case_folders_with_the_same_file_names_keep_their_own_labels(tmp_path):
+    """images/case0N/t1.nii.gz pairs with labels/case0N/t1.nii.gz, never with another case's t1 (a bare file name
+    would match both); a label that names several images and sits in no case folder is reported, not guessed."""
+    from meddiff.common.data.nifti import load_nifti
+
+    for case, label in (("case01", 1.0), ("case02", 0.0)):
+        _nifti(tmp_path / "images" / case / "t1.nii.gz", 1.0)
+        _nifti(tmp_path / "labels" / case / "t1.nii.gz", label)
+    loaded = load_nifti(tmp_path, DataConfig())
+    masks = {e.patient: float(e.image[-1].max()) for e in loaded.examples}
+    assert masks == {"case01": 1.0, "case02": 0.0}
+    for path in (tmp_path / "labels").rglob("*.nii.gz"):
+        path.unlink()
+    _nifti(tmp_path / "labels" / "t1.nii.gz", 1.0)  # flat: which t1?
+    loaded = load_nifti(tmp_path, DataConfig())
+    assert all(not e.available[-1] for e in loaded.examples)
+    assert any("2 images are named 't1'" in p.reason and p.path.endswith("t1.nii.gz") for p in loaded.problems)
+
+
+def test_png_case_folders_name_patients_and_classes(tmp_path):
+    from PIL import Image
+
+    from meddiff.common.data.png import load_png
+
+    for klass, case, name in (("normal", "p1", "a"), ("normal", "p1", "b"), ("lesion", "p2", "a"),
+                              ("lesion", "p1", "c")):
+        for folder, value in (("images", 120), ("masks", 255 if klass == "lesion" else 0)):
+            path = tmp_path / folder / klass / case / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(path)
+    loaded = load_png(tmp_path, DataConfig(case_folders=True))
+    assert loaded.schema.class_names == ("lesion", "normal") and loaded.patient_ids
+    seen = {(loaded.schema.class_names[e.label], e.patient, e.image[-1].max() > 0) for e in loaded.examples}
+    assert seen == {("normal", "p1", False), ("lesion", "p2", True), ("lesion", "p1", True)}
+    assert not loaded.problems
+    # without case_folders the folder holding an image is its class, and no patients are named
+    plain = load_png(tmp_path, DataConfig())
+    assert set(plain.schema.class_names) == {"p1", "p2"} and plain.patient_ids == ""

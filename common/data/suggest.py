@@ -10,6 +10,7 @@ from .dicom_suggest import rules_block
 from .dicom_volume import discover_series
 from .files import require_path, walk_files
 from .loader import detect_format, load_dataset
+from .pairing import IMAGE_FOLDERS, find_folder
 from .problems import DataProblem
 
 
@@ -32,4 +33,14 @@ def suggest_data_section(path: str | Path, config: DataConfig) -> str:
         lines.append("colour = \"rgb\"  # \"grey\" turns colour images into one luminance channel")
     if data.schema.class_names:
         lines.append(f"class_names = [{', '.join(json.dumps(c) for c in data.schema.class_names)}]")
+    if fmt == "png" and not config.case_folders and _nested(root, data.examples):
+        lines.append("# case_folders = true  # images sit two folders deep: if the inner folders are patients, this "
+                     "makes the patient (not the image) the unit of DP")
     return "\n".join(lines)
+
+
+def _nested(root: Path, examples) -> bool:
+    """Whether some image sits two or more folders below images/ (class/case folders, perhaps)."""
+    image_dir = find_folder(root, IMAGE_FOLDERS) or root
+    return any(len(Path(e.source).relative_to(image_dir).parts) > 2 for e in examples
+               if Path(e.source).is_relative_to(image_dir))

@@ -97,3 +97,6 @@ def test_png_case_folders_name_patients_and_classes(tmp_path):
     # without case_folders the folder holding an image is its class, and no patients are named
     plain = load_png(tmp_path, DataConfig())
     assert set(plain.schema.class_names) == {"p1", "p2"} and plain.patient_ids == ""
+    from meddiff.common.data.suggest import suggest_data_section
+
+    assert "# case_folders = true" in suggest_data_section(tmp_path, DataConfig())

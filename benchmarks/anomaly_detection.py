@@ -185,12 +185,13 @@ def _scores(maps, scores, truth_images, masks, thresholds) -> dict:
 
 
 def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seeds: int, limit: int, steps: int,
-              methods: tuple[str, ...], choose: int = 0) -> dict:
-    """choose: validation images for choosing each method's depth (0 = the defaults)."""
+              methods: tuple[str, ...], choose: int = 0, scoring: dict | None = None) -> dict:
+    """choose: validation images for choosing each method's depth (0 = the defaults); scoring: AnomalySettings
+    residual and channels for every method and the baseline."""
     import torch
 
     from meddiff.common.diffusion.loading import load_model
-    from meddiff.tasks.anomaly import AnomalySettings, detect_anomalies, image_truth
+    from meddiff.tasks.anomaly import AnomalySettings, detect_anomalies, image_truth, scored_channel_weights
     from meddiff.tasks.anomaly_baseline import HealthyStatistics, zscore_anomalies
     from meddiff.tasks.anomaly_thresholds import calibrate
     from meddiff.tasks.metrics import to_unit
@@ -203,16 +204,20 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
         valid = valid.subset(torch.arange(min(limit, len(valid))))
     truth = image_truth(data, loaded, spec["healthy"])
     masks = None if data.truth is None else data.truth.numpy()
-    base = AnomalySettings(steps=steps, healthy_class=spec["healthy"], median=3, batch_size=64)
+    base = AnomalySettings(steps=steps, healthy_class=spec["healthy"], median=3, batch_size=64, **(scoring or {}))
     rows: dict[str, dict] = {}
     # the baseline: z-scores against the per-pixel statistics of the healthy images the model trained on
     healthy = _as_task_data(_healthy_training(configs["train"], spec)[0], loaded.schema, "healthy training images")
     statistics = HealthyStatistics.of(to_unit(healthy.images), image_channel_weights(healthy, loaded.schema))
     started = time.perf_counter()
     options = {"foreground_level": base.foreground_level, "median": base.median, "smoothing": base.smoothing,
-               "top_fraction": base.top_fraction}
-    on_valid = zscore_anomalies(statistics, valid.images, image_channel_weights(valid, loaded.schema), **options)
-    on_test = zscore_anomalies(statistics, data.images, image_channel_weights(data, loaded.schema), **options)
+               "top_fraction": base.top_fraction, "residual": base.residual}
+
+    def zscores(images):
+        return zscore_anomalies(statistics, images.images, scored_channel_weights(images, loaded.schema, base.channels),
+                                present=image_channel_weights(images, loaded.schema), **options)
+
+    on_valid, on_test = zscores(valid), zscores(data)
     thresholds = calibrate(on_valid["map"].numpy(), on_valid["foreground"].numpy(), on_valid["score"].numpy(), 0.05)
     rows["baseline: intensity z-score"] = {"seeds": [_scores(on_test["map"].numpy(), on_test["score"].numpy(),
                                                              truth, masks, thresholds)],
@@ -238,7 +243,8 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
         label = f"{method}, t* {depth}" + (f", guidance {settings.guidance:g}" if method == "counterfactual" else "")
         rows[label + (" (chosen on validation)" if chosen else "")] = {
             "seeds": per_seed, "seconds": time.perf_counter() - started, "chosen": chosen}
-    return {"test_images": len(data), "validation_images": len(valid),
+    return {"test_images": len(data), "validation_images": len(valid), "residual": base.residual,
+            "scored_channels": list(base.channels) or "every image channel",
             "anomalous_fraction": float(truth.mean()) if truth is not None else None, "rows": rows,
             "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
             "training": training_record(model)}
@@ -268,12 +274,15 @@ def markdown(results: dict) -> list[str]:
         present = [c for c in COLUMNS if any(c in s for row in rows.values() for s in row["seeds"])]
         seeds = max(len(row["seeds"]) for row in rows.values())
         training = result.get("training", {})
+        scored = result.get("scored_channels")
+        scored = ", ".join(scored) if isinstance(scored, list) else "all"
         lines += [f"### {name}", "",
                   f"{result['test_images']} test images ({result['anomalous_fraction'] or 0:.0%} anomalous); "
                   f"thresholds set at a false-positive rate of 0.05 on {result['validation_images']} healthy "
                   f"validation images; healthy-only model: {training.get('total_steps', '?')} steps, "
                   f"{training.get('data', {}).get('examples', '?')} healthy training "
-                  f"examples. Mean ± std over {seeds} detector seeds (the baseline has none).", "",
+                  f"examples; residual scored: {result.get('residual', 'absolute')}, channels scored: "
+                  f"{scored}. Mean ± std over {seeds} detector seeds (the baseline has none).", "",
                   "| method | " + " | ".join(COLUMNS[c] for c in present) + " | seconds |",
                   "| --- " * (len(present) + 2) + "|"]
         for method, row in rows.items():
@@ -328,6 +337,8 @@ def main() -> int:
     parser.add_argument("--choose-on", type=int, default=0, metavar="N",
                         help="choose each method's depth (and the counterfactual's guidance) by image AUROC on N "
                              "validation images of both kinds, where the validation split has them (0 = defaults)")
+    parser.add_argument("--residual", default="absolute", help="absolute | brighter | darker: the sign scored")
+    parser.add_argument("--score-channels", default="", help="comma-separated image channels scored (default: all)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 training steps, 16 images, 1 seed")
     parser.add_argument("--page", help="also write the tables as a markdown page here (e.g. docs/RESULTS-anomaly.md)")
     args = parser.parse_args()
@@ -347,7 +358,9 @@ def main() -> int:
         model, configs = _prepare(name, spec, folder, args.steps, Path(models[name]) if name in models else None,
                                   "anoddpm-simplex" in args.methods)
         results["sets"][name] = _evaluate(name, spec, model, configs, args.seeds, args.limit,
-                                          args.sampler_steps, tuple(args.methods.split(",")), args.choose_on)
+                                          args.sampler_steps, tuple(args.methods.split(",")), args.choose_on,
+                                          {"residual": args.residual, "channels": tuple(
+                                              c for c in args.score_channels.split(",") if c)})
         (out / "results.json").write_text(json.dumps(results, indent=2))
     _print(results)
     if args.page:

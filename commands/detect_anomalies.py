@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..common.config import ConfigError
-from ..tasks.settings import METHODS, AnomalySettings
+from ..tasks.settings import METHODS, RESIDUALS, AnomalySettings
 from ..common.console import plain_console
 from .task_io import add_common_arguments, finish, open_task, run_timed, settings_from
 
@@ -36,6 +36,12 @@ def add_parser(commands) -> None:
                    help="median filter width for the anomaly map, before the mean filter (1 = none)")
     p.add_argument("--foreground-level", type=float, default=defaults.foreground_level,
                    help="pixels darker than this (0-1) are background and never scored (0 = score every pixel)")
+    p.add_argument("--residual", choices=RESIDUALS, default=defaults.residual,
+                   help="which differences from the healthy reconstruction count: absolute (both signs), brighter "
+                        "(lesions hyperintense on FLAIR, T2 or contrast-enhanced T1) or darker")
+    p.add_argument("--score-channels", default="", metavar="NAMES",
+                   help="comma-separated image channels whose errors are scored, e.g. flair,t2 (default: every "
+                        "image channel an example has)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--calibrate-fpr", type=float, metavar="FPR",
                    help="--data is healthy validation data: choose the pixel and image thresholds that flag FPR "
@@ -51,14 +57,20 @@ def _depths(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.anomaly import anomaly_task
+    from ..tasks.anomaly import anomaly_task, check_scored_channels
     from ..tasks.anomaly_calibration import calibration_task
     from ..tasks.anomaly_thresholds import load_thresholds, save_thresholds
 
     settings = settings_from(AnomalySettings, args.method, args.depth, _depths(args.depths), args.steps,
                              args.guidance, args.healthy_class, args.repeats, args.patches, smoothing=args.smoothing,
-                             median=args.median, foreground_level=args.foreground_level, batch_size=args.batch_size)
+                             median=args.median, foreground_level=args.foreground_level, residual=args.residual,
+                             channels=tuple(c.strip() for c in args.score_channels.split(",") if c.strip()),
+                             batch_size=args.batch_size)
     loaded, data = open_task(args, "detect-anomalies", latent_ok=True)
+    try:
+        check_scored_channels(loaded.schema, settings.channels)
+    except ValueError as error:
+        raise ConfigError(f"--score-channels: {error}") from None
     if args.calibrate_fpr is not None:
         if not 0.0 < args.calibrate_fpr < 1.0:
             raise ConfigError(f"--calibrate-fpr must be in (0, 1), e.g. 0.05; got {args.calibrate_fpr}")

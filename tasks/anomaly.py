@@ -16,8 +16,9 @@ Routes over the same model (train it on healthy examples only: ``meddiff train -
 - Counterfactual (Sanchez et al. 2022): DDIM-encode the image deterministically to depth L without a class,
   then decode with classifier-free guidance towards the healthy class. Needs a class-conditional model.
 
-The error is the per-pixel absolute difference in [0, 1] units, averaged over the image channels each example
-has and over the reconstructions; tasks/anomaly_maps.py turns it into a map (foreground only, median and mean
+The error is the per-pixel difference in [0, 1] units (absolute, or only where the image is brighter or darker than
+its healthy version: ``residual``), averaged over the image channels each example has (or the ``channels`` chosen)
+and over the reconstructions; tasks/anomaly_maps.py turns it into a map (foreground only, median and mean
 filtered) and an image score (the mean of the map's top 1 % of pixels). Thresholds chosen on healthy validation
 data at a stated false-positive rate: tasks/anomaly_thresholds.py.
 
@@ -55,6 +56,34 @@ OUTPUT = "anomalies"  # the file stem of the outputs: <out>/anomalies.npz, .json
 def model_noise(loaded: LoadedModel) -> str:
     """The diffusion noise the checkpoint was trained with (gaussian unless trained with --noise simplex)."""
     return loaded.spec.noise
+
+
+def residual_error(images: Tensor, healthy: Tensor, residual: str) -> Tensor:
+    """The per-pixel error in [0, 1] units (images in [-1, 1]) of the chosen sign (settings.RESIDUALS)."""
+    difference = (images - healthy) / 2
+    if residual == "brighter":
+        return difference.clamp_min(0)
+    if residual == "darker":
+        return (-difference).clamp_min(0)
+    return difference.abs()
+
+
+def check_scored_channels(schema, channels: tuple[str, ...]) -> None:
+    images = [schema.channels[i] for i in schema.image_indices]
+    unknown = [c for c in channels if c not in images]
+    if unknown:
+        raise ValueError(f"scored channel(s) {unknown} are not image channels of the model; it has {images}")
+
+
+def scored_channel_weights(data: TaskData, schema, channels: tuple[str, ...]) -> Tensor:
+    """(N, C, 1, ...): the image channels each example has, kept to ``channels`` when given (names checked)."""
+    weights = image_channel_weights(data, schema)
+    if not channels:
+        return weights
+    check_scored_channels(schema, channels)
+    keep = torch.zeros(len(schema.channels))
+    keep[[schema.channels.index(c) for c in channels]] = 1.0
+    return weights * keep.reshape(1, -1, *([1] * (weights.dim() - 2)))
 
 
 def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
@@ -148,7 +177,8 @@ def detect_anomalies(loaded: LoadedModel, data: TaskData, settings: AnomalySetti
     """{"reconstruction": (N, C, ...), "map": (N, 1, ...), "foreground": (N, 1, ...), "score": (N,)} on the CPU."""
     label = healthy_label(loaded, settings)
     generator = torch.Generator(loaded.device).manual_seed(seed)
-    weights = image_channel_weights(data, loaded.schema)
+    weights = scored_channel_weights(data, loaded.schema, settings.channels)
+    present = image_channel_weights(data, loaded.schema)  # the foreground is judged on every channel
     draws = [(depth, repeat) for depth in settings.scored_depths()
              for repeat in range(settings.repeats if settings.method != "counterfactual" else 1)]
     reconstructions, maps, bodies = [], [], []
@@ -159,9 +189,9 @@ def detect_anomalies(loaded: LoadedModel, data: TaskData, settings: AnomalySetti
         for depth, _ in draws:
             healthy = _reconstruct(loaded, images, label, settings, depth, generator).cpu()
             total += healthy
-            error += (images - healthy).abs() / 2 * w  # in [0, 1] intensity units
+            error += residual_error(images, healthy, settings.residual) * w
         error = (error / len(draws)).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)
-        body = foreground(to_unit(images), w, settings.foreground_level)
+        body = foreground(to_unit(images), present[rows], settings.foreground_level)
         maps.append(postprocess(error, body, settings.median, settings.smoothing))
         bodies.append(body)
         reconstructions.append(total / len(draws))

@@ -33,11 +33,15 @@ class HealthyStatistics:
 
 
 def zscore_anomalies(statistics: HealthyStatistics, images: Tensor, weights: Tensor, *, foreground_level: float,
-                     median: int, smoothing: int, top_fraction: float) -> dict[str, Tensor]:
-    """{"map", "foreground", "score"} as tasks/anomaly.py's detect_anomalies gives them; images in [-1, 1]."""
+                     median: int, smoothing: int, top_fraction: float, residual: str = "absolute",
+                     present: Tensor | None = None) -> dict[str, Tensor]:
+    """{"map", "foreground", "score"} as tasks/anomaly.py's detect_anomalies gives them; images in [-1, 1];
+    ``weights`` the scored channels, ``present`` every channel each example has (the foreground; default weights),
+    ``residual`` the sign scored (tasks/settings.py RESIDUALS)."""
     unit = to_unit(images)
-    z = ((unit - statistics.mean).abs() / statistics.std) * weights
+    signed = (unit - statistics.mean) / statistics.std
+    z = {"brighter": signed.clamp_min(0), "darker": (-signed).clamp_min(0)}.get(residual, signed.abs()) * weights
     error = z.sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)
-    body = foreground(unit, weights, foreground_level)
+    body = foreground(unit, weights if present is None else present, foreground_level)
     maps = postprocess(error, body, median, smoothing)
     return {"map": maps, "foreground": body, "score": image_scores(maps, top_fraction)}

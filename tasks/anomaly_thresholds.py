@@ -26,9 +26,13 @@ def thresholds_path(model: str | Path) -> Path:
     return model.with_name(model.name + SUFFIX)
 
 
+LATER_DEFAULTS = {"residual": "absolute", "channels": ()}  # left out of the key at these values: older files match
+
+
 def settings_key(settings) -> dict:
     """The settings a threshold depends on (batch size does not change a map)."""
-    return {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "healthy_class")}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()
+            if k not in ("batch_size", "healthy_class") and not (k in LATER_DEFAULTS and LATER_DEFAULTS[k] == v)}
 
 
 def calibrate(maps: np.ndarray, foreground: np.ndarray, scores: np.ndarray, fpr: float) -> dict:

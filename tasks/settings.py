@@ -104,6 +104,9 @@ class ReconstructSettings:
 
 
 METHODS = ("anoddpm", "multi-depth", "pddpm", "counterfactual")
+# which differences from the healthy reconstruction count: both signs, or only where the image is brighter (lesions
+# hyperintense on FLAIR / T2 / contrast-enhanced T1, as Baur et al. 2021 score them) or darker than healthy
+RESIDUALS = ("absolute", "brighter", "darker")
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,15 @@ class AnomalySettings:
     smoothing: int = 3  # mean filter width for the map (1 = none)
     median: int = 1  # median filter width for the map, before the mean filter (1 = none)
     foreground_level: float = 0.05  # pixels darker than this ([0, 1] units) are background, never scored (0 = off)
+    residual: str = "absolute"  # RESIDUALS: which sign of (image - healthy) is scored
+    channels: tuple[str, ...] = ()  # the image channels whose errors are scored (empty: every one an example has)
     batch_size: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(float(d) for d in self.depths))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {self.residual!r}")
         if self.method not in METHODS:
             raise ValueError(f"anomaly method must be one of {METHODS}, got {self.method!r}")
         if not all(0.0 < d <= 1.0 for d in (self.depth, *self.depths)) or not self.depths:

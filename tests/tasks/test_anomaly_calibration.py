@@ -12,7 +12,7 @@ import torch
 
 from meddiff.cli import main
 from meddiff.common.diffusion.loading import load_model
-from meddiff.tasks.anomaly import METHODS, AnomalySettings, _partial_diffusion
+from meddiff.tasks.anomaly import METHODS, AnomalySettings, _partial_diffusion, residual_error
 from meddiff.tasks.anomaly_maps import foreground, median_filter
 from meddiff.tasks.anomaly_thresholds import calibrate, load_thresholds, thresholds_path
 
@@ -32,6 +32,13 @@ def test_the_foreground_excludes_the_dark_background_and_closes_small_gaps():
     body = foreground(images, torch.ones(1, 1, 1, 1), level=0.05)
     assert bool(body[0, 0, 7, 6:10].all()) and not bool(body[0, 0, 0:2].any())
     assert bool(foreground(images, torch.ones(1, 1, 1, 1), level=0.0).all())
+
+
+def test_the_residual_scores_the_chosen_sign():
+    images, healthy = torch.tensor([0.5, -0.5, 0.0]), torch.zeros(3)  # brighter, darker, equal ([-1, 1] units)
+    assert residual_error(images, healthy, "absolute").tolist() == [0.25, 0.25, 0.0]
+    assert residual_error(images, healthy, "brighter").tolist() == [0.25, 0.0, 0.0]
+    assert residual_error(images, healthy, "darker").tolist() == [0.0, 0.25, 0.0]
 
 
 def test_calibration_flags_the_stated_fraction_of_healthy_pixels_and_images():
@@ -59,9 +66,11 @@ def test_pddpm_keeps_the_known_pixels_exactly_and_redraws_only_the_patch(tiny_mo
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_through_the_command(tiny_model, tmp_path, method):
     assert main(["detect-anomalies", "--model", str(tiny_model), "--data", "phantom", "--out", str(tmp_path),
-                 "--method", method, "--steps", "2", "--limit", "4", "--depths", "0.3,0.6", "--median", "3"]) == 0
+                 "--method", method, "--steps", "2", "--limit", "4", "--depths", "0.3,0.6", "--median", "3",
+                 "--residual", "brighter"]) == 0
     report = json.loads((tmp_path / "anomalies.json").read_text())
     assert report["settings"]["method"] == method and np.isfinite(report["metrics"]["pixel_auroc"])
+    assert report["settings"]["residual"] == "brighter"
     assert len(report["images"]) == 4 and report["thresholds"].startswith("none")
 
 
@@ -87,3 +96,5 @@ def test_thresholds_calibrated_on_healthy_data_give_decisions_for_the_same_model
     assert json.loads((tmp_path / "deeper" / "anomalies.json").read_text())["thresholds"].startswith("none")
     assert main(["detect-anomalies", *common, "--out", str(tmp_path / "bad"), "--calibrate-fpr", "5"]) == 2
     assert "--calibrate-fpr must be in (0, 1)" in capsys.readouterr().err
+    assert main(["detect-anomalies", *common, "--out", str(tmp_path / "bad"), "--score-channels", "flair,dwi"]) == 2
+    assert "--score-channels: scored channel(s) ['dwi'] are not image channels" in capsys.readouterr().err

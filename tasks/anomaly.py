@@ -41,7 +41,7 @@ from ..common.diffusion.guidance import bind
 from ..common.diffusion.loading import LoadedModel
 from ..common.diffusion.samplers import ddim_invert
 from ..common.diffusion.simplex import draw_noise
-from .anomaly_maps import foreground, image_scores, postprocess
+from .anomaly_maps import foreground, image_scores, keep_sign, postprocess
 from .anomaly_thresholds import scores_at_threshold
 from .figures import first_image_channel
 from .metrics import detection_scores, pixel_scores, to_unit
@@ -60,12 +60,7 @@ def model_noise(loaded: LoadedModel) -> str:
 
 def residual_error(images: Tensor, healthy: Tensor, residual: str) -> Tensor:
     """The per-pixel error in [0, 1] units (images in [-1, 1]) of the chosen sign (settings.RESIDUALS)."""
-    difference = (images - healthy) / 2
-    if residual == "brighter":
-        return difference.clamp_min(0)
-    if residual == "darker":
-        return (-difference).clamp_min(0)
-    return difference.abs()
+    return keep_sign((images - healthy) / 2, residual)
 
 
 def check_scored_channels(schema, channels: tuple[str, ...]) -> None:

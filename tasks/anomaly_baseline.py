@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .anomaly_maps import foreground, image_scores, postprocess
+from .anomaly_maps import foreground, image_scores, keep_sign, postprocess
 from .metrics import to_unit
 
 Tensor = torch.Tensor
@@ -40,7 +40,7 @@ def zscore_anomalies(statistics: HealthyStatistics, images: Tensor, weights: Ten
     ``residual`` the sign scored (tasks/settings.py RESIDUALS)."""
     unit = to_unit(images)
     signed = (unit - statistics.mean) / statistics.std
-    z = {"brighter": signed.clamp_min(0), "darker": (-signed).clamp_min(0)}.get(residual, signed.abs()) * weights
+    z = keep_sign(signed, residual) * weights
     error = z.sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)
     body = foreground(unit, weights if present is None else present, foreground_level)
     maps = postprocess(error, body, median, smoothing)

@@ -58,6 +58,16 @@ def mean_filter(x: Tensor, width: int) -> Tensor:
     return pool(x, width, stride=1, padding=width // 2, count_include_pad=False)
 
 
+def keep_sign(difference: Tensor, residual: str) -> Tensor:
+    """The part of a signed difference (image - healthy) that is scored: both signs (absolute), or only brighter or
+    darker than healthy (tasks/settings.py RESIDUALS)."""
+    if residual == "brighter":
+        return difference.clamp_min(0)
+    if residual == "darker":
+        return (-difference).clamp_min(0)
+    return difference.abs()
+
+
 def postprocess(error: Tensor, body: Tensor, median: int, smoothing: int) -> Tensor:
     """The anomaly map: median, then mean filtered, zero outside the foreground."""
     return mean_filter(median_filter(error, median), smoothing) * body.to(error.dtype)

@@ -19,8 +19,8 @@ def add_parser(commands) -> None:
     p = commands.add_parser("demo", help="the main job on the built-in phantom: a 3-hospital simulation, "
                                          "then samples of the global model checked tissue by tissue")
     p.add_argument("--out", default="demo_out", help="folder for the run (OUT/phantom) and its samples")
-    p.add_argument("--rounds", type=int, help="override the scenario's rounds (default 6)")
-    p.add_argument("--local-steps", type=int, help="override the scenario's local steps per round (default 100)")
+    p.add_argument("--rounds", type=int, help="override the rounds of simulations/scenarios/phantom.toml")
+    p.add_argument("--local-steps", type=int, help="override its local steps per round")
     p.add_argument("--samples", type=int, default=64, help="samples drawn from the global model for the check")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps per sample")
     p.set_defaults(func=run)

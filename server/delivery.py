@@ -49,10 +49,13 @@ def deliver_model(grid: Grid, nodes: list[int], spec: RunSpec, weights: dict[str
 
 
 def delivery_metadata(run_id: str, server_round: int, rounds: int, participants: set[int], spec: RunSpec,
-                      site_privacy: dict[str, dict], entry: dict, initial: dict | None = None) -> dict:
+                      site_privacy: dict[str, dict], entry: dict, initial: dict | None = None,
+                      final: bool | None = None) -> dict:
     """What a site's model store keeps about the run: who trained, what it started from, what the sites' DP
-    spent, the metrics."""
-    return {"run": run_id, "round": server_round, "rounds": rounds, "final": server_round == rounds,
+    spent, the metrics. ``final``: the run's own model (by default the last round's; early stopping and the DP
+    budget can make an earlier round's final)."""
+    return {"run": run_id, "round": server_round, "rounds": rounds,
+            "final": server_round == rounds if final is None else final,
             "initial_model": initial,
             "trained": trained_part(spec.schema, spec.model, spec.recipe.trainable).describe(),
             "sites": sorted(str(n) for n in participants), "schema": spec.schema.to_dict(),

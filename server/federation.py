@@ -178,16 +178,18 @@ def _plateau(store: RunStore, settings: FederationSettings) -> Plateau | None:
 
 
 def _finish_early(grid: Grid, store: RunStore, plateau: Plateau, participants: set[int], spec: RunSpec,
-                  settings: FederationSettings, metadata) -> None:
-    """The last round under early stopping (a plateau, or the rounds' cap): the best round's model becomes the
-    run's model (registered last) and is the one delivered."""
+                  settings: FederationSettings, metadata, budget_reached: bool = False) -> None:
+    """The last round under early stopping (a plateau, the rounds' cap, or the central DP budget): the best
+    round's model becomes the run's model (registered last) and is the one delivered."""
     if plateau.best is None:
         log.error("early stopping: no round had a finite held-out loss; the last round's model is kept")
         return
     best, last = plateau.best[0], plateau.history[-1][0]
     why = (f"the held-out loss has not improved for {plateau.patience} evaluations" if plateau.stopped
-           else f"the cap of {settings.rounds} rounds is reached")
-    line = store.register_best(best, {**plateau.record(), "at_round": last})
+           else f"{central_dp.KIND} would pass dp_max_epsilon = {settings.dp_max_epsilon:g} in the next round"
+           if budget_reached else f"the cap of {settings.rounds} rounds is reached")
+    record = {**plateau.record(), "at_round": last, **({"privacy_budget_reached": True} if budget_reached else {})}
+    line = store.register_best(best, record)
     progress_log.info(f"early stopping after round {last}: {why}; the run's model is round {best}'s "
                       f"(held-out loss {plateau.best[1]:.4f})")
     if settings.deliver_final:
@@ -205,7 +207,8 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
                          run_id or Path(run_dir).name) if tracking_on(settings) else None
     layout = spec.weight_layout()
     trained = spec.trained_mask(layout)
-    base_config = {**spec.message_config(), **app_identity(), messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
+    base_config = {**spec.message_config(), **app_identity(),
+                   messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
     site_privacy: dict[str, dict] = {}
@@ -220,6 +223,15 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         except central_dp.PrivacyBudgetExhausted as exhausted:
             log.error("round %d not started: %s (%s, dp_max_epsilon = %g); the run stops here", server_round,
                       exhausted, central_dp.KIND, settings.dp_max_epsilon)
+            if state.round and plateau is not None:  # the best round so far is the run's model, as at the cap
+                _finish_early(grid, store, plateau, participants, spec, settings,
+                              lambda best, line: delivery_metadata(run_id, best, settings.rounds, participants, spec,
+                                                                   site_privacy, line, initial, final=True),
+                              budget_reached=True)
+            elif state.round and settings.deliver_final and spec.autoencoder is None:  # the last round's is final
+                _deliver(grid, participants, spec, state.weights, state.ema, settings,
+                         delivery_metadata(run_id, state.round, settings.rounds, participants, spec, site_privacy,
+                                           store.registry()[-1], initial, final=True))
             break
         arrays = outcome[0] if outcome[0] is not None else arrays
         evaluation = evaluate_round(grid, strategy, settings, server_round, arrays, config) \
@@ -244,7 +256,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         if final and plateau is not None:
             _finish_early(grid, store, plateau, participants, spec, settings,
                           lambda best, line: delivery_metadata(run_id, best, settings.rounds, participants, spec,
-                                                               site_privacy, line, initial))
+                                                               site_privacy, line, initial, final=True))
             break
     if tracker is not None:
         registry = store.registry()

@@ -126,7 +126,8 @@ def _stopping(registry: list[dict]) -> str:
     if not stopping:
         return ""
     why = (f"the held-out loss had not improved for {stopping['patience']} evaluations" if stopping["stopped"]
-           else "the cap of rounds was reached")
+           else "the next round would have passed the site-level DP budget, dp_max_epsilon"
+           if stopping.get("privacy_budget_reached") else "the cap of rounds was reached")
     return (f" Early stopping after round {stopping['at_round']} ({why}): the run's model is round "
             f"{stopping['best_at']}'s, held-out loss {stopping['best_loss']:.4f}.")
 

@@ -93,20 +93,46 @@ def test_site_level_dp_noise_is_calibrated_to_the_sites_aggregated(scenario, pla
 
 
 @pytest.mark.slow
-def test_site_level_dp_epsilon_is_flowers_accountant_over_the_released_rounds(scenario, tmp_path):
+def test_site_level_dp_epsilon_is_flowers_accountant_and_the_budget_stops_the_run_at_its_best_round(
+        scenario, tmp_path):
+    """Each round's epsilon is a fresh Flower accountant's over the releases so far. dp_max_epsilon allows two
+    releases of four rounds: the run stops before round 3 and, under early stopping, registers its best round as
+    the run's model (as at the rounds' cap); the report states the guarantee and why the run stopped."""
     from flwr.serverapp import (GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, RdpAccountant,
                                 SamplingMethod)
 
-    _, registry, _ = _run(replace(scenario, federation=replace(scenario.federation, rounds=2)), tmp_path,
-                          central_dp="client-clipping", dp_noise_multiplier=2.0, dp_clipping_norm=0.5,
-                          dp_population=3, secure_aggregation=True)
-    fresh = RdpAccountant(PrivacyConfig(1e-5, 3, NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                        SamplingMethod.NO_AMPLIFICATION))
-    for entry in registry:
+    def accountant() -> RdpAccountant:
+        return RdpAccountant(PrivacyConfig(1e-5, 3, NeighboringRelation.ADD_OR_REMOVE_ONE,
+                                           SamplingMethod.NO_AMPLIFICATION))
+
+    limit = accountant()
+    for _ in range(2):
+        limit.compose(GaussianPrivacyEvent(2.0, 3, 3))
+    store = simulate(replace(scenario, federation=replace(
+        scenario.federation, rounds=4, evaluate=True, early_stopping_patience=3, central_dp="client-clipping",
+        dp_noise_multiplier=2.0, dp_clipping_norm=0.5, dp_population=3, secure_aggregation=True,
+        dp_max_epsilon=limit.get_epsilon(1e-5) * 1.001)), tmp_path)
+    *released, final = store.registry()
+    fresh = accountant()
+    for entry in released:
         fresh.compose(GaussianPrivacyEvent(2.0, 3, 3))
         assert entry["central_dp"]["epsilon"] == pytest.approx(fresh.get_epsilon(1e-5), abs=1e-9)
         assert entry["central_dp"]["clipping"] == "site" and entry["aggregated"]
-    assert [e["central_dp"]["releases"] for e in registry] == [1, 2]
+    assert [e["central_dp"]["releases"] for e in released] == [1, 2] and len(store.metrics()) == 2
+    stopping = final["early_stopping"]
+    assert stopping["privacy_budget_reached"] and stopping["at_round"] == 2 and not stopping["stopped"]
+    best = min(released, key=lambda e: e["eval_loss"])
+    assert final["round"] == best["round"] and final["path"] == best["path"]
     page = write_report(tmp_path).read_text()  # the report states the guarantee: kind, epsilon, delta, accountant
-    assert f"site-level DP at the server: epsilon {registry[-1]['central_dp']['epsilon']:.4g} at delta 1e-05" in page
+    assert f"site-level DP at the server: epsilon {released[-1]['central_dp']['epsilon']:.4g} at delta 1e-05" in page
     assert "RDP (Flower, dp-accounting)" in page
+    assert "Early stopping after round 2 (the next round would have passed the site-level DP budget" in page
+
+
+def test_the_model_delivered_at_an_early_end_is_marked_final(scenario):
+    from meddiff.server.delivery import delivery_metadata
+
+    spec = run_spec(scenario)
+    assert not delivery_metadata("run", 2, 4, {1}, spec, {}, {})["final"]
+    assert delivery_metadata("run", 2, 4, {1}, spec, {}, {}, final=True)["final"]
+    assert delivery_metadata("run", 4, 4, {1}, spec, {}, {})["final"]

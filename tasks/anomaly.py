@@ -81,6 +81,20 @@ def scored_channel_weights(data: TaskData, schema, channels: tuple[str, ...]) ->
     return weights * keep.reshape(1, -1, *([1] * (weights.dim() - 2)))
 
 
+def keep_scorable(data: TaskData, schema, channels: tuple[str, ...]) -> tuple[TaskData, list[int], list[int]]:
+    """(the examples that have at least one scored image channel, their indices, the indices of those that have
+    none). An example without any scored channel would get an all-zero map, indistinguishable from a healthy one:
+    it is left out and named instead. Raises when no example can be scored."""
+    has = scored_channel_weights(data, schema, channels).flatten(2).amax(2).sum(1) > 0
+    kept = torch.nonzero(has).squeeze(1).tolist()
+    missing = torch.nonzero(~has).squeeze(1).tolist()
+    if not kept:
+        scored = list(channels) or [schema.channels[i] for i in schema.image_indices]
+        raise ValueError(f"{data.source}: none of its {len(data)} images has any of the scored channels {scored}; "
+                         "choose channels the data has (--score-channels)")
+    return (data.subset(torch.tensor(kept)) if missing else data), kept, missing
+
+
 def healthy_label(loaded: LoadedModel, settings: AnomalySettings) -> int | None:
     """The class index reconstructions are steered to; None for a model without classes (not counterfactual)."""
     names = loaded.schema.class_names
@@ -210,6 +224,7 @@ def anomaly_task(loaded: LoadedModel, data: TaskData, settings: AnomalySettings 
     """Maps and scores, scored against the data's masks (pixel level) or classes (image level) when it has them;
     with calibrated ``thresholds`` (tasks/anomaly_thresholds.py) also the decisions and what they score."""
     start = time.perf_counter()
+    data, kept, not_scored = keep_scorable(data, loaded.schema, settings.channels)
     result = detect_anomalies(loaded, data, settings, seed=seed)
     seconds = time.perf_counter() - start
     truth = image_truth(data, loaded, settings.healthy_class)
@@ -221,9 +236,10 @@ def anomaly_task(loaded: LoadedModel, data: TaskData, settings: AnomalySettings 
     if masks is not None and masks.any():
         metrics.update(pixel_scores(maps, masks))
     arrays = {"map": result["map"], "score": result["score"], "reconstruction": result["reconstruction"],
-              "foreground": result["foreground"], **({"truth": data.truth} if data.truth is not None else {})}
-    per_image = [{"index": i, "score": float(score), **({"anomalous": bool(truth[i])} if truth is not None else {})}
-                 for i, score in enumerate(scores)]
+              "foreground": result["foreground"], **({"truth": data.truth} if data.truth is not None else {}),
+              **({"input_index": torch.tensor(kept)} if not_scored else {})}  # rows of the input they belong to
+    per_image = [{"index": kept[i], "score": float(score),
+                  **({"anomalous": bool(truth[i])} if truth is not None else {})} for i, score in enumerate(scores)]
     if thresholds is not None:
         metrics.update(scores_at_threshold(maps, masks, scores, truth, thresholds))
         arrays.update(decision=result["map"] > thresholds["pixel"], flagged=result["score"] > thresholds["image"])
@@ -233,7 +249,8 @@ def anomaly_task(loaded: LoadedModel, data: TaskData, settings: AnomalySettings 
               "noise": model_noise(loaded), "seconds": seconds, "device": str(loaded.device), "metrics": metrics,
               "ground_truth": "masks" if data.truth is not None else ("classes" if truth is not None else "none"),
               "thresholds": thresholds or "none: calibrate with --calibrate-fpr on healthy validation data",
-              "images": per_image}
+              "images": per_image, "not_scored": {
+                  "indices": not_scored, "why": "none of the scored image channels is present in these images"}}
     have = image_availability(data, loaded.schema)
     single = torch.ones(len(data), 1, dtype=torch.bool)
     columns = {"input": to_unit(first_image_channel(data.images, have)),
@@ -244,6 +261,8 @@ def anomaly_task(loaded: LoadedModel, data: TaskData, settings: AnomalySettings 
     if data.truth is not None:
         columns["truth"] = first_image_channel(data.truth.float(), single)
     rows = list(metrics.items()) or [("metrics", "none: the data has no masks or classes")]
+    if not_scored:
+        rows.append(("images not scored (no scored channel present)", len(not_scored)))
     table = Table(f"anomaly detection ({settings.method}, depth "
                   f"{', '.join(map(str, settings.scored_depths()))}) on {len(data)} images",
                   ("metric", "value"), rows + [("seconds", seconds)])

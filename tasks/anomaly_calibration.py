@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..common.diffusion.loading import LoadedModel
-from .anomaly import OUTPUT, AnomalySettings, detect_anomalies, image_truth
+from .anomaly import OUTPUT, AnomalySettings, detect_anomalies, image_truth, keep_scorable
 from .anomaly_thresholds import calibrate
 from .result import TaskResult, Table
 from .task_data import TaskData
@@ -25,12 +25,13 @@ def calibration_task(loaded: LoadedModel, data: TaskData, settings: AnomalySetti
             raise ValueError(f"{data.source}: none of its {len(data)} images is healthy; calibrate on healthy "
                              "validation images")
         data = data.subset(torch.nonzero(healthy).squeeze(1))
+    data, _, not_scored = keep_scorable(data, loaded.schema, settings.channels)  # a zero map is no healthy map
     result = detect_anomalies(loaded, data, settings, seed=seed)
     thresholds = calibrate(result["map"].numpy(), result["foreground"].numpy(), result["score"].numpy(), fpr)
     thresholds["healthy_from"] = "the data's masks or classes" if truth is not None else \
         "assumed: the data has no masks or classes"
     report = {"task": "anomaly threshold calibration", "data": data.source, "examples": len(data),
-              "settings": vars(settings), "thresholds": thresholds}
+              "settings": vars(settings), "thresholds": thresholds, "not_scored": len(not_scored)}
     table = Table(f"anomaly thresholds at a false-positive rate of {fpr:g} ({settings.method}), chosen on "
                   f"{len(data)} healthy images", ("threshold", "value"),
                   [("pixel (map value)", thresholds["pixel"]), ("image (score)", thresholds["image"]),

@@ -98,3 +98,21 @@ def test_thresholds_calibrated_on_healthy_data_give_decisions_for_the_same_model
     assert "--calibrate-fpr must be in (0, 1)" in capsys.readouterr().err
     assert main(["detect-anomalies", *common, "--out", str(tmp_path / "bad"), "--score-channels", "flair,dwi"]) == 2
     assert "--score-channels: scored channel(s) ['dwi'] are not image channels" in capsys.readouterr().err
+
+
+def test_an_image_without_any_scored_channel_is_named_not_given_a_healthy_zero_map(tiny_model):
+    from meddiff.tasks.anomaly import anomaly_task
+    from meddiff.tasks.task_data import TaskData, load_task_data
+
+    loaded = load_model(tiny_model, device="cpu")
+    data = load_task_data("phantom", loaded, task="anomaly", phantom_n=5)
+    available = data.available.clone()
+    available[[1, 3], loaded.schema.channels.index("flair")] = False  # two images were acquired without FLAIR
+    data = TaskData(data.images, available, data.labels, data.truth, data.source)
+    settings = AnomalySettings(steps=2, channels=("flair",))
+    report = anomaly_task(loaded, data, settings).report
+    assert [row["index"] for row in report["images"]] == [0, 2, 4]
+    assert report["not_scored"]["indices"] == [1, 3]
+    available[:, loaded.schema.channels.index("flair")] = False
+    with pytest.raises(ValueError, match=r"none of its 5 images has any of the scored channels \['flair'\]"):
+        anomaly_task(loaded, TaskData(data.images, available, data.labels, data.truth, data.source), settings)

@@ -119,7 +119,8 @@ def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
     state = store.latest() if resume else None
     if state is None:
         state = RoundState(0, weights, {k: v.clone() for k, v in weights.items()}, {})
-    strategy = make_strategy(settings, spec.weight_layout(), state.ema)
+    layout = spec.weight_layout()
+    strategy = make_strategy(settings, layout, state.ema, spec.trained_mask(layout))
     if state.round:
         restore_strategy_state(strategy, state.strategy)
         if (dp := find(strategy, CentralDP)) is not None and state.privacy:

@@ -11,27 +11,31 @@ import torch
 from ..common.messages import UNIFORM_WEIGHT
 from ..common.wire import Layout
 from .settings import FederationSettings
-from .wrappers import CentralDP, ServerEMA, Validating
+from .wrappers import CentralDP, KeepFrozen, ServerEMA, Validating
 
 # FedOpt-family state that must survive a restart for an exact resume
 _STATE_ATTRIBUTES = ("m_t", "v_t")
 
 
-def make_strategy(settings: FederationSettings, layout: Layout, ema: dict[str, torch.Tensor]) -> flower.Strategy:
-    """ServerEMA(Validating([CentralDP](strategy))): the configured strategy; with central DP, inside Flower's
-    fixed-clipping wrapper (server/central_dp.py) and uniform weights."""
+def make_strategy(settings: FederationSettings, layout: Layout, ema: dict[str, torch.Tensor],
+                  trained: np.ndarray | None = None) -> flower.Strategy:
+    """ServerEMA([KeepFrozen](Validating([CentralDP](strategy)))): the configured strategy; with central DP, inside
+    Flower's fixed-clipping wrapper (server/central_dp.py) and uniform weights; ``trained`` (a fine-tuning run's
+    trained entries of the packed vector): the rest kept exactly."""
     if settings.central_dp != "off":
         from . import central_dp
         inner = CentralDP(central_dp.wrap(_base_strategy(settings, weighted_by_key=UNIFORM_WEIGHT), settings))
     else:
         inner = _base_strategy(settings)
-    return ServerEMA(Validating(inner, settings, layout), settings.server_ema_decay, layout, ema)
+    validated = Validating(inner, settings, layout)
+    return ServerEMA(validated if trained is None else KeepFrozen(validated, trained), settings.server_ema_decay,
+                     layout, ema)
 
 
 def _base_strategy(settings: FederationSettings, **weighting) -> flower.Strategy:
-    common = dict(**weighting, fraction_train=settings.fraction_train, fraction_evaluate=1.0 if settings.evaluate else 0.0,
-                  min_train_nodes=settings.min_sites, min_evaluate_nodes=settings.min_sites,
-                  min_available_nodes=settings.min_sites)
+    common = dict(**weighting, fraction_train=settings.fraction_train,
+                  fraction_evaluate=1.0 if settings.evaluate else 0.0, min_train_nodes=settings.min_sites,
+                  min_evaluate_nodes=settings.min_sites, min_available_nodes=settings.min_sites)
     name = settings.strategy
     if name == "fedavg":
         return flower.FedAvg(**common)

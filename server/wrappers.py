@@ -1,12 +1,14 @@
 """What the coordinator adds to any Flower strategy, as wrappers (the pattern of Flower's own DP wrappers): each
 delegates to the strategy inside it and changes one thing.
 
-    ServerEMA( Validating( CentralDP( FedAvg | FedProx | FedAdam | ... ) ) )   server/strategies.py builds it
+    ServerEMA( [KeepFrozen]( Validating( CentralDP( FedAvg | FedProx | FedAdam | ... ) ) ) )
+                                                                            server/strategies.py builds it
 
 - ``Validating``: every reply is checked before it reaches the aggregate (validation.py); rejected and failed
   replies are left out and recorded, and a round with fewer than min_sites accepted replies keeps the model.
 - ``CentralDP``: Flower's fixed-clipping wrapper and accountant (central_dp.py), told how many sites it samples
   and aggregates so that the noise fits the sites actually averaged, with uniform weights.
+- ``KeepFrozen``: a run that trains a part of the network ([train] trainable) leaves the rest exactly as it was.
 - ``ServerEMA``: an exponential moving average of the global model over rounds, kept beside it.
 """
 
@@ -22,7 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from ..common.training.ema import ema_decay
-from ..common.wire import Layout, unpack, unpack_numpy
+from ..common.wire import PACKED_KEY, Layout, pack_vector, packed_vector, unpack, unpack_numpy
 from . import central_dp
 from .settings import FederationSettings
 from .validation import filter_replies, metrics_of, common_metric_keys
@@ -123,6 +125,30 @@ class ServerEMA(Wrapper):
         weights = unpack(arrays if arrays is not None else self.current, self.layout)
         d = ema_decay(server_round, self.decay)
         self.ema = {k: d * self.ema[k] + (1 - d) * w if w.is_floating_point() else w for k, w in weights.items()}
+        return arrays, metrics
+
+
+class KeepFrozen(Wrapper):
+    """The parameters a fine-tuning run does not train leave every round exactly as they entered it. The sites
+    never change them, but what the server adds to the whole vector would: central DP's noise above all. Putting
+    the known values back is post-processing of the release: it costs no privacy and keeps the frozen part public.
+    ``trained``: the packed vector's trained entries (RunSpec.trained_mask)."""
+
+    def __init__(self, inner: Strategy, trained: np.ndarray) -> None:
+        super().__init__(inner)
+        self.trained = trained
+        self.current: np.ndarray | None = None
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self.current = packed_vector(arrays)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None and self.current is not None:
+            vector = arrays[PACKED_KEY].numpy().astype(np.float32)  # server optimizers give float64
+            vector[~self.trained] = self.current[~self.trained]
+            arrays = pack_vector(vector)
         return arrays, metrics
 
 

@@ -183,13 +183,14 @@ def test_early_stopping_ends_the_run_on_a_plateau_and_registers_the_best_round(t
 @pytest.mark.slow
 def test_a_fine_tuning_federation_sends_the_trained_part_and_keeps_the_frozen_rest(tmp_path):
     """[train] trainable = "decoder": each reply carries only the decoder (and the schema's layers); the
-    coordinator puts it back into the global model, so the frozen encoder ends the run as it started (to the
-    float32 rounding of FedAvg's weighted mean of equal values, about 3e-8)."""
+    coordinator puts it back into the global model, so the frozen encoder ends the run exactly as it started,
+    even with site-level DP noise added to the aggregate at the server."""
     from meddiff.common.training.trainable import is_trained
 
     path = tmp_path / "part.toml"
-    path.write_text(TINY.replace("rounds = 3", "rounds = 2").replace('"fedadam"', '"fedavg"')
-                    .replace("[train]\n", '[train]\ntrainable = "decoder"\n'))
+    path.write_text(TINY.replace("rounds = 3", 'rounds = 2\ncentral_dp = "server-clipping"\n'
+                                 "dp_noise_multiplier = 0.5\ndp_clipping_norm = 1.0\ndp_population = 3")
+                    .replace('"fedadam"', '"fedavg"').replace("[train]\n", '[train]\ntrainable = "decoder"\n'))
     scenario = load_scenario(path)
     store = simulate(scenario, tmp_path / "run")
     assert all(not m["rejected"] and len(m["train"]) == 3 for m in store.metrics())
@@ -199,5 +200,7 @@ def test_a_fine_tuning_federation_sends_the_trained_part_and_keeps_the_frozen_re
     trained = [k for k in start if is_trained(k, "decoder")]
     assert frozen
     for k in frozen:
-        torch.testing.assert_close(final["model"][k], start[k], atol=1e-6, rtol=0)
+        assert torch.equal(final["model"][k], start[k]), k
+        torch.testing.assert_close(final["ema"][k], start[k], atol=1e-6, rtol=0)  # d x + (1 - d) x: float rounding
+    assert store.registry()[-1]["central_dp"]["releases"] == 2
     assert max((final["model"][k] - start[k]).abs().max() for k in trained) > 1e-4

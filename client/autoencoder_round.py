@@ -14,7 +14,8 @@ from ..common.messages import TrainInstruction
 from ..common.run_spec import RunSpec
 from ..common.training.trainer import default_device
 from ..privacy.autoencoder_dp import AutoencoderDPStep, autoencoder_units
-from .round import RoundOutcome, Weights, private_metrics, reserve_round, round_seed, stage_one_run
+from .round import (RoundOutcome, Weights, private_metrics, reserve_round, round_seed, stage_one_run,
+                    warn_proximal_unused)
 from .site_data import SiteData, align_to_schema
 
 TRAINED = "autoencoder (latent diffusion, stage 1)"  # how the ledger names what a stage-1 round trained
@@ -44,13 +45,15 @@ def train_autoencoder_round(spec: RunSpec, weights: Weights, site: SiteData, ins
     first = (instruction.server_round - 1) * instruction.local_steps  # global steps, for the stage's cosine
     total = instruction.rounds * instruction.local_steps
     if site.privacy.enabled:
+        warn_proximal_unused(instruction, site.site_id)
         return _private(spec, network, data, site, instruction, run, seed, device, first, total)
     network.to(device)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the posterior draws
         losses = train_steps(network, images, recipe, instruction.local_steps, first_step=first, total_steps=total,
-                             generator=torch.Generator().manual_seed(seed), device=device)
+                             generator=torch.Generator().manual_seed(seed), device=device,
+                             proximal_mu=instruction.proximal_mu)
     seconds = time.perf_counter() - start
     metrics = {"num-examples": len(data), "train-loss": sum(losses) / len(losses), "steps": len(losses),
                "seconds": seconds, "images-per-second": len(losses) * recipe.batch_size / max(seconds, 1e-9),

@@ -72,6 +72,7 @@ def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: Tr
     ranks = TrainerBuild(spec.schema, spec.model, recipe, replace(runtime, devices=()), instruction.local_steps,
                          ema=False, fused=not private) if devices else None
     if private:
+        warn_proximal_unused(instruction, site.site_id)
         return _private_round(trainer, data, site, instruction, run, devices, ranks, weights)
     if devices:
         result, trained = launch(devices, _plain_rank, ranks, weights, data, instruction.local_steps,
@@ -83,6 +84,14 @@ def train_round(spec: RunSpec, weights: Weights, site: SiteData, instruction: Tr
                "seconds": result.seconds, "images-per-second": result.images_per_second,
                "skipped-nonfinite": result.skipped_nonfinite, "trained-parameters": trainer.trained.trained}
     return RoundOutcome(trained, metrics)
+
+
+def warn_proximal_unused(instruction: TrainInstruction, site_id: str) -> None:
+    """FedProx's proximal term is applied in plain rounds only; a DP-SGD round trains without it (FedAvg's local
+    objective). Said in the site's log rather than silently."""
+    if instruction.proximal_mu > 0:
+        log.warning("site %s, round %d: FedProx's proximal term (mu %g) is not applied under DP-SGD; this round "
+                    "trains FedAvg's local objective", site_id, instruction.server_round, instruction.proximal_mu)
 
 
 def _as_trained(data, recipe: RecipeSpec, site_id: str):

@@ -69,10 +69,12 @@ def cosine_rate(recipe: AutoencoderRecipe, step: int, total: int) -> float:
 
 def train_steps(network: torch.nn.Module, images: torch.Tensor, recipe: AutoencoderRecipe, steps: int, *,
                 first_step: int, total_steps: int, generator: torch.Generator, device: torch.device,
-                progress: bool = False) -> list[float]:
+                progress: bool = False, proximal_mu: float = 0.0) -> list[float]:
     """``steps`` AdamW steps on random batches of ``images`` (N, 1, *spatial), the learning rate at global step
-    ``first_step + k`` of ``total_steps``; returns the losses."""
+    ``first_step + k`` of ``total_steps``; returns the losses (without FedProx's term). proximal_mu > 0 adds
+    FedProx's mu / 2 ||w - w_start||^2 around the weights the call starts from (the global autoencoder)."""
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate)
+    anchor = [p.detach().clone() for p in network.parameters()] if proximal_mu > 0 else []
     ssim = make_ssim(images)
     network.train()
     losses = []
@@ -85,8 +87,12 @@ def train_steps(network: torch.nn.Module, images: torch.Tensor, recipe: Autoenco
             if not torch.isfinite(loss):
                 raise ValueError(f"the autoencoder's loss is not finite at step {first_step + k}; lower the "
                                  "learning rate")
+            objective = loss
+            if anchor:
+                distance = sum(((p - a) ** 2).sum() for p, a in zip(network.parameters(), anchor))
+                objective = loss + 0.5 * proximal_mu * distance
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))

@@ -58,6 +58,36 @@ def test_training_lowers_the_loss_and_scales_the_latents_to_the_data_spread(tmp_
     assert torch.allclose(LatentCodec(loaded).encode(data.images), codec.encode(data.images))
 
 
+def test_fedprox_keeps_a_stage_one_round_near_the_global_autoencoder():
+    """The proximal term mu / 2 ||w - w_global||^2 (a FedProx run's stage 1): the same steps and batches move the
+    weights less from where the round started, the stronger mu is."""
+    from meddiff.common.latent.training import single_channel_images, train_steps
+
+    images = single_channel_images(load_training_set("phantom", resolution=16, phantom_n=8).tensors)
+    recipe = AutoencoderRecipe(steps=6, batch_size=4, learning_rate=1e-2)
+
+    def moved(mu: float) -> float:
+        torch.manual_seed(0)
+        network = build_autoencoder(TINY_AE)
+        start = [p.detach().clone() for p in network.parameters()]
+        train_steps(network, images, recipe, 6, first_step=0, total_steps=6, generator=torch.Generator().manual_seed(0),
+                    device=torch.device("cpu"), proximal_mu=mu)
+        return float(sum(((p.detach() - s) ** 2).sum() for p, s in zip(network.parameters(), start)).sqrt())
+
+    free, held = moved(0.0), moved(1e4)
+    assert held < 0.5 * free, (held, free)
+
+
+def test_a_dp_round_of_a_fedprox_run_says_it_trains_without_the_proximal_term(caplog):
+    from meddiff.client.round import warn_proximal_unused
+    from meddiff.common.messages import TrainInstruction
+
+    warn_proximal_unused(TrainInstruction(2, 3, 5, proximal_mu=0.0), "site-a")
+    assert not caplog.records
+    warn_proximal_unused(TrainInstruction(2, 3, 5, proximal_mu=0.1), "site-a")
+    assert "FedProx's proximal term (mu 0.1) is not applied under DP-SGD" in caplog.text
+
+
 def test_a_file_of_another_kind_is_refused_by_name(tiny_model):
     with pytest.raises(CheckpointError, match="not an autoencoder"):
         load_autoencoder(tiny_model)

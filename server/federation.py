@@ -41,6 +41,7 @@ from .validation import metrics_of
 from .wrappers import CentralDP, ServerEMA, Validating, find
 
 log = logging.getLogger(__name__)
+BUDGET_STOP = "the next round would pass the site-level DP budget (dp_max_epsilon)"  # why, in RUN_DIR/stopped.json
 
 
 def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
@@ -179,12 +180,13 @@ def _plateau(store: RunStore, settings: FederationSettings) -> Plateau | None:
 
 
 def _finish_early(grid: Grid, store: RunStore, plateau: Plateau, participants: set[int], spec: RunSpec,
-                  settings: FederationSettings, metadata, budget_reached: bool = False) -> None:
+                  settings: FederationSettings, metadata, budget_reached: bool = False) -> bool:
     """The last round under early stopping (a plateau, the rounds' cap, or the central DP budget): the best
-    round's model becomes the run's model (registered last) and is the one delivered."""
+    round's model becomes the run's model (registered last) and is the one delivered. False when no round had a
+    finite held-out loss (the last round's model is then the run's)."""
     if plateau.best is None:
         log.error("early stopping: no round had a finite held-out loss; the last round's model is kept")
-        return
+        return False
     best, last = plateau.best[0], plateau.history[-1][0]
     why = (f"the held-out loss has not improved for {plateau.patience} evaluations" if plateau.stopped
            else f"{central_dp.KIND} would pass dp_max_epsilon = {settings.dp_max_epsilon:g} in the next round"
@@ -196,6 +198,30 @@ def _finish_early(grid: Grid, store: RunStore, plateau: Plateau, participants: s
     if settings.deliver_final:
         state, _ = load_checkpoint(line["path"])
         _deliver(grid, participants, spec, state["model"], state["ema"], settings, metadata(best, line))
+    return True
+
+
+def _end_at_budget(grid: Grid, store: RunStore, spec: RunSpec, settings: FederationSettings, state: RoundState,
+                   plateau: Plateau | None, participants: set[int], metadata, evaluate) -> None:
+    """Central DP allows no further round: the run ends as at its last round. Under early stopping the best round
+    so far (the last one evaluated now if it was not) becomes the run's model; otherwise the last round's model
+    is delivered as the final one. RUN_DIR/stopped.json records why, so that a resumed run does not redo this."""
+    store.mark_stopped(state.round, BUDGET_STOP)
+    if plateau is not None and (not plateau.history or plateau.history[-1][0] != state.round):
+        if evaluation := evaluate():
+            plateau.observe(state.round, float(np.mean([m["eval-loss"] for m in evaluation.values()])))
+    kept = plateau is not None and _finish_early(grid, store, plateau, participants, spec, settings, metadata,
+                                                 budget_reached=True)
+    if not kept and settings.deliver_final and spec.autoencoder is None:
+        line = next(e for e in reversed(store.registry()) if e["round"] == state.round)
+        _deliver(grid, participants, spec, state.weights, state.ema, settings, metadata(state.round, line))
+
+
+def _site_privacy(store: RunStore) -> dict[str, dict]:
+    """Each site's DP figures after its last round so far (what delivered models' metadata carries), rebuilt
+    from the metrics so that a resumed run's deliveries carry them too."""
+    return {node: {k: m[k] for k in ("epsilon", "delta", "dp-patient-level") if k in m}
+            for entry in store.metrics() for node, m in entry.get("train", {}).items() if "epsilon" in m}
 
 
 def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_dir: str | Path,
@@ -212,7 +238,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
                    messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
-    site_privacy: dict[str, dict] = {}
+    site_privacy = _site_privacy(store)
     plateau = _plateau(store, settings)
     stopped_early = any("early_stopping" in entry for entry in store.registry()[-1:])  # a finished run, resumed
     first = settings.rounds + 1 if stopped_early else state.round + 1
@@ -224,15 +250,12 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
         except central_dp.PrivacyBudgetExhausted as exhausted:
             log.error("round %d not started: %s (%s, dp_max_epsilon = %g); the run stops here", server_round,
                       exhausted, central_dp.KIND, settings.dp_max_epsilon)
-            if state.round and plateau is not None:  # the best round so far is the run's model, as at the cap
-                _finish_early(grid, store, plateau, participants, spec, settings,
-                              lambda best, line: delivery_metadata(run_id, best, settings.rounds, participants, spec,
-                                                                   site_privacy, line, initial, final=True),
-                              budget_reached=True)
-            elif state.round and settings.deliver_final and spec.autoencoder is None:  # the last round's is final
-                _deliver(grid, participants, spec, state.weights, state.ema, settings,
-                         delivery_metadata(run_id, state.round, settings.rounds, participants, spec, site_privacy,
-                                           store.registry()[-1], initial, final=True))
+            if state.round and store.stopped() != {"after_round": state.round, "why": BUDGET_STOP}:
+                metadata = lambda best, line: delivery_metadata(  # noqa: E731
+                    run_id, best, settings.rounds, participants, spec, site_privacy, line, initial, final=True)
+                _end_at_budget(grid, store, spec, settings, state, plateau, participants, metadata,
+                               lambda: evaluate_round(grid, strategy, settings, state.round, arrays, {
+                                   **base_config, **settings.instruction(state.round).to_config()}))
             break
         arrays = outcome[0] if outcome[0] is not None else arrays
         evaluation = evaluate_round(grid, strategy, settings, server_round, arrays, config) \
@@ -255,9 +278,11 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
                      delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
                                        entry, initial))
         if final and plateau is not None:
-            _finish_early(grid, store, plateau, participants, spec, settings,
-                          lambda best, line: delivery_metadata(run_id, best, settings.rounds, participants, spec,
-                                                               site_privacy, line, initial, final=True))
+            metadata = lambda best, line: delivery_metadata(  # noqa: E731
+                run_id, best, settings.rounds, participants, spec, site_privacy, line, initial, final=True)
+            if not _finish_early(grid, store, plateau, participants, spec, settings, metadata) \
+                    and settings.delivers_after(server_round) and spec.autoencoder is None:
+                _deliver(grid, participants, spec, state.weights, state.ema, settings, metadata(server_round, entry))
             break
     if tracker is not None:
         registry = store.registry()

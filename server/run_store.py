@@ -5,6 +5,7 @@
                                      ``meddiff generate --model`` reads it)
     RUN_DIR/registry.jsonl           one line per saved model: round, sites, schema, metrics, path
     RUN_DIR/metrics.jsonl            one line per round: per-site training/evaluation metrics, rejections
+    RUN_DIR/stopped.json             why a run ended before its last round (the central DP budget), when it did
 
 Files are written atomically and the registry line is appended only after its checkpoint is on disk, so a crash
 at any moment leaves the last complete round to resume from.
@@ -81,6 +82,14 @@ class RunStore:
         line = {**entry, "early_stopping": stopping}
         append_json_line(self.dir / "registry.jsonl", line)
         return line
+
+    def mark_stopped(self, after_round: int, why: str) -> None:
+        """The run ended after ``after_round`` of its rounds, for the reason ``why`` (the report says it)."""
+        (self.dir / "stopped.json").write_text(json.dumps({"after_round": after_round, "why": why}))
+
+    def stopped(self) -> dict | None:
+        path = self.dir / "stopped.json"
+        return json.loads(path.read_text()) if path.exists() else None
 
     def latest(self) -> RoundState | None:
         """The last round whose checkpoint and registry line were both written, or None."""

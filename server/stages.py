@@ -45,8 +45,11 @@ def run_stages(grid: Grid, spec: RunSpec, settings: FederationSettings, stage: A
         return first
     registry = first.registry()
     if not registry or registry[-1]["round"] != stage.rounds:
-        log.error("stage 1 ended after round %s of %d; stage 2 is not started (resume the run to finish stage 1)",
-                  registry[-1]["round"] if registry else 0, stage.rounds)
+        stopped = first.stopped()
+        log.error("stage 1 ended after round %s of %d; stage 2 is not started (%s)",
+                  registry[-1]["round"] if registry else 0, stage.rounds,
+                  f"{stopped['why']}: raise dp_max_epsilon or run fewer stage-1 rounds" if stopped
+                  else "resume the run to finish stage 1")
         return first
     autoencoder = load_autoencoder(registry[-1]["path"])
     progress_log.info(f"stage 2: the denoiser on the latents of {Path(registry[-1]['path']).name} "

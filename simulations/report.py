@@ -120,11 +120,12 @@ def _tables(run_dir: Path, rounds: list[dict]) -> tuple[str, str]:
     return rows, round_rows
 
 
-def _stopping(registry: list[dict]) -> str:
-    """A sentence on early stopping, when the run used it: which round's model is the run's, and why."""
+def _stopping(registry: list[dict], stopped: dict | None = None) -> str:
+    """A sentence on early stopping, when the run used it: which round's model is the run's, and why; or on a
+    run that ended before its last round (``stopped``: RUN_DIR/stopped.json)."""
     stopping = registry[-1].get("early_stopping") if registry else None
     if not stopping:
-        return ""
+        return f" The run ended after round {stopped['after_round']}: {stopped['why']}." if stopped else ""
     why = (f"the held-out loss had not improved for {stopping['patience']} evaluations" if stopping["stopped"]
            else "the next round would have passed the site-level DP budget, dp_max_epsilon"
            if stopping.get("privacy_budget_reached") else "the cap of rounds was reached")
@@ -193,12 +194,13 @@ def write_report(run_dir: str | Path, title: str = "", sample_every: int = 0) ->
                      figures / "eval_loss.png")
     privacy = _privacy_section(run_dir, rounds, registry, figures)
     rows, round_rows = _tables(run_dir, rounds)
+    ending = _stopping(registry, store.stopped())
     images = ("<p>Stage 1 of latent diffusion: the run trained the autoencoder, which generates nothing on its "
               "own.</p>" if stage_one else _sample_grids(registry, sample_every, figures))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>meddiff run {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
-<h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(rounds)} rounds.{_stopping(registry)}</p>
+<h1>meddiff run {html.escape(title)}</h1><p>{html.escape(str(run_dir))}: {len(rounds)} rounds.{ending}</p>
 {_start_paragraph(run_dir, rounds)}{_latent_paragraph(run)}
 <h2>Data split per site</h2><table><tr><th>site</th><th>train</th><th>held-out</th><th>labels</th><th>channels</th>
 <th>missing</th></tr>{rows}</table>

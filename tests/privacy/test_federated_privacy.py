@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from meddiff.common.checkpoint import load_checkpoint
-from meddiff.server.federation import initial_weights
+from meddiff.server.federation import BUDGET_STOP, initial_weights
 from meddiff.server.secure_round import quantisation_levels
 from meddiff.simulations.report import write_report
 from meddiff.simulations.runner import simulate
@@ -95,9 +95,10 @@ def test_site_level_dp_noise_is_calibrated_to_the_sites_aggregated(scenario, pla
 @pytest.mark.slow
 def test_site_level_dp_epsilon_is_flowers_accountant_and_the_budget_stops_the_run_at_its_best_round(
         scenario, tmp_path):
-    """Each round's epsilon is a fresh Flower accountant's over the releases so far. dp_max_epsilon allows two
-    releases of four rounds: the run stops before round 3 and, under early stopping, registers its best round as
-    the run's model (as at the rounds' cap); the report states the guarantee and why the run stopped."""
+    """Each round's epsilon is a fresh Flower accountant's over the releases so far. dp_max_epsilon allows three
+    releases of five rounds: the run stops before round 4 and, under early stopping, registers its best round as
+    the run's model (as at the rounds' cap), round 3 evaluated then although evaluate_every = 2 skipped it; the
+    report states the guarantee and why the run stopped."""
     from flwr.serverapp import (GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, RdpAccountant,
                                 SamplingMethod)
 
@@ -106,27 +107,38 @@ def test_site_level_dp_epsilon_is_flowers_accountant_and_the_budget_stops_the_ru
                                            SamplingMethod.NO_AMPLIFICATION))
 
     limit = accountant()
-    for _ in range(2):
+    for _ in range(3):
         limit.compose(GaussianPrivacyEvent(2.0, 3, 3))
     store = simulate(replace(scenario, federation=replace(
-        scenario.federation, rounds=4, evaluate=True, early_stopping_patience=3, central_dp="client-clipping",
-        dp_noise_multiplier=2.0, dp_clipping_norm=0.5, dp_population=3, secure_aggregation=True,
-        dp_max_epsilon=limit.get_epsilon(1e-5) * 1.001)), tmp_path)
+        scenario.federation, rounds=5, evaluate=True, evaluate_every=2, early_stopping_patience=3,
+        central_dp="client-clipping", dp_noise_multiplier=2.0, dp_clipping_norm=0.5, dp_population=3,
+        secure_aggregation=True, dp_max_epsilon=limit.get_epsilon(1e-5) * 1.001)), tmp_path)
     *released, final = store.registry()
     fresh = accountant()
     for entry in released:
         fresh.compose(GaussianPrivacyEvent(2.0, 3, 3))
         assert entry["central_dp"]["epsilon"] == pytest.approx(fresh.get_epsilon(1e-5), abs=1e-9)
         assert entry["central_dp"]["clipping"] == "site" and entry["aggregated"]
-    assert [e["central_dp"]["releases"] for e in released] == [1, 2] and len(store.metrics()) == 2
+    assert [e["central_dp"]["releases"] for e in released] == [1, 2, 3] and len(store.metrics()) == 3
+    assert [e["eval_loss"] is not None for e in released] == [False, True, False]
     stopping = final["early_stopping"]
-    assert stopping["privacy_budget_reached"] and stopping["at_round"] == 2 and not stopping["stopped"]
-    best = min(released, key=lambda e: e["eval_loss"])
-    assert final["round"] == best["round"] and final["path"] == best["path"]
+    assert stopping["privacy_budget_reached"] and stopping["at_round"] == 3 and not stopping["stopped"]
+    assert [at for at, _ in stopping["history"]] == [2, 3]  # round 3 evaluated when it became the last
+    best = min(stopping["history"], key=lambda h: h[1])[0]
+    assert final["round"] == best and final["path"] == released[best - 1]["path"]
+    assert store.stopped() == {"after_round": 3, "why": BUDGET_STOP}
     page = write_report(tmp_path).read_text()  # the report states the guarantee: kind, epsilon, delta, accountant
     assert f"site-level DP at the server: epsilon {released[-1]['central_dp']['epsilon']:.4g} at delta 1e-05" in page
     assert "RDP (Flower, dp-accounting)" in page
-    assert "Early stopping after round 2 (the next round would have passed the site-level DP budget" in page
+    assert "Early stopping after round 3 (the next round would have passed the site-level DP budget" in page
+
+
+def test_a_run_the_budget_ended_without_early_stopping_says_so_in_its_report():
+    from meddiff.simulations.report import _stopping
+
+    assert _stopping([{"round": 2}], {"after_round": 2, "why": BUDGET_STOP}) == \
+        f" The run ended after round 2: {BUDGET_STOP}."
+    assert _stopping([{"round": 2}]) == ""
 
 
 def test_the_model_delivered_at_an_early_end_is_marked_final(scenario):

@@ -25,7 +25,7 @@ from ..common.app_identity import app_identity
 from ..common.checkpoint import load_checkpoint
 from ..common.run_spec import RunSpec
 from ..common.training.early_stopping import Plateau
-from ..common.wire import WireFormatError, expand_trained, pack, packed_vector, unpack
+from ..common.wire import Layout, WireFormatError, expand_trained, pack, packed_vector, unpack
 from . import central_dp
 from .delivery import deliver_model, delivery_metadata
 from .initial_model import load_initial_model
@@ -105,8 +105,8 @@ def evaluate_round(grid: Grid, strategy: Strategy, settings: FederationSettings,
     return metrics_of(send_and_collect(grid, messages, settings.timeout).replies)
 
 
-def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
-           resume: bool) -> tuple[Strategy, RoundState, dict | None]:
+def _start(store: RunStore, spec: RunSpec, settings: FederationSettings, resume: bool, layout: Layout,
+           trained: np.ndarray | None) -> tuple[Strategy, RoundState, dict | None]:
     """The wrapped strategy, the state to continue from (round 0, or the last saved round) and the record of the
     model the run started from (None: from scratch)."""
     weights = initial_weights(spec)
@@ -120,8 +120,7 @@ def _start(store: RunStore, spec: RunSpec, settings: FederationSettings,
     state = store.latest() if resume else None
     if state is None:
         state = RoundState(0, weights, {k: v.clone() for k, v in weights.items()}, {})
-    layout = spec.weight_layout()
-    strategy = make_strategy(settings, layout, state.ema, spec.trained_mask(layout))
+    strategy = make_strategy(settings, layout, state.ema, trained)
     if state.round:
         restore_strategy_state(strategy, state.strategy)
         if (dp := find(strategy, CentralDP)) is not None and state.privacy:
@@ -229,17 +228,19 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
     """Run (or resume) ``settings.rounds`` rounds; every completed round is checkpointed in ``run_dir``; the
     global model is delivered to the participating sites as ``settings`` says."""
     store = RunStore(run_dir)
-    strategy, state, initial = _start(store, spec, settings, resume)
+    layout = spec.weight_layout()  # builds the network once: the layout and the trained part come from it
+    trained = spec.trained_mask(layout)
+    strategy, state, initial = _start(store, spec, settings, resume, layout, trained)
     tracker = RunTracker(store.dir, settings.tracking_uri, {"spec": spec.to_config(), "settings": asdict(settings)},
                          run_id or Path(run_dir).name) if tracking_on(settings) else None
-    layout = spec.weight_layout()
-    trained = spec.trained_mask(layout)
     base_config = {**spec.message_config(), **app_identity(),
                    messages.INITIAL_MODEL: initial["sha256"] if initial else ""}
     arrays, run_id = pack(state.weights, layout), run_id or Path(run_dir).name
     participants = {int(node) for entry in store.registry() for node in entry.get("sites", [])}
     site_privacy = _site_privacy(store)
     plateau = _plateau(store, settings)
+    final_metadata = lambda best, line: delivery_metadata(  # noqa: E731  (the run's own model, final)
+        run_id, best, settings.rounds, participants, spec, site_privacy, line, initial, final=True)
     stopped_early = any("early_stopping" in entry for entry in store.registry()[-1:])  # a finished run, resumed
     first = settings.rounds + 1 if stopped_early else state.round + 1
     for server_round in range(first, settings.rounds + 1):
@@ -251,9 +252,7 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
             log.error("round %d not started: %s (%s, dp_max_epsilon = %g); the run stops here", server_round,
                       exhausted, central_dp.KIND, settings.dp_max_epsilon)
             if state.round and store.stopped() != {"after_round": state.round, "why": BUDGET_STOP}:
-                metadata = lambda best, line: delivery_metadata(  # noqa: E731
-                    run_id, best, settings.rounds, participants, spec, site_privacy, line, initial, final=True)
-                _end_at_budget(grid, store, spec, settings, state, plateau, participants, metadata,
+                _end_at_budget(grid, store, spec, settings, state, plateau, participants, final_metadata,
                                lambda: evaluate_round(grid, strategy, settings, state.round, arrays, {
                                    **base_config, **settings.instruction(state.round).to_config()}))
             break
@@ -278,11 +277,10 @@ def run_federation(grid: Grid, spec: RunSpec, settings: FederationSettings, run_
                      delivery_metadata(run_id, server_round, settings.rounds, participants, spec, site_privacy,
                                        entry, initial))
         if final and plateau is not None:
-            metadata = lambda best, line: delivery_metadata(  # noqa: E731
-                run_id, best, settings.rounds, participants, spec, site_privacy, line, initial, final=True)
-            if not _finish_early(grid, store, plateau, participants, spec, settings, metadata) \
+            if not _finish_early(grid, store, plateau, participants, spec, settings, final_metadata) \
                     and settings.delivers_after(server_round) and spec.autoencoder is None:
-                _deliver(grid, participants, spec, state.weights, state.ema, settings, metadata(server_round, entry))
+                _deliver(grid, participants, spec, state.weights, state.ema, settings,
+                         final_metadata(server_round, entry))
             break
     if tracker is not None:
         registry = store.registry()

@@ -28,7 +28,7 @@ from ..common.specs import RecipeSpec, RuntimeSpec
 from ..common.training.distributed import launch, resolve_devices
 from ..common.training.on_devices import TrainerBuild
 from ..common.training.trainer import Trainer, default_device
-from ..privacy.accounting import noise_for_run
+from ..privacy.accounting import noise_for_run, raised_to_budget
 from ..privacy.dp_sgd import DPStep
 from ..privacy.ledger import PrivacyLedger
 from ..privacy.units import PATIENT, privacy_units
@@ -158,14 +158,21 @@ def stage_one_run(run: str) -> str:
 def reserve_round(site: SiteData, units, instruction: TrainInstruction, run: str, target_epsilon: float,
                   trained: str):
     """(ledger, reservation, noise multiplier, delta) of a DP round whose noise keeps the run's rounds x local steps
-    within ``target_epsilon``; BudgetExceeded (nothing trained) past the site's budget, over all its runs."""
+    within ``target_epsilon`` and, composed with the site's other runs, within its budget (so the ledger does not
+    refuse the run half way); BudgetExceeded (nothing trained) past the site's budget, over all its runs."""
     privacy = site.privacy
     if site.ledger_path is None:
         raise ValueError(f"site {site.site_id}: privacy is enabled but no ledger path is set")
     delta = privacy.delta_for(units.count)
-    noise = noise_for_run(target_epsilon, delta, units.sample_rate, instruction.rounds * instruction.local_steps,
-                          privacy.accountant)
     ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
+    steps = instruction.rounds * instruction.local_steps
+    alone = noise_for_run(target_epsilon, delta, units.sample_rate, steps, privacy.accountant)
+    noise = raised_to_budget(alone, ledger.history(excluding_run=run), privacy.budget, delta, units.sample_rate,
+                             steps, privacy.accountant)
+    if noise > alone and instruction.server_round == 1:
+        log.warning("site %s, run %s: noise multiplier raised from %.3f to %.3f so that this run, composed with the "
+                    "site's earlier runs, stays within its budget of epsilon %g (the run alone reaches less than "
+                    "its target of %g)", site.site_id, run, alone, noise, privacy.budget, target_epsilon)
     reservation = ledger.reserve(run, instruction.server_round, instruction.local_steps, units.sample_rate, noise,
                                  delta, privacy.budget, unit=units.kind, trained=trained)
     return ledger, reservation, noise, delta

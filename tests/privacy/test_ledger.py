@@ -123,3 +123,44 @@ def test_site_budget_command_prints_the_kind_epsilon_delta_and_what_is_left(tmp_
     out = " ".join(capsys.readouterr().out.split())
     assert f"example-level DP at site north: epsilon {spent:.4f} spent at delta {DELTA:.3g}" in out
     assert "RDP accountant" in out and f"budget 2, left {2 - spent:.4f}" in out
+
+
+def test_a_second_run_is_calibrated_to_what_the_first_left_of_the_budget_and_a_third_is_refused_at_once(tmp_path):
+    """Two runs at target epsilon 10 under a lifetime budget of 12: the second run's noise is raised so that it ends
+    within the budget (at its own noise it would pass 12 half way); a third run is refused before anything trains."""
+    from meddiff.client.round import reserve_round
+    from meddiff.client.site_data import SiteData
+    from meddiff.common.config import PrivacyConfig
+    from meddiff.common.data.training_set import load_training_set
+    from meddiff.common.messages import TrainInstruction
+    from meddiff.privacy.accounting import epsilon_spent
+    from meddiff.privacy.units import privacy_units
+
+    privacy = PrivacyConfig(enabled=True, target_epsilon=10.0, budget_epsilon=12.0, delta=DELTA)
+    data = load_training_set("phantom", phantom_n=160).tensors  # q = 0.05 at batch 8
+    site = SiteData("site-b", data, None, privacy, tmp_path / "ledger.sqlite")
+    units = privacy_units(data, privacy, 8)
+
+    def run(name: str) -> list[float]:
+        noises = []
+        for server_round in (1, 2, 3):
+            ledger, reservation, noise, _ = reserve_round(site, units, TrainInstruction(server_round, 3, STEPS),
+                                                          name, privacy.target_epsilon, "all")
+            ledger.released(reservation)
+            noises.append(noise)
+        return noises
+
+    first = run("run-a")
+    one_run = [(first[0], units.sample_rate, STEPS)] * 3
+    assert epsilon_spent(one_run, DELTA) == pytest.approx(10.0, abs=0.02)
+    assert epsilon_spent(one_run * 2, DELTA) > 12.0  # the second run at the first one's noise would pass the budget
+    second = run("run-b")
+    assert len(set(second)) == 1 and second[0] > first[0]
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite")
+    fresh = RDPAccountant()
+    fresh.history = one_run + [(second[0], units.sample_rate, STEPS)] * 3
+    assert ledger.spent(DELTA) == pytest.approx(fresh.get_epsilon(DELTA), abs=1e-9)
+    assert 11.98 <= ledger.spent(DELTA) <= 12.0
+    with pytest.raises(BudgetExceeded, match="past its budget of 12"):
+        run("run-c")
+    assert [e["status"] for e in ledger.entries()] == ["released"] * 6 + ["refused"]

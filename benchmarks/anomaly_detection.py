@@ -147,13 +147,14 @@ def _choose(loaded, spec: dict, configs: dict[str, Path], settings, images: int)
     both kinds; {} where the validation data has no anomalous images (PGBM's held-out slices are all healthy)."""
     import torch
 
-    from meddiff.tasks.anomaly import detect_anomalies, image_truth
+    from meddiff.tasks.anomaly import detect_anomalies, image_truth, keep_scorable
     from meddiff.tasks.metrics import detection_scores
 
     if spec["validation"] == "holdout" or settings.method == "multi-depth":
         return {}
     data = _task_data(loaded, configs["validation"], "anomaly-selection")
     data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(1))[:images])
+    data = keep_scorable(data, loaded.schema, settings.channels)[0]
     truth = image_truth(data, loaded, spec["healthy"])
     tried = {}
 
@@ -191,7 +192,8 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
     import torch
 
     from meddiff.common.diffusion.loading import load_model
-    from meddiff.tasks.anomaly import AnomalySettings, detect_anomalies, image_truth, scored_channel_weights
+    from meddiff.tasks.anomaly import (AnomalySettings, detect_anomalies, image_truth, keep_scorable,
+                                       scored_channel_weights)
     from meddiff.tasks.anomaly_baseline import HealthyStatistics, zscore_anomalies
     from meddiff.tasks.anomaly_thresholds import calibrate
     from meddiff.tasks.metrics import to_unit
@@ -202,9 +204,13 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
     if limit:
         data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit])
         valid = valid.subset(torch.arange(min(limit, len(valid))))
+    base = AnomalySettings(steps=steps, healthy_class=spec["healthy"], median=3, batch_size=64, **(scoring or {}))
+    # as `meddiff detect-anomalies`: an image with none of the scored channels would get an all-zero map (scored,
+    # and calibrated on, as healthy); it is left out and counted instead
+    data, _, unscored_test = keep_scorable(data, loaded.schema, base.channels)
+    valid, _, unscored_valid = keep_scorable(valid, loaded.schema, base.channels)
     truth = image_truth(data, loaded, spec["healthy"])
     masks = None if data.truth is None else data.truth.numpy()
-    base = AnomalySettings(steps=steps, healthy_class=spec["healthy"], median=3, batch_size=64, **(scoring or {}))
     rows: dict[str, dict] = {}
     # the baseline: z-scores against the per-pixel statistics of the healthy images the model trained on
     healthy = _as_task_data(_healthy_training(configs["train"], spec)[0], loaded.schema, "healthy training images")
@@ -244,10 +250,20 @@ def _evaluate(name: str, spec: dict, model: Path, configs: dict[str, Path], seed
         rows[label + (" (chosen on validation)" if chosen else "")] = {
             "seeds": per_seed, "seconds": time.perf_counter() - started, "chosen": chosen}
     return {"test_images": len(data), "validation_images": len(valid), "residual": base.residual,
+            "not_scored": {"test": len(unscored_test), "validation": len(unscored_valid)},
             "scored_channels": list(base.channels) or "every image channel",
             "anomalous_fraction": float(truth.mean()) if truth is not None else None, "rows": rows,
             "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
             "training": training_record(model)}
+
+
+def _unscored(result: dict) -> str:
+    """The page's words for the images left out for having none of the scored channels ("" for none)."""
+    left_out = result.get("not_scored", {})
+    if not any(left_out.values()):
+        return ""
+    return (f" Left out for having none of the scored channels: {left_out.get('test', 0)} test and "
+            f"{left_out.get('validation', 0)} validation images.")
 
 
 def _summary(values: list[float]) -> str:
@@ -282,7 +298,8 @@ def markdown(results: dict) -> list[str]:
                   f"validation images; healthy-only model: {training.get('total_steps', '?')} steps, "
                   f"{training.get('data', {}).get('examples', '?')} healthy training "
                   f"examples; residual scored: {result.get('residual', 'absolute')}, channels scored: "
-                  f"{scored}. Mean ± std over {seeds} detector seeds (the baseline has none).", "",
+                  f"{scored}.{_unscored(result)} Mean ± std over {seeds} detector seeds (the baseline has none).",
+                  "",
                   "| method | " + " | ".join(COLUMNS[c] for c in present) + " | seconds |",
                   "| --- " * (len(present) + 2) + "|"]
         for method, row in rows.items():

@@ -187,6 +187,10 @@ def test_the_anomaly_page_names_the_goals_and_which_methods_beat_the_baseline():
     assert "| anoddpm, t* 0.5 | 0.850 ± 0.050 | 0.750 ± 0.050 | 2 |" in page
     assert "goal image AUROC >= 0.85: best 0.850 (anoddpm, t* 0.5) -> met" in page
     assert "anoddpm, t* 0.5 beats the baseline" in page and "pddpm, t* 0.5 does NOT beat the baseline" in page
+    assert "Left out" not in page
+    result["not_scored"] = {"test": 2, "validation": 0}
+    page = "\n".join(markdown({"sets": {"pneumonia": result}}))
+    assert "Left out for having none of the scored channels: 2 test and 0 validation images." in page
 
 
 def test_the_anomaly_experiment_runs_the_benchmark_with_the_budgets_sizes(tmp_path):

@@ -169,6 +169,9 @@ def reserve_round(site: SiteData, units, instruction: TrainInstruction, run: str
     alone = noise_for_run(target_epsilon, delta, units.sample_rate, steps, privacy.accountant)
     noise = raised_to_budget(alone, ledger.history(excluding_run=run), privacy.budget, delta, units.sample_rate,
                              steps, privacy.accountant)
+    weak = privacy.weak_delta(units.count, "patients" if units.kind == PATIENT else "examples")
+    if weak and instruction.server_round == 1:
+        log.warning("site %s, run %s: %s", site.site_id, run, weak)
     if noise > alone and instruction.server_round == 1:
         log.warning("site %s, run %s: noise multiplier raised from %.3f to %.3f so that this run, composed with the "
                     "site's earlier runs, stays within its budget of epsilon %g (the run alone reaches less than "

@@ -115,6 +115,7 @@ class DataConfig:
 # average K draws before clipping, so it needs noise_multiplicity = 1
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 PRIVACY_UNITS = ("patient", "example")
+WEAK_DELTA = 1e-3  # above it (fewer than 100 protected units), the default delta is flagged as a weak promise
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,17 @@ class PrivacyConfig:
 
     def delta_for(self, units: int) -> float:
         return self.delta or 1.0 / (10 * max(1, units))
+
+    def weak_delta(self, units: int, kind: str = "units") -> str:
+        """A warning ("" for none) when the default delta is large because the site protects few units: an
+        (epsilon, delta) guarantee may fail outright with probability delta, so 1 / (10 N) for a handful of
+        patients is a weak promise, whatever epsilon says."""
+        delta = self.delta_for(units)
+        if self.delta or delta <= WEAK_DELTA:
+            return ""
+        return (f"delta {delta:.2g} = 1 / (10 x {units} {kind}) is large: the guarantee may fail outright with "
+                f"probability delta. With so few {kind}, DP protects little; set [privacy] delta (for example "
+                f"1e-5) in site.toml for a stricter promise at the price of more noise")
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,20 @@ def test_a_second_run_is_calibrated_to_what_the_first_left_of_the_budget_and_a_t
     with pytest.raises(BudgetExceeded, match="past its budget of 12"):
         run("run-c")
     assert [e["status"] for e in ledger.entries()] == ["released"] * 6 + ["refused"]
+
+
+def test_a_site_with_few_units_is_warned_that_the_default_delta_is_large(tmp_path, caplog):
+    from meddiff.client.round import reserve_round
+    from meddiff.client.site_data import SiteData
+    from meddiff.common.config import PrivacyConfig
+    from meddiff.common.data.training_set import load_training_set
+    from meddiff.common.messages import TrainInstruction
+    from meddiff.privacy.units import privacy_units
+
+    data = load_training_set("phantom", phantom_n=20).tensors
+    for privacy, warned in ((PrivacyConfig(enabled=True), True), (PrivacyConfig(enabled=True, delta=1e-5), False)):
+        site = SiteData("site-s", data, None, privacy, tmp_path / f"ledger-{warned}.sqlite")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="meddiff.client.round"):
+            reserve_round(site, privacy_units(data, privacy, 4), TrainInstruction(1, 1, 10), "run", 10.0, "all")
+        assert ("delta 0.005 = 1 / (10 x 20 examples) is large" in caplog.text) is warned

@@ -39,6 +39,8 @@ def test_site_check_prints_the_pgbm_fingerprint_and_writes_nothing(tmp_path):
     for word in ("t1pre", "t1post", "flair", "t2", "mask", "24 x 320 x 260", "suggested resolution", "garbage.dcm",
                  "not a DICOM file"):
         assert word in result.stdout, word
+    flat = " ".join(result.stdout.replace("│", " ").split())  # one patient: the default delta 0.1 is flagged
+    assert "delta 0.1 = 1 / (10 x 1 patients) is large" in flat and "set [privacy] delta" in flat
     assert _snapshot(study) == before
     fingerprint = json.loads((tmp_path / "fp.json").read_text())
     assert fingerprint["studies"] == 1 and fingerprint["slices"] == 24
@@ -83,3 +85,12 @@ def test_phantom_command_writes_a_loadable_data_set(tmp_path):
     assert data.schema.channels == ("t1", "t2", "flair", "ct", "mask")
     assert len(data.examples) == 6 and all(e.label in (0, 1) for e in data.examples)
     assert os.path.getsize(tmp_path / "phantom.npz") > 0
+
+
+def test_the_default_delta_is_flagged_only_where_few_units_make_it_large():
+    from meddiff.common.config import PrivacyConfig
+
+    assert PrivacyConfig().delta_for(4) == pytest.approx(0.025)
+    assert "delta 0.025 = 1 / (10 x 4 patients) is large" in PrivacyConfig().weak_delta(4, "patients")
+    assert PrivacyConfig().weak_delta(100) == ""  # 1e-3: at the threshold
+    assert PrivacyConfig(delta=1e-5).weak_delta(4) == ""  # a delta the site chose is not second-guessed

@@ -30,7 +30,7 @@ from ..common.training.on_devices import TrainerBuild
 from ..common.training.trainer import Trainer, default_device
 from ..privacy.accounting import noise_for_run, raised_to_budget
 from ..privacy.dp_sgd import DPStep
-from ..privacy.ledger import PrivacyLedger
+from ..privacy.ledger import COUNTED, PrivacyLedger
 from ..privacy.units import PATIENT, privacy_units
 from .site_data import SiteData, align_to_schema
 
@@ -158,24 +158,28 @@ def stage_one_run(run: str) -> str:
 def reserve_round(site: SiteData, units, instruction: TrainInstruction, run: str, target_epsilon: float,
                   trained: str):
     """(ledger, reservation, noise multiplier, delta) of a DP round whose noise keeps the run's rounds x local steps
-    within ``target_epsilon`` and, composed with the site's other runs, within its budget (so the ledger does not
-    refuse the run half way); BudgetExceeded (nothing trained) past the site's budget, over all its runs."""
+    within ``target_epsilon``, raised where the run's remaining rounds, composed with everything the site has spent
+    (other runs, an interrupted attempt of this one), would pass its budget: the ledger then does not refuse the run
+    half way. A run keeps its noise from round to round while it fits. BudgetExceeded (nothing trained) past the
+    site's budget, over all its runs."""
     privacy = site.privacy
     if site.ledger_path is None:
         raise ValueError(f"site {site.site_id}: privacy is enabled but no ledger path is set")
     delta = privacy.delta_for(units.count)
     ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
-    steps = instruction.rounds * instruction.local_steps
-    alone = noise_for_run(target_epsilon, delta, units.sample_rate, steps, privacy.accountant)
-    noise = raised_to_budget(alone, ledger.history(excluding_run=run), privacy.budget, delta, units.sample_rate,
-                             steps, privacy.accountant)
+    alone = noise_for_run(target_epsilon, delta, units.sample_rate, instruction.rounds * instruction.local_steps,
+                          privacy.accountant)
+    own = [e["noise_multiplier"] for e in ledger.entries() if e["run"] == run and e["status"] in COUNTED]
+    remaining = (instruction.rounds - instruction.server_round + 1) * instruction.local_steps
+    noise = raised_to_budget(max([alone] + own[-1:]), ledger.history(), privacy.budget, delta, units.sample_rate,
+                             remaining, privacy.accountant)
     weak = privacy.weak_delta(units.count, "patients" if units.kind == PATIENT else "examples")
-    if weak and instruction.server_round == 1:
+    if weak and not own:
         log.warning("site %s, run %s: %s", site.site_id, run, weak)
-    if noise > alone and instruction.server_round == 1:
-        log.warning("site %s, run %s: noise multiplier raised from %.3f to %.3f so that this run, composed with the "
-                    "site's earlier runs, stays within its budget of epsilon %g (the run alone reaches less than "
-                    "its target of %g)", site.site_id, run, alone, noise, privacy.budget, target_epsilon)
+    if noise > alone and not own:
+        log.warning("site %s, run %s: noise multiplier raised from %.3f to %.3f so that this run's remaining rounds, "
+                    "composed with everything the site has spent, stay within its budget of epsilon %g",
+                    site.site_id, run, alone, noise, privacy.budget)
     reservation = ledger.reserve(run, instruction.server_round, instruction.local_steps, units.sample_rate, noise,
                                  delta, privacy.budget, unit=units.kind, trained=trained)
     return ledger, reservation, noise, delta

@@ -92,10 +92,10 @@ def noise_within_budget(history: Iterable[Release], budget: float, delta: float,
 
 def raised_to_budget(noise: float, earlier: Iterable[Release], budget: float, delta: float, sample_rate: float,
                      steps: int, kind: str = "rdp") -> float:
-    """``noise`` (a run's own, from noise_for_run), raised where a run of ``steps`` at it, composed after the
-    site's ``earlier`` releases (its other runs), would pass the site's lifetime ``budget``: the run then ends
-    within the budget instead of being refused half way by the ledger. Where the earlier runs left no room,
-    ``noise`` is returned unchanged and the ledger refuses the run's first round."""
+    """``noise`` (a run's own, from noise_for_run), raised where ``steps`` more steps at it, composed after the
+    site's ``earlier`` releases, would pass the site's lifetime ``budget``: the run then ends within the budget
+    instead of being refused half way by the ledger. Where the earlier releases left no room, ``noise`` is
+    returned unchanged and the ledger refuses the round."""
     earlier = list(earlier)
     if not earlier or epsilon_spent(earlier + [(noise, sample_rate, steps)], delta, kind) <= budget:
         return noise

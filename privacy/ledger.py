@@ -81,18 +81,15 @@ class PrivacyLedger:
         return db
 
     @staticmethod
-    def _history(db: sqlite3.Connection, excluding_run: str | None = None) -> list[Release]:
-        other = "" if excluding_run is None else " AND run != ?"
+    def _history(db: sqlite3.Connection) -> list[Release]:
         rows = db.execute(f"SELECT noise_multiplier, sample_rate, steps FROM releases WHERE status IN "
-                          f"({','.join('?' * len(COUNTED))}){other} ORDER BY id",
-                          COUNTED + ((excluding_run,) if other else ())).fetchall()
+                          f"({','.join('?' * len(COUNTED))}) ORDER BY id", COUNTED).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def history(self, excluding_run: str | None = None) -> list[Release]:
-        """Every counted release (reserved or released), oldest first; those of ``excluding_run`` left out (what
-        the site had spent on its other runs)."""
+    def history(self) -> list[Release]:
+        """Every counted release (reserved or released), oldest first."""
         with closing(self._connect()) as db:
-            return self._history(db, excluding_run)
+            return self._history(db)
 
     def spent(self, delta: float) -> float:
         return epsilon_spent(self.history(), delta, self.accountant)

@@ -166,6 +166,30 @@ def test_a_second_run_is_calibrated_to_what_the_first_left_of_the_budget_and_a_t
     assert [e["status"] for e in ledger.entries()] == ["released"] * 6 + ["refused"]
 
 
+def test_a_run_resumed_under_a_new_run_id_keeps_its_noise_and_ends_within_the_budget(tmp_path):
+    """A coordinator restarted after a crash resumes at round 3 of 3 under a new Flower run id: the interrupted
+    attempt's two rounds plus the resumed one are the planned run, so the noise is not raised."""
+    from meddiff.client.round import reserve_round
+    from meddiff.client.site_data import SiteData
+    from meddiff.common.config import PrivacyConfig
+    from meddiff.common.data.training_set import load_training_set
+    from meddiff.common.messages import TrainInstruction
+    from meddiff.privacy.units import privacy_units
+
+    privacy = PrivacyConfig(enabled=True, target_epsilon=4.0, delta=DELTA)  # budget = target
+    data = load_training_set("phantom", phantom_n=160).tensors
+    site = SiteData("site-r", data, None, privacy, tmp_path / "ledger.sqlite")
+    units = privacy_units(data, privacy, 8)
+    noises = []
+    for server_round, run in ((1, "attempt-1"), (2, "attempt-1"), (3, "attempt-2")):
+        ledger, reservation, noise, _ = reserve_round(site, units, TrainInstruction(server_round, 3, STEPS), run,
+                                                      privacy.target_epsilon, "all")
+        ledger.released(reservation)
+        noises.append(noise)
+    assert noises == [noise_for_run(4.0, DELTA, units.sample_rate, 3 * STEPS)] * 3
+    assert 3.98 <= PrivacyLedger(tmp_path / "ledger.sqlite").spent(DELTA) <= 4.0
+
+
 def test_a_site_with_few_units_is_warned_that_the_default_delta_is_large(tmp_path, caplog):
     from meddiff.client.round import reserve_round
     from meddiff.client.site_data import SiteData

@@ -169,9 +169,11 @@ def reserve_round(site: SiteData, units, instruction: TrainInstruction, run: str
     ledger = PrivacyLedger(site.ledger_path, privacy.accountant)
     alone = noise_for_run(target_epsilon, delta, units.sample_rate, instruction.rounds * instruction.local_steps,
                           privacy.accountant)
-    own = [e["noise_multiplier"] for e in ledger.entries() if e["run"] == run and e["status"] in COUNTED]
+    counted = [e for e in ledger.entries() if e["status"] in COUNTED]  # one read: the site's history and this run's
+    own = [e["noise_multiplier"] for e in counted if e["run"] == run]
+    history = [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in counted]
     remaining = (instruction.rounds - instruction.server_round + 1) * instruction.local_steps
-    noise = raised_to_budget(max([alone] + own[-1:]), ledger.history(), privacy.budget, delta, units.sample_rate,
+    noise = raised_to_budget(max([alone] + own[-1:]), history, privacy.budget, delta, units.sample_rate,
                              remaining, privacy.accountant)
     weak = privacy.weak_delta(units.count, "patients" if units.kind == PATIENT else "examples")
     if weak and not own:

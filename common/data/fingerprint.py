@@ -120,8 +120,9 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     summary.add_row("DP unit (when [privacy] is on)", f"patient (ids: {fp.patient_ids})" if fp.patient_ids else
                     "example: the data names no patients, each image counts as its own unit")
     units, kind = (fp.patients, "patients") if fp.patient_ids else (fp.examples, "examples")
-    summary.add_row("DP delta (default 1 / (10 N))", PrivacyConfig().weak_delta(units, kind)
-                    or f"{PrivacyConfig().delta_for(units):.2g} for N = {units} {kind}")
+    default = PrivacyConfig()
+    summary.add_row("DP delta (default 1 / (10 N))", default.weak_delta(units, kind)
+                    or f"{default.delta_for(units):.2g} for N = {units} {kind}")
     summary.add_row("examples (volumes or images)", str(fp.examples))
     summary.add_row("slices", str(fp.slices))
     summary.add_row("dimensions", f"{fp.ndim}D")

@@ -5,6 +5,7 @@ from the PACS when the site reads one, prepare the data once and cache it beside
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,15 +48,20 @@ def site_data_folder(site_config: str | Path, site: SiteConfig, in_round: bool =
     return str(cache.instances_dir)
 
 
-def load_site(site_config: str, resolution: int) -> SiteData:
+def load_site(site_config: str, resolution: int, depth: int = 0) -> SiteData:
+    """The site's data at the run's resolution (and, for a 3D run of anisotropic volumes, its depth)."""
     config = load_site_config(site_config)
     folder = site_data_folder(site_config, config, in_round=True)
     if config.data.resolution and config.data.resolution != resolution:  # never overridden silently
         raise ValueError(f"{site_config}: [data] resolution = {config.data.resolution}, but the coordinator's run "
                          f"trains at resolution = {resolution}; remove [data] resolution from site.toml (the run "
                          "sets it) or ask the coordinator to plan the run at your resolution")
+    if config.data.depth and config.data.depth != depth:
+        raise ValueError(f"{site_config}: [data] depth = {config.data.depth}, but the coordinator's run trains at "
+                         f"depth = {depth or resolution}; remove [data] depth from site.toml (the run sets it)")
+    data_config = replace(config.data, depth=depth) if depth else config.data
     state = site_state_dir(site_config)
-    training = load_training_set_cached(folder, config.data, resolution, state / "prepared" / config.site_id)
+    training = load_training_set_cached(folder, data_config, resolution, state / "prepared" / config.site_id)
     train, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
     tracking = (config.tracking.uri or f"sqlite:///{state / 'mlflow.db'}") if config.tracking.enabled else ""
     return SiteData(config.site_id, train, holdout, config.privacy, ledger_path(state, config.site_id), config.runtime,
@@ -73,4 +79,4 @@ def site_from_node_config(node_config: dict, spec: RunSpec) -> SiteData:
     path = node_config.get("site-config")
     if not path:
         raise ValueError(NO_SITE_CONFIG)
-    return load_site(str(path), spec.data_resolution)
+    return load_site(str(path), spec.data_resolution, spec.data_depth)

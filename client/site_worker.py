@@ -55,19 +55,19 @@ class SiteCache:
     """The site's data, kept between rounds; read again when site.toml or a data file changed."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, int], tuple[tuple, SiteData]] = {}
+        self.entries: dict[tuple[str, int, int], tuple[tuple, SiteData]] = {}
 
     def __call__(self, node_config: dict, spec: RunSpec) -> SiteData:
         use_threads(node_config)
         path = node_config.get("site-config")
         if not path:
             raise ValueError(NO_SITE_CONFIG)
-        resolution = spec.data_resolution
-        key, fingerprint = (str(Path(path).resolve()), resolution), self._fingerprint(str(path), resolution)
+        resolution, depth = spec.data_resolution, spec.data_depth
+        key, fingerprint = (str(Path(path).resolve()), resolution, depth), self._fingerprint(str(path), resolution)
         cached = self.entries.get(key)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
-        site = load_site(str(path), resolution)
+        site = load_site(str(path), resolution, depth)
         self.entries[key] = (fingerprint, site)
         return site
 

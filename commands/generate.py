@@ -67,14 +67,15 @@ def _labels(class_name: str, schema, n: int) -> torch.Tensor | None:
     return torch.full((n,), schema.class_names.index(class_name), dtype=torch.long)
 
 
-def _given(pairs: list[str], schema, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, H, W) condition values and (C,) bool for the ``CHANNEL=FILE`` pairs, prepared like training data."""
+def _given(pairs: list[str], schema, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, *shape) condition values and (C,) bool for the ``CHANNEL=FILE`` pairs, prepared like training data
+    (``shape``: the model's pixel grid, (H, W) or (D, H, W))."""
     import torch
     from ..common.data.single_image import read_image_file
     from ..common.data.transforms import prepare
     from ..common.schema import Example
 
-    image = np.zeros((schema.num_channels, 1, 1), dtype=np.float32)
+    image = np.zeros((schema.num_channels, *(1,) * len(shape)), dtype=np.float32)
     available = np.zeros(schema.num_channels, dtype=bool)
     reads = {}
     for pair in pairs:
@@ -89,7 +90,8 @@ def _given(pairs: list[str], schema, resolution: int) -> tuple[torch.Tensor, tor
         image = np.zeros((schema.num_channels, *shapes.pop()), dtype=np.float32)
         for c, values in reads.items():
             image[c], available[c] = values, True
-    ready = prepare([Example(image=image, available=available)], schema, resolution, slices=False)[0]
+    depth = shape[0] if len(shape) == 3 else 0
+    ready = prepare([Example(image=image, available=available)], schema, shape[-1], slices=False, depth=depth)[0]
     return torch.from_numpy(ready.image), torch.from_numpy(ready.available)
 
 
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--n-per-class: this model has no classes; use --n")
         args.n, args.class_name = args.n_per_class * schema.num_classes, "all"
     labels = _labels(args.class_name, schema, args.n)
-    condition, given = _given(args.given, schema, size)
+    condition, given = _given(args.given, schema, loaded.spatial_shape)
     samples, seconds = synthesize(loaded, args.n, labels, condition, given, sampler=args.sampler, steps=args.steps,
                                   guidance=args.guidance, batch_size=args.batch_size, seed=args.seed)
     images, label_array = samples.numpy(), np.full(args.n, -1) if labels is None else labels.numpy()

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..common.config import ConfigError
-from ..common.console import plain_console
+from ..common.console import grid_text, plain_console
 from ..common.diffusion.names import NOISES, SCHEDULE_NAMES
 from ..common.specs import TRAINABLE
 
@@ -165,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         data, holdout = holdout_split(data, HOLDOUT_FRACTION)  # and early stopping (the phantom has fresh draws)
     if codec is not None:  # encoded once: the autoencoder is frozen in stage 2
         data, holdout = (None if part is None else codec.encode_tensors(part) for part in (data, holdout))
-        console.print(f"latent: {training.resolution} px x {len(codec.schema.channels)} channels -> "
-                      f"{data.spatial[-1]} px x {len(data.schema.channels)} latent channels (autoencoder "
+        console.print(f"latent: {grid_text(training.tensors.spatial)} x {len(codec.schema.channels)} channels -> "
+                      f"{grid_text(data.spatial)} x {len(data.schema.channels)} latent channels (autoencoder "
                       f"{codec.file.sha256[:16]}...)", highlight=False)
     devices = _devices(args, site.runtime)
     if codec is not None and len(devices) > 1:
@@ -243,7 +243,7 @@ def _train_and_report(trainer, training, data, holdout, checkpoint: Path, consol
     from ..common.training.on_devices import train_on_devices
 
     console.print(f"data {training.source}: {training.studies} studies -> {len(data)} examples of "
-                  f"{list(data.schema.channels)} at {data.spatial[-1]} px; model {trainer.trained.total / 1e6:.2f} "
+                  f"{list(data.schema.channels)} at {grid_text(data.spatial)}; model {trainer.trained.total / 1e6:.2f} "
                   f"M parameters on {trainer.device} (training {trainer.trained.describe()}); schedule "
                   f"{trainer.spec.schedule}")
     meta = {"data": {"source": training.source, "examples": len(data), "studies": training.studies}}

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..common.config import ConfigError
-from ..common.console import plain_console
+from ..common.console import grid_text, plain_console
 
 FILE = "autoencoder.pt"
 
@@ -81,12 +81,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{training.resolution} px does not divide by the autoencoder's factor {spec.factor} "
                           f"(--widths {args.widths}); pass --resolution "
                           f"{max(spec.factor, training.resolution // spec.factor * spec.factor)}")
+    if training.tensors.depth % spec.factor:
+        depth = training.tensors.depth
+        raise ConfigError(f"depth {depth} does not divide by the autoencoder's factor {spec.factor} "
+                          f"(--widths {args.widths}); set [data] depth = "
+                          f"{max(spec.factor, round(depth / spec.factor) * spec.factor)} in site.toml")
     data, holdout = holdout_split(training.tensors, HOLDOUT_FRACTION)
     device = torch.device(args.device) if args.device else default_device()
     recipe = AutoencoderRecipe(args.steps, args.batch_size, args.lr, seed=args.seed)
     console.print(f"data {training.source}: {len(data)} examples of {list(data.schema.channels)} at "
-                  f"{training.resolution} px; autoencoder {list(spec.channels)} -> {spec.latent_channels} latent "
-                  f"channels per channel at {training.resolution // spec.factor} px, on {device}", highlight=False)
+                  f"{grid_text(data.spatial)}; autoencoder {list(spec.channels)} -> {spec.latent_channels} latent "
+                  f"channels per channel at {grid_text(tuple(s // spec.factor for s in data.spatial))}, on {device}",
+                  highlight=False)
     try:
         trained, summary = train_autoencoder(data, spec, recipe, device=device, progress=True)
     except ValueError as e:

@@ -74,6 +74,9 @@ class DataConfig:
     mask_values: raw values of mask files mapped to labels 1..K in order (e.g. JSRT [150, 200, 250]);
         empty means masks are already 0/1/2... label maps (PNG masks: any non-zero pixel is label 1).
     resolution: in-plane size (and depth, for 3D) examples are resized to; 0 means the suggested one.
+    depth: for a 3D model (``slices = false``), the number of slices volumes are resized to, when it should differ
+        from ``resolution`` (anisotropic volumes: 24 slices of 64 x 64 keep their slices at depth 24, not 64);
+        0 means the same as ``resolution`` (cubes).
     source: "folder" reads ``path``; "dicomweb" and "dimse" fetch the studies that site.toml's [pacs] query
         matches into the site's PACS cache (client/pacs/) and read them from there as DICOM.
     """
@@ -85,6 +88,7 @@ class DataConfig:
     class_names: tuple[str, ...] = ()
     mask_values: tuple[int, ...] = ()
     resolution: int = 0
+    depth: int = 0
     slices: bool = True  # cut 3D volumes into 2D slices for a 2D model
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
@@ -109,6 +113,12 @@ class DataConfig:
             raise ConfigError(f"[data] colour = {self.colour!r} is not one of {list(COLOUR_MODES)}")
         if self.resolution < 0:
             raise ConfigError(f"[data] resolution must be 0 (suggested) or a positive size, got {self.resolution}")
+        if self.depth < 0:
+            raise ConfigError(f"[data] depth must be 0 (the same as resolution) or a positive number of slices, "
+                              f"got {self.depth}")
+        if self.depth and self.slices:
+            raise ConfigError(f"[data] depth = {self.depth} sizes 3D volumes, but slices = true cuts them into 2D "
+                              "slices: set slices = false for a 3D model, or remove depth")
 
 
 # ghost clipping (per-example gradient norms without per-example gradients: the GPU fast path) cannot

@@ -26,3 +26,8 @@ def shown_path(path: str | Path) -> Path:
         return path.resolve().relative_to(Path.cwd().resolve()) if path.is_absolute() else path
     except ValueError:
         return path
+
+
+def grid_text(spatial: tuple[int, ...]) -> str:
+    """"64 px" for images and cubes, "24 x 64 x 64 px" for anisotropic volumes."""
+    return f"{spatial[-1]} px" if len(set(spatial)) == 1 else f"{' x '.join(map(str, spatial))} px"

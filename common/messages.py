@@ -15,6 +15,7 @@ RESOLUTION = "resolution"
 MODEL_SPEC = "model-spec"
 RECIPE = "recipe"
 DATA_SOURCE = "data-source"
+DEPTH = "depth"  # a 3D run of anisotropic volumes: its slices (absent: as many as the resolution)
 LATENT = "latent"  # a latent run: its autoencoder's description and SHA-256 (JSON)
 STAGE_ONE = "autoencoder-stage"  # a stage-1 run: the autoencoder network and recipe the sites train (JSON)
 AUTOENCODER = "autoencoder-file"  # a latent run: the stage-1 file's bytes, in every message (about 1 MB)

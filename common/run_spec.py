@@ -56,6 +56,7 @@ class RunSpec:
     latent: AutoencoderFile | None = field(default=None, compare=False)  # a latent run's stage-1 autoencoder
     autoencoder: AutoencoderSpec | None = None  # a stage-1 run: the autoencoder the sites train
     autoencoder_recipe: AutoencoderRecipe | None = None
+    depth: int = 0  # a 3D run's slices where they differ from ``resolution`` (anisotropic volumes); 0: cubes
 
     def stage_one(self, stage: AutoencoderStage) -> "RunSpec":
         """The stage-1 run of this pixel run: the sites train ``stage``'s autoencoder on the run's channels."""
@@ -72,7 +73,8 @@ class RunSpec:
 
     def autoencoder_file(self, weights: dict, scale: float, record: dict) -> AutoencoderFile:
         """A stage-1 run's round as a stage-1 file (what `meddiff train-autoencoder` writes)."""
-        return AutoencoderFile(self.autoencoder, self.schema, self.resolution, scale, weights, record=record)
+        return AutoencoderFile(self.autoencoder, self.schema, self.resolution, scale, weights, record=record,
+                               depth=self.depth)
 
     @property
     def data_schema(self) -> ChannelSchema:
@@ -84,6 +86,11 @@ class RunSpec:
         """The size a site prepares its images at (for a latent run, the autoencoder's)."""
         return self.latent.resolution if self.latent is not None else self.resolution
 
+    @property
+    def data_depth(self) -> int:
+        """The slices a site prepares 3D volumes at (0: as many as ``data_resolution``)."""
+        return self.latent.depth if self.latent is not None else self.depth
+
     def with_autoencoder(self, autoencoder: AutoencoderFile, where: str) -> "RunSpec":
         """This pixel run as a latent run on ``autoencoder``'s latents; a schema, size or dimension the
         autoencoder was not trained for is refused with both values named."""
@@ -94,6 +101,9 @@ class RunSpec:
         if self.resolution != autoencoder.resolution:
             raise ConfigError(f"{where}: the autoencoder was trained at {autoencoder.resolution} px, the run's "
                               f"[schema] resolution is {self.resolution}: set resolution = {autoencoder.resolution}")
+        if self.depth != autoencoder.depth:
+            raise ConfigError(f"{where}: the autoencoder was trained at depth {autoencoder.depth or 'cubic'}, the "
+                              f"run's [schema] depth is {self.depth or 'cubic'}: set depth = {autoencoder.depth}")
         if not (autoencoder.record or {}).get("scale_measured", True):
             raise ConfigError(f"{where}: this stage-1 round was not evaluated, so its latent scale is unknown: use a "
                               "round the sites evaluated (the last one always is)")
@@ -102,7 +112,8 @@ class RunSpec:
                               f"spatial_dims is {self.model.spatial_dims}: make them agree")
         pixel = replace(autoencoder, schema=self.schema)  # the run's class names and mask labels
         return replace(self, schema=latent_schema_of(self.schema, autoencoder.spec.latent_channels),
-                       resolution=self.resolution // autoencoder.spec.factor, latent=pixel)
+                       resolution=self.resolution // autoencoder.spec.factor,
+                       depth=self.depth // autoencoder.spec.factor, latent=pixel)
 
     def to_config(self) -> dict[str, str | int]:
         """Flat str/int values, as a Flower ConfigRecord holds them (a latent run's autoencoder by its record
@@ -110,6 +121,8 @@ class RunSpec:
         config = {messages.SCHEMA: json.dumps(self.schema.to_dict()), messages.RESOLUTION: self.resolution,
                   messages.MODEL_SPEC: json.dumps(asdict(self.model)), messages.RECIPE: json.dumps(asdict(self.recipe)),
                   messages.DATA_SOURCE: self.data_source}
+        if self.depth:
+            config[messages.DEPTH] = self.depth
         if self.latent is not None:
             config[messages.LATENT] = json.dumps(latent_record(self.latent))
         if self.autoencoder is not None:
@@ -128,7 +141,7 @@ class RunSpec:
         spec = cls(ChannelSchema.from_dict(json.loads(config[messages.SCHEMA])), int(config[messages.RESOLUTION]),
                    spec_from_dict(ModelSpec, json.loads(config[messages.MODEL_SPEC]), where),
                    spec_from_dict(RecipeSpec, json.loads(config[messages.RECIPE]), where),
-                   str(config[messages.DATA_SOURCE]))
+                   str(config[messages.DATA_SOURCE]), depth=int(config.get(messages.DEPTH, 0)))
         if messages.STAGE_ONE in config:
             stage = json.loads(config[messages.STAGE_ONE])
             return replace(spec, autoencoder=spec_from_dict(AutoencoderSpec, stage["network"], where),
@@ -145,6 +158,8 @@ class RunSpec:
     def model_meta(self) -> dict:
         """Checkpoint metadata in the format ``load_model`` reads."""
         extra = {"latent": latent_record(self.latent)} if self.latent is not None else {}
+        if self.depth:
+            extra["depth"] = self.depth
         return model_meta(self.schema, self.model, self.recipe, self.resolution, data={"source": self.data_source},
                           **extra)
 

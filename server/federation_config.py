@@ -1,7 +1,7 @@
 """federation.toml: what the coordinator runs.
 
     run_dir = "runs/consortium-1"
-    [schema]     channels = ["t1", "t2", "mask"], class_names = [], mask_labels = 1, resolution = 64
+    [schema]     channels = ["t1", "t2", "mask"], class_names = [], mask_labels = 1, resolution = 64, depth (3D)
     [federation] rounds, local_steps, strategy, min_sites, initial_model, autoencoder, ... (settings.py)
     [train]      batch_size, learning_rate, ... (common/specs.py RecipeSpec: what every site trains with)
     [model]      channels, attention_levels, schedule, ... (common/specs.py ModelSpec)
@@ -30,6 +30,7 @@ class SchemaSection:
     class_names: tuple[str, ...] = ()
     mask_labels: int = 1
     resolution: int = DEFAULT_RESOLUTION
+    depth: int = 0  # a 3D run of anisotropic volumes: the slices they are resized to (0: as many as resolution)
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,12 @@ def load_federation_config(path: str | Path) -> FederationConfig:
     schema = build_section(SchemaSection, raw.get("schema", {}), "schema", source)
     if not schema.channels:
         raise ConfigError(f"{path}: [schema] channels is required, e.g. channels = ['t1', 't2', 'mask']")
+    model = build_section(ModelSpec, raw.get("model", {}), "model", source)
+    if schema.depth < 0 or (schema.depth and model.spatial_dims != 3):
+        raise ConfigError(f"{path}: [schema] depth = {schema.depth} is the slices of 3D volumes: give a positive "
+                          "number with [model] spatial_dims = 3, or remove it")
     spec = RunSpec(ChannelSchema(schema.channels, schema.class_names, schema.mask_labels), schema.resolution,
-                   build_section(ModelSpec, raw.get("model", {}), "model", source),
-                   recipe_from_table(raw.get("train", {}), source))
+                   model, recipe_from_table(raw.get("train", {}), source), depth=schema.depth)
     settings = build_section(FederationSettings, raw.get("federation", {}), "federation", source)
     for key in ("initial_model", "autoencoder"):  # relative to this file
         if getattr(settings, key) and not Path(getattr(settings, key)).is_absolute():

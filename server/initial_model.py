@@ -48,6 +48,10 @@ def load_initial_model(path: str | Path, spec: RunSpec, fresh: dict[str, torch.T
     if resolution != spec.resolution:
         raise ConfigError(f"[federation] initial_model {path} was trained at {resolution} px, the run trains at "
                           f"{spec.resolution} px: start from a model of the run's resolution, or change the run's")
+    depth = int(meta.get("depth", 0))
+    if depth != spec.depth:
+        raise ConfigError(f"[federation] initial_model {path} was trained at depth {depth or 'cubic'}, the run "
+                          f"at depth {spec.depth or 'cubic'}: start from a model of the run's [schema] depth")
     if model != spec.model:
         differ = sorted(k for k, v in asdict(model).items() if asdict(spec.model)[k] != v)
         values = ", ".join(f"{k} {asdict(model)[k]!r} there, {asdict(spec.model)[k]!r} in the run" for k in differ)

@@ -55,10 +55,9 @@ def _plot(curves: dict, title: str, ylabel: str, path: Path) -> Path:
 def _samples(checkpoint: str, path: Path, n: int = 8, steps: int = 25) -> Path:
     """A grid of ``n`` samples (pixel or latent model: tasks/synthesis.py decodes a latent one)."""
     loaded = load_model(checkpoint, device="cpu", latent_ok=True)
-    size, c = loaded.resolution, loaded.schema.num_channels
+    c = loaded.schema.num_channels
     labels = torch.arange(n) % loaded.schema.num_classes if loaded.schema.num_classes else None
-    spatial = (size,) * loaded.spec.spatial_dims
-    images = synthesize(loaded, n, labels, torch.zeros(c, *spatial), torch.zeros(c, dtype=torch.bool), steps=steps,
+    images = synthesize(loaded, n, labels, torch.zeros(c, *loaded.spatial_shape), torch.zeros(c, dtype=torch.bool), steps=steps,
                         progress=False)[0].numpy()
     classes = labels.tolist() if labels is not None else [None] * n
     return example_grid([Example(image=x, available=np.ones(c, dtype=bool), label=k) for x, k in zip(images, classes)],

@@ -138,7 +138,8 @@ def _site_examples(scenario: Scenario) -> tuple[ChannelSchema, list[list[Example
     data = load_dataset(d.data, scenario.data_config)
     schema = data.schema
     ready = prepare(data.examples, schema, d.resolution, slices=scenario.data_config.slices,
-                    lower=scenario.data_config.lower_percentile, upper=scenario.data_config.upper_percentile)
+                    lower=scenario.data_config.lower_percentile, upper=scenario.data_config.upper_percentile,
+                    depth=scenario.data_config.depth)
     parts = split_examples(ready, d.sites, d.split, d.alpha, d.seed)
     if d.scanner_shift:
         gammas = np.random.default_rng([d.seed, 31337]).uniform(0.75, 1.35, d.sites)
@@ -163,5 +164,6 @@ def site_partitions(scenario: Scenario) -> tuple[ChannelSchema, tuple[SiteData, 
 def run_spec(scenario: Scenario) -> RunSpec:
     schema, _ = site_partitions(scenario)
     source = "phantom" if scenario.data.data == "phantom" else scenario.data.data
-    spec = RunSpec(schema, scenario.data.resolution, scenario.model, scenario.recipe, source)
+    spec = RunSpec(schema, scenario.data.resolution, scenario.model, scenario.recipe, source,
+                   depth=scenario.data_config.depth)
     return latent_run(spec, scenario.federation.autoencoder, f"{scenario.source}: [federation] autoencoder")

@@ -95,7 +95,7 @@ def synthetic_pairs(loaded: LoadedModel, count: int, mask_channel: int, *, steps
                     seed: int = 0) -> tuple[Tensor, Tensor]:
     """``count`` (images, mask) pairs drawn jointly from the model (nothing given): images (N, C, *spatial) in
     model units with the mask channel zeroed, masks (N, *spatial) bool (foreground = any label)."""
-    shape = (loaded.schema.num_channels,) + (loaded.resolution,) * loaded.spec.spatial_dims
+    shape = (loaded.schema.num_channels, *loaded.spatial_shape)
     nothing = torch.zeros(loaded.schema.num_channels, dtype=torch.bool)
     images, _ = synthesize(loaded, count, None, torch.zeros(shape), nothing, steps=steps, batch_size=batch_size,
                            seed=seed, progress=False)

@@ -52,13 +52,13 @@ def bicubic(y: Tensor, factor: int) -> Tensor:
     return F.interpolate(y, scale_factor=factor, mode=mode, align_corners=False)
 
 
-def check_input_size(low: Tensor, factor: int, resolution: int) -> None:
-    """The low-resolution input must be the model's resolution divided by the factor."""
-    expected = resolution // factor
-    if resolution % factor or any(s != expected for s in low.shape[2:]):
-        raise ValueError(f"x{factor} super-resolution on this {resolution} px checkpoint needs {expected} px inputs, "
-                         f"got {tuple(low.shape[2:])}; give --factor {resolution // max(low.shape[2:])} or resample "
-                         "the input")
+def check_input_size(low: Tensor, factor: int, shape: tuple[int, ...]) -> None:
+    """The low-resolution input must be the model's grid ``shape`` divided by the factor."""
+    expected = tuple(n // factor for n in shape)
+    if any(n % factor for n in shape) or tuple(low.shape[2:]) != expected:
+        raise ValueError(f"x{factor} super-resolution on this {' x '.join(map(str, shape))} px checkpoint needs "
+                         f"{' x '.join(map(str, expected))} px inputs, got {tuple(low.shape[2:])}; give --factor "
+                         f"{shape[-1] // max(low.shape[-1], 1)} or resample the input")
 
 
 def _start(loaded: LoadedModel, y: Tensor, settings: SuperResolveSettings, generator) -> Tensor | None:
@@ -76,7 +76,7 @@ def _start(loaded: LoadedModel, y: Tensor, settings: SuperResolveSettings, gener
 def super_resolve(loaded: LoadedModel, low: Tensor, settings: SuperResolveSettings = SuperResolveSettings(),
                   seed: int = 0) -> Tensor:
     """(N, C, *spatial * factor) in model units from low-resolution (N, C, *spatial) in model units."""
-    check_input_size(low, settings.factor, loaded.resolution)
+    check_input_size(low, settings.factor, loaded.spatial_shape)
     generator = torch.Generator(loaded.device).manual_seed(seed)
     schedule, factor, s2 = loaded.schedule, settings.factor, settings.noise_level**2
     out = []

@@ -8,7 +8,7 @@ the checkpoint does not know is an error, because the site would silently drop d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -55,6 +55,8 @@ def load_task_data(source: str, loaded: LoadedModel, config: DataConfig = DataCo
     """
     schema = loaded.schema
     resolution = resolution or loaded.resolution
+    if loaded.depth and not config.slices:  # volumes at the checkpoint's slices (scaled like a low-resolution input)
+        config = replace(config, depth=loaded.depth * resolution // loaded.resolution)
     try:
         data = load_training_set(source, config, resolution, phantom_n=phantom_n, seed=seed).tensors
     except ValueError as error:

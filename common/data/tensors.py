@@ -31,6 +31,12 @@ class TrainingTensors:
     def spatial(self) -> tuple[int, ...]:
         return tuple(self.images.shape[2:])
 
+    @property
+    def depth(self) -> int:
+        """The slices of anisotropic volumes (recorded in checkpoints); 0 for images and cubes."""
+        spatial = self.spatial
+        return spatial[0] if len(spatial) == 3 and spatial[0] != spatial[-1] else 0
+
     def to(self, device: str | torch.device) -> "TrainingTensors":
         return TrainingTensors(self.schema, self.images.to(device), self.available.to(device), self.labels.to(device),
                                self.patients)

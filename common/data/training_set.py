@@ -46,7 +46,8 @@ def load_training_set(source: str, config: DataConfig = DataConfig(), resolution
     if not resolution:
         resolution = config.resolution or PHANTOM_RESOLUTION
     ready = prepare(data.examples, data.schema, resolution, slices=config.slices,
-                    lower=config.lower_percentile, upper=config.upper_percentile)
-    log.info("training set %s: %d studies -> %d examples at %d px", source, len(data.examples), len(ready), resolution)
+                    lower=config.lower_percentile, upper=config.upper_percentile, depth=config.depth)
+    log.info("training set %s: %d studies -> %d examples at %d px%s", source, len(data.examples), len(ready),
+             resolution, f", {config.depth} slices" if config.depth and not config.slices else "")
     return TrainingSet(stack_examples(ready, data.schema, bool(data.patient_ids)), resolution,
                        source if source == PHANTOM else str(data.root), len(data.examples), data.patient_ids)

@@ -66,9 +66,18 @@ def pad_to_square(example: Example, schema: ChannelSchema, background: float = -
     return replace(example, image=image)
 
 
-def resize(example: Example, schema: ChannelSchema, size: int) -> Example:
-    """Every spatial axis resized to ``size`` (area averaging for images, nearest for masks)."""
-    spatial = (size,) * (example.image.ndim - 1)
+def spatial_shape(size: int, depth: int, ndim: int) -> tuple[int, ...]:
+    """The grid examples are resized to: ``size`` on every axis, except a 3D volume's slice axis, which is
+    ``depth`` where given (0: ``size``, a cube)."""
+    if ndim == 3 and depth:
+        return (depth, size, size)
+    return (size,) * ndim
+
+
+def resize(example: Example, schema: ChannelSchema, size: int, depth: int = 0) -> Example:
+    """Every spatial axis resized to ``size`` (a volume's slice axis to ``depth`` where given; area averaging
+    for images, nearest for masks)."""
+    spatial = spatial_shape(size, depth, example.image.ndim - 1)
     if example.image.shape[1:] == spatial:
         return example
     image = np.zeros((example.image.shape[0], *spatial), dtype=np.float32)
@@ -78,16 +87,17 @@ def resize(example: Example, schema: ChannelSchema, size: int) -> Example:
             op = nearest if schema.is_mask(schema.channels[c]) else smooth
             image[c] = np.asarray(op(example.image[c][None]), dtype=np.float32)[0]
     old = example.image.shape[1:]
-    spacing = tuple(s * o / size for s, o in zip(example.spacing, old)) if example.spacing else None
+    spacing = tuple(s * o / n for s, o, n in zip(example.spacing, old, spatial)) if example.spacing else None
     return replace(example, image=image, spacing=spacing)
 
 
 def prepare(examples: list[Example], schema: ChannelSchema, size: int, *, slices: bool,
-            lower: float = 0.5, upper: float = 99.5) -> list[Example]:
-    """The whole path from loaded examples to model-ready ones of shape (C, size, size[, size])."""
+            lower: float = 0.5, upper: float = 99.5, depth: int = 0) -> list[Example]:
+    """The whole path from loaded examples to model-ready ones of shape (C, size, size) or, for volumes,
+    (C, depth or size, size, size)."""
     ready = []
     for example in examples:
         example = normalize(example, schema, lower, upper)
         for item in (to_slices(example) if slices else [example]):
-            ready.append(resize(pad_to_square(item, schema), schema, size))
+            ready.append(resize(pad_to_square(item, schema), schema, size, depth))
     return ready

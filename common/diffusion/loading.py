@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
+from ..data.transforms import spatial_shape
 from ..schema import ChannelSchema
 from ..latent.autoencoder import AutoencoderFile, from_meta
 from ..latent.codec import LatentCodec
@@ -39,6 +40,12 @@ class LoadedModel:
     meta: dict
     device: torch.device
     codec: LatentCodec | None = None  # a latent model's autoencoder; schema and resolution are then the pixel ones
+    depth: int = 0  # a 3D model's slices where they differ from ``resolution`` (anisotropic volumes); 0: a cube
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The pixel grid the model's images have: (resolution,) * dims, or (depth, resolution, resolution)."""
+        return spatial_shape(self.resolution, self.depth, self.spec.spatial_dims)
 
     @property
     def model(self) -> ConditionalDenoiser:
@@ -126,6 +133,6 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
         raise CheckpointError(f"{path}: the checkpoint does not record the image resolution it was trained at")
     denoiser = Denoiser(model, make_schedule(spec.schedule))
     if autoencoder is None:
-        return LoadedModel(denoiser, schema, resolution, meta, device)
+        return LoadedModel(denoiser, schema, resolution, meta, device, depth=int(meta.get("depth", 0)))
     codec = LatentCodec(autoencoder, device)
-    return LoadedModel(denoiser, codec.schema, autoencoder.resolution, meta, device, codec)
+    return LoadedModel(denoiser, codec.schema, autoencoder.resolution, meta, device, codec, autoencoder.depth)

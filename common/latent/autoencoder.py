@@ -58,8 +58,9 @@ def build_autoencoder(spec: AutoencoderSpec) -> AutoencoderKL:
 
 @dataclass(frozen=True)
 class AutoencoderFile:
-    """What a stage-1 file holds: the network, the schema and pixel size it was trained on, and the scale that
-    gives its latents the spread the diffusion model expects."""
+    """What a stage-1 file holds: the network, the schema and pixel size it was trained on (``depth``: a 3D
+    autoencoder's slices, 0 when the volumes were cubes of ``resolution``), and the scale that gives its latents
+    the spread the diffusion model expects."""
 
     spec: AutoencoderSpec
     schema: ChannelSchema
@@ -69,10 +70,11 @@ class AutoencoderFile:
     sha256: str = ""
     record: dict | None = None  # how it was trained and how well it reconstructs (train-autoencoder's summary)
     raw: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes, as a federated run sends them
+    depth: int = 0
 
     def meta(self) -> dict:
         return {"kind": KIND, "autoencoder_spec": asdict(self.spec), "schema": self.schema.to_dict(),
-                "resolution": self.resolution, "scale": self.scale, "record": self.record or {}}
+                "resolution": self.resolution, "depth": self.depth, "scale": self.scale, "record": self.record or {}}
 
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, {"autoencoder": self.weights}, self.meta())
@@ -88,7 +90,8 @@ def from_meta(meta: dict, weights: dict, where: str, sha256: str = "") -> Autoen
     try:
         return AutoencoderFile(spec_from_dict(AutoencoderSpec, meta["autoencoder_spec"], where),
                                ChannelSchema.from_dict(meta["schema"]), int(meta["resolution"]), float(meta["scale"]),
-                               weights, sha256 or meta.get("sha256", ""), meta.get("record"))
+                               weights, sha256 or meta.get("sha256", ""), meta.get("record"),
+                               depth=int(meta.get("depth", 0)))
     except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise CheckpointError(f"{where}: the autoencoder description cannot be read ({error})") from None
 

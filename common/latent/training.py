@@ -50,7 +50,7 @@ def _window(size: int) -> int:
 
 def make_ssim(images: torch.Tensor) -> SSIMLoss:
     """The SSIM loss for batches of ``images`` (N, 1, *spatial)."""
-    return SSIMLoss(images.dim() - 2, data_range=2.0, win_size=_window(images.shape[-1]))
+    return SSIMLoss(images.dim() - 2, data_range=2.0, win_size=_window(min(images.shape[2:])))
 
 
 def autoencoder_loss(network: torch.nn.Module, batch: torch.Tensor, ssim: SSIMLoss,
@@ -130,7 +130,7 @@ def train_autoencoder(data: TrainingTensors, spec: AutoencoderSpec, recipe: Auto
                          generator=generator, device=device, progress=progress)
     seconds = time.perf_counter() - start
     weights = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    unscaled = AutoencoderFile(spec, data.schema, data.spatial[-1], 1.0, weights)
+    unscaled = AutoencoderFile(spec, data.schema, data.spatial[-1], 1.0, weights, depth=data.depth)
     moments = latent_moments(unscaled, data, device)
     scale = scale_for(*moments)
     tail = losses[-min(50, len(losses)):]
@@ -143,7 +143,7 @@ def train_autoencoder(data: TrainingTensors, spec: AutoencoderSpec, recipe: Auto
 def reconstruction_quality(codec: LatentCodec, data: TrainingTensors) -> dict[str, dict[str, float]]:
     """PSNR (dB, data range [-1, 1]) and SSIM of encode-decode per channel over the examples that have it."""
     rebuilt = codec.decode(codec.encode(data.images)).cpu()
-    ssim = SSIMMetric(data.images.dim() - 2, data_range=2.0, win_size=_window(data.spatial[-1]))
+    ssim = SSIMMetric(data.images.dim() - 2, data_range=2.0, win_size=_window(min(data.spatial)))
     quality = {}
     for c, name in enumerate(data.schema.channels):
         have = data.available[:, c]

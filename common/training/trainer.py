@@ -17,6 +17,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from ..checkpoint import save_checkpoint
+from ..config import ConfigError
 from ..diffusion.fast_paths import apply_layout, switch_on
 from ..diffusion.loading import latent_of, latent_record, model_meta, open_model_checkpoint
 from ..latent.autoencoder import AutoencoderFile
@@ -52,6 +53,17 @@ class TrainingDiverged(RuntimeError):
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_divisible(spatial: tuple[int, ...], spec: ModelSpec, *, latent: bool = False) -> None:
+    """Each level of the UNet halves the grid and the decoder doubles it back, so every side must divide by
+    2 ** (levels - 1); anything else fails deep inside the network, so it is refused here with the sizes."""
+    factor = 2 ** (len(spec.channels) - 1)
+    if any(size % factor for size in spatial):
+        what = "latents" if latent else "images"
+        raise ConfigError(f"{what} of {' x '.join(map(str, spatial))} do not divide by {factor}, which the network "
+                         f"({len(spec.channels)} levels) needs on every side: set [data] resolution (and depth, for "
+                         f"volumes) to multiples of {factor}" + (" times the autoencoder's factor" if latent else ""))
 
 
 class Trainer:
@@ -91,6 +103,7 @@ class Trainer:
         self.generator = torch.Generator(rng_on).manual_seed(recipe.seed)
         self.step = 0
         self.resolution = 0  # recorded from the first data trained on; tasks resize their inputs to it
+        self.depth = 0  # likewise a 3D model's slices, where they differ from the resolution (anisotropic volumes)
         self.autocast = self.device.type == "cuda" and runtime.precision in ("auto", "bf16")
         self.anchor: list[torch.Tensor] | None = None  # the global weights of this round (FedProx)
         self.compiled = None  # the compiled network, made once when a call asks for it (plain_step.py)
@@ -105,8 +118,11 @@ class Trainer:
         if data.schema.channels != self.schema.channels:
             raise ValueError(f"data channels {list(data.schema.channels)} differ from the model's "
                              f"{list(self.schema.channels)}")
+        check_divisible(data.spatial, self.spec, latent=self.latent is not None)
         steps = max(0, self.steps - self.step) if steps is None else steps
-        self.resolution = self.resolution or data.spatial[-1]
+        if not self.resolution:
+            self.resolution = data.spatial[-1]
+            self.depth = data.depth
         run = PlainStep(self, proximal_mu, checkpoint_path, checkpoint_meta)
         return run.train(data, steps, progress)
 
@@ -134,7 +150,7 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
                  "generator": self.generator.get_state(), "step": self.step}
         meta = model_meta(self.schema, self.spec, self.recipe, self.resolution, step=self.step, steps=self.steps,
-                          **(extra_meta or {}))
+                          **({"depth": self.depth} if self.depth else {}), **(extra_meta or {}))
         if self.latent is not None:  # the model file is whole: a site decodes its samples with what it carries
             state["autoencoder"], meta["latent"] = self.latent.weights, latent_record(self.latent)
         return save_checkpoint(path, state, meta)
@@ -158,5 +174,5 @@ class Trainer:
             log.warning("%s was saved on another kind of device; the random stream restarts from seed %d",
                         path, recipe.seed)
         trainer.step = int(state["step"])
-        trainer.resolution = int(meta.get("resolution", 0))
+        trainer.resolution, trainer.depth = int(meta.get("resolution", 0)), int(meta.get("depth", 0))
         return trainer

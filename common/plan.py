@@ -8,6 +8,8 @@ A site admin never needs to know what a noise schedule is; the coordinator colle
 
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,18 @@ LATENT_FACTOR = 4  # the default autoencoder (16, 32, 64) shrinks each side by 4
 # the largest size a pixel model is planned at, by (dimension, GPU): 2D 64 px on a 2-core CPU (docs/RESULTS.md),
 # 3D 16^3 (benchmarks/hippocampus_3d.py)
 PIXEL_LIMIT = {(2, False): CPU_MAX_RESOLUTION, (3, False): 16, (2, True): SIZES[-1], (3, True): 32}
+
+
+DEPTH_STEP = 16  # the default autoencoder (x4) and a 3-level UNet (x4) halve a volume's side 4 times in all
+
+
+def suggested_depth(slices: float, size: int) -> int:
+    """``[data] depth`` for volumes of this (median) number of slices at in-plane ``size``: the slices rounded up
+    to a multiple of DEPTH_STEP, or 0 (cubes) where that is not below ``size``."""
+    if slices <= 0:
+        return 0
+    depth = DEPTH_STEP * max(1, math.ceil(slices / DEPTH_STEP))
+    return depth if depth < size else 0
 
 
 def suggested_space(min_side: float, ndim: int, gpu: bool) -> tuple[str, int, str]:
@@ -69,6 +83,7 @@ class Plan:
     batch_size: int
     sites: list[str]
     latent_note: str = ""  # when every site's images call for latent diffusion (suggested_space): what to know
+    depth: int = 0  # a 3D plan of volumes with fewer slices than the resolution: [schema] depth (docs/data.md)
 
 
     def federation_toml(self, run_dir: str = "runs/federation", local_steps: int = 100, rounds: int = 10) -> str:
@@ -78,7 +93,8 @@ class Plan:
             *([f"# {self.latent_note}"] if self.latent_note else []),
             f"run_dir = {json.dumps(run_dir)}", "", "[schema]", f"channels = {json.dumps(self.channels)}",
             f"class_names = {json.dumps(self.class_names)}", f"mask_labels = {self.mask_labels}",
-            f"resolution = {self.resolution}", "", "[model]", f"spatial_dims = {self.ndim}",
+            f"resolution = {self.resolution}", *([f"depth = {self.depth}"] if self.depth else []), "", "[model]",
+            f"spatial_dims = {self.ndim}",
             f"channels = {json.dumps(list(self.widths))}", f"attention_levels = [{attention}]", "", "[train]",
             f"batch_size = {self.batch_size}", "", "[federation]", f"rounds = {rounds}",
             f"local_steps = {local_steps}", f"min_sites = {min(2, len(self.sites))}", ""])
@@ -103,11 +119,13 @@ def plan_from_fingerprints(fingerprints: dict[str, dict], gpu: bool = False, vol
         raise ValueError(f"a 3D model needs volumes at every site; {flat} hold 2D images")
     widths, batch = NETWORKS[resolution]
     latent = all(f.get("suggested_space") == "latent" for f in prints) and not gpu
-    note = ("every site's images call for latent diffusion (see `meddiff site check`); a federation trains pixel "
-            f"models only so far, so this plan trains at {resolution} px. One site can train a latent model now: "
-            "meddiff train-autoencoder, then meddiff train --autoencoder (docs/latent.md)") if latent else ""
+    note = ("every site's images call for latent diffusion (see `meddiff site check`); this plan trains a pixel "
+            f"model at {resolution} px. For a latent one, add [federation] stage = \"both\" and an [autoencoder] "
+            "table (docs/latent.md)") if latent else ""
+    slices = max((float(f.get("median_slices", 0)) for f in prints), default=0.0)
+    depth = suggested_depth(slices, resolution) if volumes else 0
     return Plan(channels, classes, max(labels, default=1), resolution, 3 if volumes else 2, widths, batch,
-                list(fingerprints), note)
+                list(fingerprints), note, depth)
 
 
 def read_fingerprint(path: str | Path) -> dict:

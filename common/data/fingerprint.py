@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import PrivacyConfig
-from ..plan import suggested_resolution, suggested_space
+from ..plan import suggested_depth, suggested_resolution, suggested_space
 from .problems import DataProblem, LoadedData
 from ..console import plain_console
 from rich.console import Console
@@ -52,6 +52,9 @@ class Fingerprint:
     suggested_space: str = ""  # pixel or latent diffusion on a CPU (plan.suggested_space), and why
     space_reason: str = ""
     latent_resolution: int = 0  # the size a latent model is planned at (the pixel size where none is suggested)
+    median_slices: float = 0.0  # volumes only
+    suggested_depth: int = 0  # volumes: [data] depth for a 3D model at the planned size (0: cubes lose little)
+    depth_advice: str = ""  # volumes: why that depth
     colour: str = ""  # e.g. "colour (RGB: red, green, blue)"; empty for grey images
     patient_ids: str = ""  # where patient ids come from; "" = the data names no patients (DP per example)
 
@@ -95,6 +98,8 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
     in_plane = [min(e.image.shape[-2:]) for e in data.examples]
     min_side = float(np.median(in_plane)) if in_plane else 0.0
     space, space_size, reason = suggested_space(min_side, ndim, gpu=False)
+    slices = [e.image.shape[1] for e in data.examples if e.is_3d]
+    median_slices = float(np.median(slices)) if slices else 0.0
     return Fingerprint(
         root=data.root, format=data.format, patient_ids=data.patient_ids,
         patients=len({e.patient for e in data.examples}), studies=len({e.study for e in data.examples}),
@@ -105,8 +110,21 @@ def compute_fingerprint(data: LoadedData, sample_voxels: int = 200_000, seed: in
         suggested_resolution_gpu=suggested_resolution(min_side, gpu=True),
         suggested_space=space, space_reason=reason,
         latent_resolution=space_size if space == "latent" else suggested_resolution(min_side, gpu=False),
+        median_slices=median_slices, suggested_depth=suggested_depth(median_slices, space_size),
+        depth_advice=_depth_advice(median_slices, space_size),
         colour=", ".join(f"colour (RGB: {', '.join(schema.channels[i] for i in group)})"
                          for group in schema.colour_groups))
+
+
+def _depth_advice(slices: float, size: int) -> str:
+    """What a 3D model of these volumes should set as ``[data] depth`` at the planned in-plane ``size``."""
+    if not slices:
+        return ""
+    depth = suggested_depth(slices, size)
+    if not depth:
+        return f"median {slices:g} slices: cubes of {size} keep them (no [data] depth needed)"
+    return (f"median {slices:g} slices: set [data] depth = {depth} so that they are not resized to {size} "
+            "(docs/data.md)")
 
 
 def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
@@ -130,6 +148,8 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     summary.add_row("suggested resolution", f"{fp.suggested_resolution} on CPU, {fp.suggested_resolution_gpu} on a GPU")
     if fp.suggested_space:
         summary.add_row("suggested model (CPU)", f"{fp.suggested_space} diffusion: {fp.space_reason}")
+    if fp.depth_advice:
+        summary.add_row("depth for a 3D model (slices = false)", fp.depth_advice)
     summary.add_row("skipped files / notes", f"{len(fp.skipped)} / {len(fp.notes)}")
     console.print(summary)
     console.print(channel_table(fp))

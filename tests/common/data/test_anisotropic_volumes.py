@@ -136,3 +136,20 @@ def test_a_federation_toml_gives_depth_to_3d_runs_only(tmp_path):
     with pytest.raises(ConfigError, match="depth = 8 is the slices of 3D volumes"):
         load_federation_config(path)
     assert json.loads(json.dumps(RunSpec(SCHEMA, 16).to_config())).get("depth") is None  # cubic runs: as before
+
+
+def test_the_depth_suggested_keeps_few_slices_apart_and_leaves_cubes_alone():
+    from meddiff.common.plan import suggested_depth
+
+    assert suggested_depth(24, 64) == 32 and suggested_depth(6, 32) == 16  # a multiple of 16 the networks halve
+    assert suggested_depth(24, 32) == 0 and suggested_depth(40, 32) == 0 and suggested_depth(0, 64) == 0
+
+
+def test_site_check_and_plan_give_a_3d_run_the_depth_of_its_volumes(volumes, tmp_path, capsys):
+    root, _ = volumes
+    assert main(["site", "check", str(root / "data"), "--json", str(tmp_path / "fp.json")]) == 0
+    fingerprint = json.loads((tmp_path / "fp.json").read_text())
+    assert fingerprint["median_slices"] == 6 and "median 6 slices" in capsys.readouterr().out
+    assert main(["plan", "--data", str(root / "data"), "--volumes", "--out", str(tmp_path / "plan.toml")]) == 0
+    spec = load_federation_config(tmp_path / "plan.toml").spec
+    assert (spec.model.spatial_dims, spec.resolution, spec.depth) == (3, 32, 16)

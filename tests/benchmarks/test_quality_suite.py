@@ -252,3 +252,27 @@ def test_runs_with_dp_at_the_sites_never_stop_on_the_sites_held_out_loss(tmp_pat
     for name in ("fedavg-dp", "fedavg-dp-part"):
         private = load_scenario(tmp_path / "out" / "pneumonia" / "scenarios" / f"{name}.toml").federation
         assert private.early_stopping_patience == 0 and private.rounds == budget.dp_rounds
+
+
+@pytest.mark.realdata
+def test_the_pgbm_studies_written_as_volumes_read_back_as_the_archives_slices(tmp_path):
+    """benchmarks/pgbm_volumes_3d.py puts each study's slices back into one NIfTI volume: read by meddiff's own
+    NIfTI loader, every voxel and mask is the archive's, in the archive's slice order."""
+    from meddiff.common.config import DataConfig
+    from meddiff.common.data.loader import load_dataset
+    from pgbm_volumes_3d import CONTRASTS, write_volumes
+    from tests.conftest import shared
+
+    data = shared("pgbm").parent
+    folders = write_volumes(data, tmp_path)
+    archive = np.load(data / "pgbm" / "pgbm_t1_t1c_flair_t2_mask_128.npz")
+    studies = np.asarray([str(s) for s in archive["study"]])
+    config = DataConfig(channels=(*CONTRASTS, "mask"), slices=False)
+    loaded = load_dataset(folders["test"], config, log_problems=False)
+    assert len(loaded.examples) == 3
+    for example in loaded.examples:
+        study = next(s for s in dict.fromkeys(studies) if s.replace("/", "_").replace(" ", "-") == example.study)
+        rows = np.flatnonzero(studies == study)
+        for c, name in enumerate(CONTRASTS):
+            assert np.array_equal(example.image[c], archive[name][rows].astype(np.float32)), (study, name)
+        assert np.array_equal(example.image[4], archive["mask"][rows]), study

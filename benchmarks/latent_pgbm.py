@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -44,12 +43,11 @@ RESOLUTION = 128
 def reconstruction_rows(autoencoder: Path, test_npz: Path) -> dict:
     """Per channel on the test patients: the autoencoder's PSNR / SSIM and bicubic through the latent grid."""
     import torch.nn.functional as F
-    from monai.metrics import SSIMMetric
 
     from meddiff.common.data.training_set import load_training_set
     from meddiff.common.latent.autoencoder import load_autoencoder
     from meddiff.common.latent.codec import LatentCodec
-    from meddiff.common.latent.training import reconstruction_quality
+    from meddiff.common.latent.training import channel_quality, reconstruction_quality
 
     codec = LatentCodec(load_autoencoder(autoencoder))
     data = load_training_set(str(test_npz), resolution=RESOLUTION).tensors
@@ -57,14 +55,8 @@ def reconstruction_rows(autoencoder: Path, test_npz: Path) -> dict:
     small = codec.latent_size(RESOLUTION)
     bicubic = F.interpolate(F.interpolate(data.images, size=(small, small), mode="area"), size=(RESOLUTION,) * 2,
                             mode="bicubic", align_corners=False).clamp(-1, 1)
-    ssim = SSIMMetric(2, data_range=2.0)
-    rows = {}
-    for c, name in enumerate(data.schema.channels):
-        have = data.available[:, c]
-        truth, guess = data.images[have, c:c + 1], bicubic[have, c:c + 1]
-        mse = float(((truth - guess) ** 2).mean())
-        rows[name] = {"autoencoder": ours[name], "bicubic": {"psnr_db": 10 * math.log10(4 / max(mse, 1e-12)),
-                                                            "ssim": float(ssim(guess, truth).mean())}}
+    through = channel_quality(bicubic, data)
+    rows = {name: {"autoencoder": ours[name], "bicubic": through[name]} for name in ours}
     return {"test_slices": len(data), "latent_size": small, "channels": rows}
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -76,28 +75,20 @@ def site_toml(out: Path, folder: Path, resolution: int, depth: int) -> Path:
 def reconstruction_rows(autoencoder: Path, test: Path, config: Path) -> dict:
     """Per channel on the test volumes: the autoencoder's PSNR / SSIM, and trilinear through the latent grid."""
     import torch.nn.functional as F
-    from monai.metrics import SSIMMetric
 
     from meddiff.common.data.training_set import load_training_set
     from meddiff.common.latent.autoencoder import load_autoencoder
     from meddiff.common.latent.codec import LatentCodec
-    from meddiff.common.latent.training import reconstruction_quality
+    from meddiff.common.latent.training import channel_quality, reconstruction_quality
     from meddiff.common.site_config import load_site_config
 
     codec = LatentCodec(load_autoencoder(autoencoder))
     data = load_training_set(str(test), load_site_config(config).data).tensors
     ours = reconstruction_quality(codec, data)
     small = tuple(codec.latent_size(s) for s in data.spatial)
-    through = F.interpolate(F.interpolate(data.images, size=small, mode="area"), size=data.spatial,
-                            mode="trilinear", align_corners=False).clamp(-1, 1)
-    ssim = SSIMMetric(3, data_range=2.0, win_size=7)
-    rows = {}
-    for c, name in enumerate(data.schema.channels):
-        have = data.available[:, c]
-        truth, guess = data.images[have, c:c + 1], through[have, c:c + 1]
-        mse = float(((truth - guess) ** 2).mean())
-        rows[name] = {"autoencoder": ours[name], "trilinear": {"psnr_db": 10 * math.log10(4 / max(mse, 1e-12)),
-                                                              "ssim": float(ssim(guess, truth).mean())}}
+    through = channel_quality(F.interpolate(F.interpolate(data.images, size=small, mode="area"), size=data.spatial,
+                                            mode="trilinear", align_corners=False).clamp(-1, 1), data)
+    rows = {name: {"autoencoder": ours[name], "trilinear": through[name]} for name in ours}
     return {"test_volumes": len(data), "grid": list(data.spatial), "latent_grid": list(small), "channels": rows}
 
 

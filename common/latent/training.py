@@ -142,7 +142,12 @@ def train_autoencoder(data: TrainingTensors, spec: AutoencoderSpec, recipe: Auto
 
 def reconstruction_quality(codec: LatentCodec, data: TrainingTensors) -> dict[str, dict[str, float]]:
     """PSNR (dB, data range [-1, 1]) and SSIM of encode-decode per channel over the examples that have it."""
-    rebuilt = codec.decode(codec.encode(data.images)).cpu()
+    return channel_quality(codec.decode(codec.encode(data.images)).cpu(), data)
+
+
+def channel_quality(rebuilt: torch.Tensor, data: TrainingTensors) -> dict[str, dict[str, float]]:
+    """PSNR (dB, data range [-1, 1]) and SSIM of ``rebuilt`` against ``data`` per channel, over the examples
+    that have the channel (an autoencoder's reconstruction, or a baseline's, scored alike)."""
     ssim = SSIMMetric(data.images.dim() - 2, data_range=2.0, win_size=_window(min(data.spatial)))
     quality = {}
     for c, name in enumerate(data.schema.channels):

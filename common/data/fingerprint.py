@@ -149,7 +149,7 @@ def render_fingerprint(fp: Fingerprint, console: Console | None = None) -> None:
     if fp.suggested_space:
         summary.add_row("suggested model (CPU)", f"{fp.suggested_space} diffusion: {fp.space_reason}")
     if fp.depth_advice:
-        summary.add_row("depth for a 3D model (slices = false)", fp.depth_advice)
+        summary.add_row("depth of a 3D model", fp.depth_advice)
     summary.add_row("skipped files / notes", f"{len(fp.skipped)} / {len(fp.notes)}")
     console.print(summary)
     console.print(channel_table(fp))
